@@ -1,0 +1,1 @@
+"""event-booking-api: async event booking service."""

@@ -1,0 +1,75 @@
+"""Authentication dependencies: the current user and role requirements."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import select
+
+from app.auth.models import Role, User
+from app.core.config import Settings
+from app.core.errors import InvalidToken, NotAuthenticated, PermissionDenied
+from app.core.security import decode_token
+
+bearer_scheme = HTTPBearer(
+    auto_error=False,
+    description="An access token from POST /api/auth/login/ (paste the token only).",
+)
+
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
+
+
+def get_settings_dep(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+
+
+async def _user_from_token(request: Request, token: str) -> User:
+    settings: Settings = request.app.state.settings
+    claims = decode_token(token, key=settings.signing_key, expected_type="access")
+    async with request.app.state.sessionmaker() as session:
+        user = await session.scalar(select(User).where(User.id == claims.user_id))
+    if user is None or not user.is_active:
+        raise InvalidToken()
+    # A token issued before the last password change, reset or deactivation is dead.
+    issued_at = claims.expires_at.timestamp() - settings.access_token_expire_minutes * 60
+    if issued_at + 1 < user.password_changed_at.timestamp():
+        raise InvalidToken()
+    return user
+
+
+async def get_current_user(request: Request, credentials: Credentials) -> User:
+    if credentials is None:
+        if request.headers.get("authorization"):
+            raise InvalidToken()
+        raise NotAuthenticated()
+    return await _user_from_token(request, credentials.credentials)
+
+
+async def get_optional_user(request: Request, credentials: Credentials) -> User | None:
+    """The caller if a token was sent (and it must then be valid), else None."""
+    if credentials is None:
+        if request.headers.get("authorization"):
+            raise InvalidToken()
+        return None
+    return await _user_from_token(request, credentials.credentials)
+
+
+def require_role(role: Role):
+    async def dependency(user: Annotated[User, Depends(get_current_user)]) -> User:
+        if user.role != role:
+            raise PermissionDenied(f"Only {role.value}s can do this.")
+        return user
+
+    dependency.__name__ = f"require_{role.value}"
+    return dependency
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+OptionalUser = Annotated[User | None, Depends(get_optional_user)]
+Organizer = Annotated[User, Depends(require_role(Role.organizer))]
+Attendee = Annotated[User, Depends(require_role(Role.attendee))]

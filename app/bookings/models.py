@@ -1,0 +1,103 @@
+"""Bookings, their items, and the idempotency keys of booking requests."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    UniqueConstraint,
+    Uuid,
+    func,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.core.db import Base
+
+
+class Booking(Base):
+    __tablename__ = "bookings"
+    __table_args__ = (
+        CheckConstraint("status IN ('confirmed', 'cancelled')", name="status_valid"),
+        CheckConstraint("total_price >= 0", name="total_price_nonnegative"),
+        CheckConstraint(
+            "(status = 'cancelled') = (cancelled_at IS NOT NULL)", name="cancelled_at_matches"
+        ),
+        Index("ix_bookings_user_id_created_at", "user_id", "created_at"),
+        Index("ix_bookings_event_id_status", "event_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    booking_reference: Mapped[uuid.UUID] = mapped_column(
+        Uuid, unique=True, server_default=text("gen_random_uuid()")
+    )
+    user_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("users.id", ondelete="RESTRICT")
+    )
+    # Deleting an event is refused while it has confirmed bookings; cancelled ones go with it.
+    event_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("events.id", ondelete="CASCADE")
+    )
+    status: Mapped[str] = mapped_column(String(16), server_default="confirmed")
+    total_price: Mapped[Decimal] = mapped_column(Numeric(10, 2))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    items: Mapped[list[BookingItem]] = relationship(
+        back_populates="booking", lazy="raise", order_by="BookingItem.id"
+    )
+
+
+class BookingItem(Base):
+    __tablename__ = "booking_items"
+    __table_args__ = (
+        CheckConstraint("quantity >= 1", name="quantity_positive"),
+        CheckConstraint("price_at_booking >= 0", name="price_nonnegative"),
+        UniqueConstraint("booking_id", "ticket_type_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    booking_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("bookings.id", ondelete="CASCADE")
+    )
+    ticket_type_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("ticket_types.id", ondelete="CASCADE"), index=True
+    )
+    quantity: Mapped[int] = mapped_column(Integer)
+    price_at_booking: Mapped[Decimal] = mapped_column(Numeric(10, 2))
+
+    booking: Mapped[Booking] = relationship(back_populates="items", lazy="raise")
+
+
+class IdempotencyKey(Base):
+    """A booking request's Idempotency-Key, kept at least 24 hours."""
+
+    __tablename__ = "idempotency_keys"
+
+    user_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    booking_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("bookings.id", ondelete="CASCADE")
+    )
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), index=True
+    )

@@ -1,0 +1,139 @@
+"""Settings read from the environment (and an optional .env file), validated once."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import sys
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+logger = logging.getLogger("app.config")
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+class Settings(BaseSettings):
+    """Every setting of the service; names are case-insensitive environment variables."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", case_sensitive=False, extra="ignore"
+    )
+
+    database_url: str | None = Field(
+        default=None,
+        description="postgresql+asyncpg://user:pass@host:port/db; unset starts an embedded server.",
+    )
+    redis_url: str | None = Field(default=None, description="redis://host:port/db; unset: in-process.")
+    secret_key: str | None = Field(default=None, min_length=16)
+    access_token_expire_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    refresh_token_expire_days: int = Field(default=7, ge=1, le=365)
+    password_reset_expire_minutes: int = Field(default=60, ge=1)
+    max_tickets_per_booking: int = Field(default=10, ge=1, le=1000)
+    lock_timeout_ms: int = Field(default=5000, ge=1)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    rate_limit_enabled: bool = True
+    rate_limit_login: str = "5/minute"
+    rate_limit_login_ip: str = "30/minute"
+    rate_limit_register: str = "10/hour"
+    rate_limit_password_reset: str = "5/hour"
+    rate_limit_bookings: str = "60/minute"
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = True
+    email_from: str = "Event Booking <no-reply@localhost>"
+    password_reset_url: str | None = Field(
+        default=None, description="Template with {uidb64} and {token}; default: the API's endpoint."
+    )
+    public_base_url: str = "http://127.0.0.1:8000"
+    db_pool_size: int = Field(default=10, ge=1, le=500)
+    db_max_overflow: int = Field(default=10, ge=0, le=500)
+    db_pool_timeout: float = Field(default=10.0, gt=0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    data_dir: Path = PROJECT_ROOT / ".data"
+    idempotency_key_ttl_hours: int = Field(default=24, ge=24)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not value.startswith(("postgresql+asyncpg://", "postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql+asyncpg:// URL")
+        return "postgresql+asyncpg://" + value.split("://", 1)[1]
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis:// URL")
+        return value
+
+    @field_validator("password_reset_url")
+    @classmethod
+    def _check_reset_url(cls, value: str | None) -> str | None:
+        if value and ("{uidb64}" not in value or "{token}" not in value):
+            raise ValueError("must contain {uidb64} and {token}")
+        return value or None
+
+    @property
+    def signing_key(self) -> str:
+        return self.secret_key or _generated_secret_key(self.data_dir)
+
+
+@lru_cache
+def _generated_secret_key(data_dir: Path) -> str:
+    """A random key when SECRET_KEY is unset, shared by the worker processes of one machine.
+
+    Kept in the data directory (mode 0600) so that tokens issued by one worker are
+    accepted by the others; set SECRET_KEY in production.
+    """
+    logger.warning("SECRET_KEY is not set: using a generated key (set SECRET_KEY in production)")
+    path = data_dir / "secret_key"
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            with path.open("x", encoding="utf-8") as fh:
+                path.chmod(0o600)
+                fh.write(secrets.token_urlsafe(48))
+        except FileExistsError:
+            pass
+        key = path.read_text(encoding="utf-8").strip()
+        if len(key) >= 32:
+            return key
+    except OSError:
+        pass
+    return secrets.token_urlsafe(48)
+
+
+def load_settings() -> Settings:
+    """Read the settings, or stop the process with a message naming the invalid setting."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        lines = [
+            f"  {'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+        ]
+        print("Invalid settings:\n" + "\n".join(lines), file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return load_settings()

@@ -1,0 +1,253 @@
+"""Domain errors and the one renderer that turns every error into RFC 9457 problem+json."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+logger = logging.getLogger("app.errors")
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class AppError(Exception):
+    """Base of every error the API reports on purpose; subclasses fix status and code."""
+
+    status: int = 400
+    code: str = "bad_request"
+    detail: str = "The request could not be processed."
+    headers: dict[str, str] | None = None
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        errors: list[dict[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.detail = detail or type(self).detail
+        self.errors = errors
+        if headers is not None:
+            self.headers = headers
+        super().__init__(self.detail)
+
+
+class ValidationFailed(AppError):
+    status, code, detail = 422, "validation_error", "The request is not valid."
+
+    def __init__(self, detail: str | None = None, *, field: str | None = None, **kw: Any) -> None:
+        errors = kw.pop("errors", None)
+        if errors is None and field is not None:
+            errors = [{"field": field, "message": detail or self.detail}]
+        super().__init__(detail, errors=errors, **kw)
+
+
+class NotAuthenticated(AppError):
+    status, code, detail = 401, "not_authenticated", "Authentication credentials were not provided."
+    headers = {"WWW-Authenticate": "Bearer"}
+
+
+class InvalidToken(AppError):
+    status, code, detail = 401, "invalid_token", "The token is invalid or expired."
+    headers = {"WWW-Authenticate": "Bearer"}
+
+
+class InvalidCredentials(InvalidToken):
+    detail = "No active account found with the given credentials."
+
+
+class PermissionDenied(AppError):
+    status, code, detail = 403, "permission_denied", "You do not have permission to do this."
+
+
+class NotFound(AppError):
+    status, code, detail = 404, "not_found", "Not found."
+
+
+class Conflict(AppError):
+    status, code, detail = 409, "conflict", "The request conflicts with the current state."
+
+
+class UsernameTaken(Conflict):
+    code, detail = "username_taken", "A user with that username already exists."
+
+
+class EmailTaken(Conflict):
+    code, detail = "email_taken", "A user with that email already exists."
+
+
+class TicketTypeNameTaken(Conflict):
+    code, detail = "ticket_type_name_taken", "A ticket type with that name already exists."
+
+
+class WrongPassword(AppError):
+    status, code, detail = 422, "wrong_password", "The old password is not correct."
+
+
+class InvalidResetLink(AppError):
+    status, code, detail = 422, "invalid_reset_link", "The reset link is invalid or has expired."
+
+
+class SoldOut(Conflict):
+    code, detail = "sold_out", "Not enough tickets left."
+
+
+class CapacityExceeded(Conflict):
+    code, detail = "capacity_exceeded", "The event's total capacity would be exceeded."
+
+
+class TicketTypeInactive(Conflict):
+    code, detail = "ticket_type_inactive", "This ticket type is not on sale."
+
+
+class EventNotBookable(Conflict):
+    code, detail = "event_not_bookable", "The event is cancelled, has started or is over."
+
+
+class AlreadyCancelled(Conflict):
+    code, detail = "already_cancelled", "The booking is already cancelled."
+
+
+class EventHasBookings(Conflict):
+    code, detail = "event_has_bookings", "The event has confirmed bookings."
+
+
+class CapacityBelowSold(Conflict):
+    code, detail = "capacity_below_sold", "The capacity cannot be lower than what is sold."
+
+
+class IdempotencyKeyReused(AppError):
+    status, code = 422, "idempotency_key_reused"
+    detail = "This Idempotency-Key was used with a different request body."
+
+
+class IdempotencyKeyInUse(Conflict):
+    code, detail = "idempotency_key_in_use", "A request with this Idempotency-Key is in progress."
+
+
+class RateLimited(AppError):
+    status, code, detail = 429, "rate_limited", "Too many requests; retry later."
+
+    def __init__(self, retry_after: int, detail: str | None = None) -> None:
+        super().__init__(detail, headers={"Retry-After": str(max(1, retry_after))})
+
+
+class Busy(AppError):
+    status, code, detail = 503, "busy", "The service is busy; nothing was written. Retry shortly."
+    headers = {"Retry-After": "1"}
+
+
+class ServiceUnavailable(AppError):
+    status, code, detail = 503, "service_unavailable", "A dependency is not available."
+
+
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "not_authenticated",
+    403: "permission_denied",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+    500: "internal_error",
+    503: "service_unavailable",
+}
+
+
+def problem_response(
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    errors: list[dict[str, str]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    if errors is not None:
+        body["errors"] = errors
+    return Response(orjson.dumps(body), status, headers=headers, media_type=PROBLEM_JSON)
+
+
+def _field_path(loc: tuple[Any, ...] | list[Any]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def validation_errors(exc: RequestValidationError) -> list[dict[str, str]]:
+    out = []
+    for err in exc.errors():
+        loc = list(err.get("loc", ()))
+        # Pydantic reports `body.field.<type tag>` for unions and the JSON decoder
+        # reports `body.<offset>`: keep the path a client can map onto its form.
+        if err.get("type") == "json_invalid":
+            loc = ["body"]
+        message = err.get("msg", "Invalid value.")
+        if message.startswith("Value error, "):
+            message = message[len("Value error, ") :]
+        out.append({"field": _field_path(loc), "message": message})
+    return out
+
+
+async def _app_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, AppError)
+    from app.core.metrics import record_conflict
+
+    record_conflict(exc.code, exc.status)
+    return problem_response(
+        exc.status, exc.code, exc.detail, errors=exc.errors, headers=exc.headers
+    )
+
+
+async def _validation_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = validation_errors(exc)
+    detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:3]) or "Invalid request."
+    return problem_response(422, "validation_error", detail, errors=errors)
+
+
+async def _http_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    status = exc.status_code
+    code = _STATUS_CODES.get(status, "error")
+    detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(status).phrase
+    if status == 404 and detail == "Not Found":
+        detail = "No resource at this path."
+    if status == 405 and detail == "Method Not Allowed":
+        detail = f"Method {request.method} is not allowed here."
+    return problem_response(status, code, detail, headers=getattr(exc, "headers", None))
+
+
+async def _unhandled_handler(request: Request, exc: Exception) -> Response:
+    from app.core.db_errors import translate_db_error
+
+    translated = translate_db_error(exc)
+    if translated is not None:
+        return await _app_error_handler(request, translated)
+    request_id = request.headers.get("x-request-id") or getattr(request.state, "request_id", "-")
+    logger.exception("unhandled error (request id %s)", request_id)
+    return problem_response(
+        500, "internal_error", f"An unexpected error occurred. Request id: {request_id}."
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(AppError, _app_error_handler)
+    app.add_exception_handler(RequestValidationError, _validation_handler)
+    app.add_exception_handler(StarletteHTTPException, _http_error_handler)
+    app.add_exception_handler(Exception, _unhandled_handler)

@@ -1,0 +1,5 @@
+"""HTTP routes of the events domain."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,82 @@
+"""The ASGI application: create_app() wires settings, database, routers, errors and middleware."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from anyio import to_thread
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from app.auth.router import router as auth_router
+from app.bookings.router import router as bookings_router
+from app.core import health
+from app.core.config import Settings, get_settings
+from app.core.db import create_engine, make_sessionmaker, resolve_database_url
+from app.core.errors import install_error_handlers
+from app.core.middleware import StripTrailingSlashMiddleware
+from app.events.router import router as events_router
+
+logger = logging.getLogger("app")
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    if settings.database_url:
+        url = settings.database_url
+    else:
+        # Embedded default: start PostgreSQL under .data/ and bring the schema up to date.
+        from app.core.migrate import upgrade_head
+
+        url = await to_thread.run_sync(resolve_database_url, settings)
+        await to_thread.run_sync(upgrade_head, url)
+    engine = create_engine(settings, url)
+    app.state.engine = engine
+    app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.redis = None
+    if settings.redis_url:
+        from redis.asyncio import Redis
+
+        app.state.redis = Redis.from_url(settings.redis_url, socket_timeout=2)
+    try:
+        yield
+    finally:
+        if app.state.redis is not None:
+            await app.state.redis.aclose()
+        await engine.dispose()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="Event Booking API",
+        version="0.1.0",
+        summary="Events, ticket types and bookings that never oversell.",
+        openapi_url="/api/schema",
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.router.redirect_slashes = False
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(auth_router)
+    app.include_router(events_router)
+    app.include_router(bookings_router)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["Location", "Retry-After", "X-Request-ID"],
+        )
+    app.add_middleware(StripTrailingSlashMiddleware)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,9 @@
+"""Every model, imported in one place for Alembic's autogenerate."""
+
+from app.auth.models import RefreshToken, User
+from app.bookings.models import Booking, BookingItem, IdempotencyKey
+from app.core.db import Base
+from app.events.models import Event, TicketType
+
+__all__ = ["Base", "Booking", "BookingItem", "Event", "IdempotencyKey", "RefreshToken",
+           "TicketType", "User"]

@@ -1,0 +1,81 @@
+"""The foundation: health, error format, trailing slashes, settings, migrations."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import httpx
+from sqlalchemy import text
+
+from tests.conftest import ROOT
+
+
+async def test_live_and_ready(client: httpx.AsyncClient) -> None:
+    r = await client.get("/health/live")
+    assert r.status_code == 200 and r.json()["status"] == "ok"
+    r = await client.get("/health/ready/")
+    assert r.status_code == 200
+    assert r.json()["checks"]["database"] == "ok"
+
+
+async def test_unknown_route_is_problem_json(client: httpx.AsyncClient) -> None:
+    r = await client.get("/api/nowhere/")
+    assert r.status_code == 404
+    assert r.headers["content-type"] == "application/problem+json"
+    body = r.json()
+    assert body["code"] == "not_found" and body["status"] == 404 and body["type"] == "about:blank"
+
+
+async def test_wrong_method_is_405_with_allow(client: httpx.AsyncClient) -> None:
+    r = await client.delete("/health/live/")
+    assert r.status_code == 405
+    assert r.headers["allow"] == "GET"
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["code"] == "method_not_allowed"
+
+
+async def test_ready_is_503_when_database_is_down(settings) -> None:
+    from app.main import create_app
+
+    broken = settings.model_copy(
+        update={"database_url": "postgresql+asyncpg://postgres@127.0.0.1:1/none"}
+    )
+    app = create_app(broken)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            r = await c.get("/health/ready")
+    assert r.status_code == 503
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["code"] == "service_unavailable"
+
+
+def test_invalid_setting_stops_with_its_name() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", "import app.main"],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "LOCK_TIMEOUT_MS": "soon"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    assert "LOCK_TIMEOUT_MS" in proc.stderr
+
+
+async def test_database_refuses_duplicate_username_case_insensitively(db, create_user) -> None:
+    await create_user(username="Alice")
+    async with db() as session:
+        try:
+            await session.execute(
+                text(
+                    "INSERT INTO users (username, email, hashed_password, role) "
+                    "VALUES ('ALICE', 'other@example.com', 'x', 'attendee')"
+                )
+            )
+            await session.commit()
+        except Exception as exc:  # IntegrityError
+            assert "uq_users_username_lower" in str(exc)
+        else:
+            raise AssertionError("duplicate username was accepted")
