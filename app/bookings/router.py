@@ -1,5 +1,131 @@
-"""HTTP routes of the bookings domain."""
+"""HTTP routes of bookings: book, read, cancel, list."""
 
-from fastapi import APIRouter
+from __future__ import annotations
 
-router = APIRouter()
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Response
+from pydantic import AwareDatetime
+
+from app.auth.deps import Attendee, CurrentUser, SettingsDep
+from app.bookings import service
+from app.bookings.schemas import (
+    BookingCreate,
+    BookingFilters,
+    BookingRead,
+    BookingStatus,
+    EventBookingRead,
+    Id,
+)
+from app.core.db import UoW
+from app.core.metrics import BOOKINGS_CANCELLED, BOOKINGS_CREATED
+from app.core.pagination import Page, Pagination
+
+router = APIRouter(tags=["bookings"])
+
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        description="Retrying with the same key and body returns the original booking.",
+    ),
+]
+
+
+def booking_filters(
+    status: Annotated[BookingStatus | None, Query()] = None,
+    event: Annotated[int | None, Query(ge=1, le=2**63 - 1, description="An event id.")] = None,
+    created_at__gte: Annotated[AwareDatetime | None, Query()] = None,
+    created_at__lte: Annotated[AwareDatetime | None, Query()] = None,
+) -> BookingFilters:
+    return BookingFilters(
+        status=status, event=event, created_at__gte=created_at__gte, created_at__lte=created_at__lte
+    )
+
+
+@router.post(
+    "/api/bookings",
+    status_code=201,
+    operation_id="bookings_create",
+    summary="Book tickets for an event",
+    response_description="The booking; `Location` points at it.",
+)
+async def create_booking(
+    data: BookingCreate,
+    user: Attendee,
+    uow: UoW,
+    settings: SettingsDep,
+    response: Response,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> BookingRead:
+    result = await service.book_tickets(
+        uow,
+        user,
+        data,
+        max_tickets=settings.max_tickets_per_booking,
+        idempotency_key=idempotency_key,
+    )
+    if not result.replayed:
+        BOOKINGS_CREATED.inc()
+    response.headers["Location"] = f"/api/bookings/{result.booking.booking_reference}/"
+    return BookingRead.model_validate(result.booking, from_attributes=True)
+
+
+@router.get(
+    "/api/bookings/{booking_reference}",
+    operation_id="bookings_retrieve",
+    summary="Get one of your bookings",
+)
+async def get_booking(booking_reference: uuid.UUID, user: CurrentUser, uow: UoW) -> BookingRead:
+    booking = await service.get_booking(uow, user, booking_reference)
+    return BookingRead.model_validate(booking, from_attributes=True)
+
+
+@router.put(
+    "/api/bookings/{booking_reference}/cancel",
+    operation_id="bookings_cancel",
+    summary="Cancel one of your bookings and release its tickets",
+)
+async def cancel_booking(booking_reference: uuid.UUID, user: CurrentUser, uow: UoW) -> BookingRead:
+    booking = await service.cancel_booking(uow, user, booking_reference)
+    BOOKINGS_CANCELLED.inc()
+    return BookingRead.model_validate(booking, from_attributes=True)
+
+
+@router.get(
+    "/api/users/me/bookings",
+    operation_id="bookings_list_mine",
+    summary="List your bookings, newest first",
+)
+async def list_my_bookings(
+    user: CurrentUser,
+    uow: UoW,
+    page: Pagination,
+    filters: Annotated[BookingFilters, Depends(booking_filters)],
+) -> Page[BookingRead]:
+    count, bookings = await service.list_bookings(uow, page, user_id=user.id, filters=filters)
+    return page.build(
+        count, [BookingRead.model_validate(b, from_attributes=True) for b in bookings]
+    )
+
+
+@router.get(
+    "/api/events/{event_id}/bookings",
+    operation_id="events_bookings_list",
+    summary="List the bookings of your event, newest first",
+    tags=["events"],
+)
+async def list_event_bookings(
+    event_id: Id,
+    user: CurrentUser,
+    uow: UoW,
+    page: Pagination,
+    filters: Annotated[BookingFilters, Depends(booking_filters)],
+) -> Page[EventBookingRead]:
+    count, bookings = await service.list_event_bookings(uow, user, event_id, page, filters)
+    return page.build(
+        count, [EventBookingRead.model_validate(b, from_attributes=True) for b in bookings]
+    )

@@ -46,7 +46,14 @@ def create_engine(settings: Settings, url: str | None = None, **overrides: Any) 
         "max_overflow": settings.db_max_overflow,
         "pool_timeout": settings.db_pool_timeout,
         "pool_pre_ping": False,
-        "connect_args": {"server_settings": {"application_name": "event-booking-api"}},
+        # lock_timeout bounds every wait for a row lock (bookings, cancels, event
+        # changes): past it the statement fails and the request is answered 503 busy.
+        "connect_args": {
+            "server_settings": {
+                "application_name": "event-booking-api",
+                "lock_timeout": str(settings.lock_timeout_ms),
+            }
+        },
     }
     options.update(overrides)
     return create_async_engine(url or resolve_database_url(settings), **options)
@@ -93,6 +100,14 @@ class UnitOfWork:
                 await session.rollback()
         finally:
             await session.close()
+        if exc is not None:
+            # A lock wait past LOCK_TIMEOUT_MS (or a deadlock) is reported as 503 busy:
+            # the transaction was rolled back, nothing was written.
+            from app.core.db_errors import translate_db_error
+
+            busy = translate_db_error(exc)
+            if busy is not None:
+                raise busy from exc
 
 
 def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
