@@ -51,7 +51,8 @@ INVARIANTS = text(
     """
     SELECT
       (SELECT count(*) FROM ticket_types t WHERE t.quantity_sold <>
-         coalesce((SELECT sum(i.quantity) FROM booking_items i JOIN bookings b ON b.id = i.booking_id
+         coalesce((SELECT sum(i.quantity) FROM booking_items i
+                   JOIN bookings b ON b.id = i.booking_id
                    WHERE i.ticket_type_id = t.id AND b.status = 'confirmed'), 0)) AS bad_sold,
       (SELECT count(*) FROM events e WHERE e.tickets_sold <>
          coalesce((SELECT sum(t.quantity_sold) FROM ticket_types t WHERE t.event_id = e.id), 0)

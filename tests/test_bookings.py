@@ -336,13 +336,12 @@ async def test_lock_timeout_is_503_busy_and_writes_nothing(settings, db, attende
     app = create_app(settings.model_copy(update={"lock_timeout_ms": 200}))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-            async with db() as holder:
-                await holder.execute(
-                    text("SELECT id FROM events WHERE id=:i FOR UPDATE"), {"i": event.id}
-                )
-                r = await book(c, attendee, event.id, (standard.id, 1))
-                await holder.rollback()
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c, db() as holder:
+            await holder.execute(
+                text("SELECT id FROM events WHERE id=:i FOR UPDATE"), {"i": event.id}
+            )
+            r = await book(c, attendee, event.id, (standard.id, 1))
+            await holder.rollback()
     assert r.status_code == 503, r.text
     assert r.json()["code"] == "busy" and r.headers["retry-after"]
     assert (await counters(db, standard.id))[standard.id] == (8, 0)
