@@ -1,0 +1,1 @@
+"""Load test and benchmarks of event-booking-api."""
