@@ -15,8 +15,12 @@ from app.bookings.router import router as bookings_router
 from app.core import health
 from app.core.config import Settings, get_settings
 from app.core.db import create_engine, make_sessionmaker, resolve_database_url
+from app.core.docs import install_docs
 from app.core.errors import install_error_handlers
+from app.core.logging import configure_logging
 from app.core.middleware import StripTrailingSlashMiddleware
+from app.core.observability import install_observability
+from app.core.openapi import install_openapi
 from app.events.router import router as events_router
 
 logger = logging.getLogger("app")
@@ -51,6 +55,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    configure_logging(settings)
     app = FastAPI(
         title="Event Booking API",
         version="0.1.0",
@@ -76,6 +81,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["Location", "Retry-After", "X-Request-ID"],
         )
     app.add_middleware(StripTrailingSlashMiddleware)
+    install_docs(app)
+    install_openapi(app)
+    install_observability(app)
     return app
 
 

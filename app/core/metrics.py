@@ -1,15 +1,39 @@
-"""Prometheus metrics of the service."""
+"""Prometheus metrics of the service and the /metrics endpoint.
+
+With several worker processes (uvicorn --workers N), set PROMETHEUS_MULTIPROC_DIR to an
+empty directory writable by the workers before they start: every process then writes its
+counters there and a scrape of any worker reports the sum. `python -m app serve
+--workers N` and the container image set it up; wipe the directory on every restart.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+import os
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import Response
 
 REQUESTS = Counter(
-    "http_requests_total", "HTTP requests by route template, method and status",
+    "http_requests_total",
+    "HTTP requests by route template, method and status",
     ["method", "route", "status"],
 )
 REQUEST_LATENCY = Histogram(
-    "http_request_duration_seconds", "HTTP request latency by route template",
+    "http_request_duration_seconds",
+    "HTTP request latency by route template",
     ["method", "route"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
@@ -19,7 +43,69 @@ BOOKING_CONFLICTS = Counter(
     "booking_conflicts_total", "Requests refused with a domain error, by code", ["code"]
 )
 
+UNMATCHED_ROUTE = "<unmatched>"
+
 
 def record_conflict(code: str, status: int) -> None:
     if status in (409, 422, 429, 503) and code != "validation_error":
         BOOKING_CONFLICTS.labels(code=code).inc()
+
+
+def record_request(method: str, route: str, status: int, seconds: float) -> None:
+    REQUESTS.labels(method, route, str(status)).inc()
+    REQUEST_LATENCY.labels(method, route).observe(seconds)
+
+
+def multiprocess_dir() -> str | None:
+    # The environment is prometheus_client's own switch, read when it is imported.
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+class DatabasePoolCollector(Collector):
+    """Connections of this process's SQLAlchemy pool, read at scrape time (free per request)."""
+
+    def __init__(self, state: Any) -> None:
+        self._state = state
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        engine = getattr(self._state, "engine", None)
+        if engine is None:
+            return
+        pool = engine.pool
+        labels = ["pid"] if multiprocess_dir() else []
+        values = [str(os.getpid())] if labels else []
+        for name, doc, read in (
+            ("db_pool_connections_in_use", "Connections checked out of the pool", "checkedout"),
+            ("db_pool_connections_idle", "Connections idle in the pool", "checkedin"),
+            ("db_pool_size", "Configured pool size", "size"),
+        ):
+            reader = getattr(pool, read, None)
+            if reader is None:
+                continue
+            family = GaugeMetricFamily(name, doc, labels=labels)
+            family.add_metric(values, float(reader()))
+            yield family
+
+
+def metrics_endpoint(
+    app_registry: CollectorRegistry,
+) -> Callable[[Request], Awaitable[Response]]:
+    """The Starlette endpoint for /metrics: process-wide (or all workers') metrics plus the pool."""
+
+    async def metrics(request: Request) -> Response:
+        if multiprocess_dir():
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            body = generate_latest(registry)
+        else:
+            body = generate_latest(REGISTRY)
+        body += generate_latest(app_registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    return metrics
+
+
+def app_registry(state: Any) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(DatabasePoolCollector(state))
+    return registry

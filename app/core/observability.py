@@ -1,0 +1,111 @@
+"""Request ids, request metrics and /metrics: pure ASGI, a few microseconds per request."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from functools import lru_cache
+
+from fastapi import FastAPI
+from starlette.routing import Match, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.core import metrics
+from app.core.logging import request_id_var
+
+REQUEST_ID_HEADER = b"x-request-id"
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+
+
+def request_id_from(scope: Scope) -> str:
+    """The client's X-Request-ID when it is sane (≤ 128 of [A-Za-z0-9._-]), else a new one."""
+    for name, value in scope.get("headers", ()):
+        if name == REQUEST_ID_HEADER:
+            try:
+                candidate = value.decode("ascii")
+            except UnicodeDecodeError:
+                break
+            if _SANE_REQUEST_ID.fullmatch(candidate):
+                return candidate
+            break
+    return uuid.uuid4().hex
+
+
+class ObservabilityMiddleware:
+    """Sets the request id (header, `request.state.request_id`, log lines) and counts requests.
+
+    It wraps the whole application, error handlers included, so that 500 responses
+    carry the id too. Metrics are labelled with the route template, never the raw
+    path (unbounded label values would exhaust Prometheus).
+    """
+
+    def __init__(self, app: ASGIApp, fastapi_app: FastAPI) -> None:
+        self.app = app
+        self._fastapi_app = fastapi_app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = request_id_from(scope)
+        scope.setdefault("state", {})["request_id"] = request_id
+        token = request_id_var.set(request_id)
+        header = (REQUEST_ID_HEADER, request_id.encode("ascii"))
+        status = 500
+        start = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path_format", None) or self._template(
+                scope["method"], scope["path"]
+            )
+            metrics.record_request(scope["method"], template, status, time.perf_counter() - start)
+            request_id_var.reset(token)
+
+    def _template(self, method: str, path: str) -> str:
+        # The router records the matched route in its scope; when a middleware copied
+        # the scope (trailing slashes), match again here, cached by path.
+        return _match_template(self._fastapi_app, method, path.rstrip("/") or "/")
+
+
+@lru_cache(maxsize=2048)
+def _match_template(app: FastAPI, method: str, path: str) -> str:
+    scope = {"type": "http", "path": path, "root_path": "", "method": method}
+    partial = None
+    for route in app.router.routes:
+        match, _ = route.matches(scope)
+        if match is Match.FULL:
+            return getattr(route, "path_format", None) or getattr(route, "path", path)
+        if match is Match.PARTIAL and partial is None:
+            partial = route
+    if isinstance(partial, Route):
+        return partial.path_format
+    return metrics.UNMATCHED_ROUTE
+
+
+def install_observability(app: FastAPI) -> None:
+    """Wrap the whole middleware stack (outside Starlette's error middleware) and add /metrics."""
+    app.router.routes.append(
+        Route(
+            "/metrics",
+            metrics.metrics_endpoint(metrics.app_registry(app.state)),
+            methods=["GET"],
+            include_in_schema=False,
+        )
+    )
+    build_stack = app.build_middleware_stack
+
+    def build_middleware_stack() -> ASGIApp:
+        return ObservabilityMiddleware(build_stack(), app)
+
+    app.build_middleware_stack = build_middleware_stack  # type: ignore[method-assign]
