@@ -45,9 +45,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from redis.asyncio import Redis
 
         app.state.redis = Redis.from_url(settings.redis_url, socket_timeout=2)
+    # Emails leave after commit: queued for the arq worker, or sent by tasks of this process.
+    from app.notifications.outbox import get_outbox
+
+    outbox = get_outbox(app.state)
     try:
         yield
     finally:
+        await outbox.close()
         if app.state.redis is not None:
             await app.state.redis.aclose()
         await engine.dispose()
