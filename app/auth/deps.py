@@ -6,9 +6,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from jose import jwt
 from sqlalchemy import select
 
 from app.auth.models import Role, User
+from app.auth.passwords import password_stamp
 from app.core.config import Settings
 from app.core.errors import InvalidToken, NotAuthenticated, PermissionDenied
 from app.core.security import decode_token
@@ -36,6 +38,13 @@ async def _user_from_token(request: Request, token: str) -> User:
     if user is None or not user.is_active:
         raise InvalidToken()
     # A token issued before the last password change, reset or deactivation is dead.
+    # Tokens from login/refresh carry the password version they were issued for
+    # (exact, even within one second); others are judged by their issue time.
+    version = jwt.get_unverified_claims(token).get("pwv")  # signature checked above
+    if version is not None:
+        if version != password_stamp(user):
+            raise InvalidToken()
+        return user
     issued_at = claims.expires_at.timestamp() - settings.access_token_expire_minutes * 60
     if issued_at + 1 < user.password_changed_at.timestamp():
         raise InvalidToken()

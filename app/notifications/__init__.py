@@ -1,0 +1,1 @@
+"""Outgoing messages to users (email)."""
