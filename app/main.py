@@ -45,9 +45,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from redis.asyncio import Redis
 
         app.state.redis = Redis.from_url(settings.redis_url, socket_timeout=2)
-    # Emails leave after commit: queued for the arq worker, or sent by tasks of this process.
+    # Rate limits share Redis across workers; emails leave after commit (arq queue or a task).
+    from app.core.ratelimit import limiter_for
     from app.notifications.outbox import get_outbox
 
+    limiter_for(app.state)
     outbox = get_outbox(app.state)
     try:
         yield

@@ -21,7 +21,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import Depends, Request
 from limits import RateLimitItem, parse
@@ -128,18 +128,22 @@ class RateLimiter:
             )
 
 
-def get_limiter(request: Request) -> RateLimiter:
-    """The application's limiter, made on first use from its settings and Redis client."""
-    state = request.app.state
+def limiter_for(state: Any) -> RateLimiter:
+    """The application's limiter (``app.state``), made on first use from its settings and Redis.
+
+    The lifespan calls it at startup, so an invalid RATE_LIMIT_* value stops the process.
+    """
     limiter: RateLimiter | None = getattr(state, "limiter", None)
     if limiter is None:
         limiter = RateLimiter(
-            state.settings,
-            getattr(state, "redis", None),
-            prefix=key_prefix(state) + ":rl",
+            state.settings, getattr(state, "redis", None), prefix=key_prefix(state) + ":rl"
         )
         state.limiter = limiter
     return limiter
+
+
+def get_limiter(request: Request) -> RateLimiter:
+    return limiter_for(request.app.state)
 
 
 Limiter = Annotated[RateLimiter, Depends(get_limiter)]
