@@ -345,3 +345,33 @@ async def test_lock_timeout_is_503_busy_and_writes_nothing(settings, db, attende
     assert r.status_code == 503, r.text
     assert r.json()["code"] == "busy" and r.headers["retry-after"]
     assert (await counters(db, standard.id))[standard.id] == (8, 0)
+
+
+async def test_listing_bookings_uses_constant_queries(
+    app, client, db, attendee, event, standard, vip
+):
+    from sqlalchemy import event as sa_event
+
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    async def queries_for(page_size: int) -> int:
+        statements.clear()
+        r = await client.get(
+            f"/api/users/me/bookings/?page_size={page_size}", headers=auth(attendee)
+        )
+        assert r.status_code == 200
+        return len(statements)
+
+    for _ in range(4):
+        await book(client, attendee, event.id, (standard.id, 1), (vip.id, 1))
+    sync_engine = app.state.engine.sync_engine
+    sa_event.listen(sync_engine, "before_cursor_execute", count)
+    try:
+        small, large = await queries_for(1), await queries_for(100)
+    finally:
+        sa_event.remove(sync_engine, "before_cursor_execute", count)
+    assert small == large
+    assert large <= 4  # user, count, page, items

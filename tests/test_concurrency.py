@@ -189,3 +189,28 @@ async def test_in_process_storm_with_asyncio_tasks(client, db, organizer, attend
     assert counts == {201: 30, 409: 70}, counts
     assert {r.json()["code"] for r in responses if r.status_code == 409} == {"capacity_exceeded"}
     await check_invariants(db, {tt.id: 100})
+
+
+async def test_threads_with_blocking_clients_never_oversell(live_server, db, organizer, attendees):
+    """Plain threads with blocking clients (how many load-test scripts are written)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    event = await add_event(db, organizer.id, total_capacity=500)
+    tt = await add_ticket_type(db, event.id, quantity_available=25)
+
+    def worker(n: int) -> list[int]:
+        with httpx.Client(base_url=live_server, timeout=60) as c:
+            return [
+                c.post(
+                    "/api/bookings/", json=body(event.id, (tt.id, 1)), headers=auth(attendees[n])
+                ).status_code
+                for _ in range(4)
+            ]
+
+    def run_threads() -> list[int]:
+        with ThreadPoolExecutor(max_workers=20) as pool:
+            return [code for codes in pool.map(worker, range(20)) for code in codes]
+
+    codes = Counter(await asyncio.to_thread(run_threads))
+    assert codes == {201: 25, 409: 55}, codes
+    await check_invariants(db, {tt.id: 25})
