@@ -1,5 +1,177 @@
-"""HTTP routes of the events domain."""
+"""HTTP routes of the events domain: events and their ticket types."""
 
-from fastapi import APIRouter
+from __future__ import annotations
 
-router = APIRouter()
+from fastapi import APIRouter, Response, status
+
+from app.auth.deps import Organizer
+from app.core.db import UoW
+from app.core.pagination import Page, Pagination
+from app.events import service
+from app.events.deps import Filters, OwnedEvent, TicketTypeId, ValidEvent
+from app.events.schemas import (
+    EventCreate,
+    EventDetail,
+    EventRead,
+    EventUpdate,
+    TicketTypeCreate,
+    TicketTypeRead,
+    TicketTypeUpdate,
+    problem_responses,
+)
+
+router = APIRouter(prefix="/api/events")
+
+
+@router.get(
+    "",
+    operation_id="events_list",
+    summary="List events",
+    description=(
+        "Paginated. Without `status`, only `upcoming` and `sold_out` events are listed. "
+        "Filters combine with AND and are kept in the `next`/`previous` links."
+    ),
+    tags=["events"],
+    response_model=Page[EventRead],
+    responses=problem_responses(401, 422),
+)
+async def list_events(uow: UoW, filters: Filters, params: Pagination) -> Page[EventRead]:
+    count, rows = await service.list_events(
+        uow, filters, offset=params.offset, limit=params.page_size
+    )
+    return params.build(count, [EventRead.from_row(row.event, row.status) for row in rows])
+
+
+@router.post(
+    "",
+    operation_id="events_create",
+    summary="Create an event",
+    description="Organizers only; the caller becomes the event's organizer.",
+    tags=["events"],
+    status_code=status.HTTP_201_CREATED,
+    response_model=EventRead,
+    responses=problem_responses(401, 403, 422),
+)
+async def create_event(uow: UoW, user: Organizer, body: EventCreate) -> EventRead:
+    row = await service.create_event(uow, user, body)
+    return EventRead.from_row(row.event, row.status)
+
+
+@router.get(
+    "/{event_id}",
+    operation_id="events_retrieve",
+    summary="Get an event with its ticket types",
+    tags=["events"],
+    response_model=EventDetail,
+    responses=problem_responses(404, 422),
+)
+async def retrieve_event(uow: UoW, row: ValidEvent) -> EventDetail:
+    ticket_types = await service.list_ticket_types(uow, row.event.id)
+    return EventDetail.from_detail(row.event, row.status, ticket_types)
+
+
+@router.patch(
+    "/{event_id}",
+    operation_id="events_update",
+    summary="Change or cancel an event",
+    description=(
+        "The event's organizer only; only the fields sent change. `status: cancelled` "
+        "cancels every confirmed booking of the event and releases their tickets, in one "
+        "transaction. A cancelled event cannot be changed any more."
+    ),
+    tags=["events"],
+    response_model=EventRead,
+    responses=problem_responses(
+        401,
+        403,
+        404,
+        409,
+        422,
+        503,
+        conflict="`event_not_bookable` (cancelled) or `capacity_below_sold`",
+    ),
+)
+async def update_event(uow: UoW, row: OwnedEvent, body: EventUpdate) -> EventRead:
+    # `change.cancelled_booking_ids` are the bookings to notify once committed.
+    change = await service.update_event(uow, row.event.id, body)
+    return EventRead.from_row(change.row.event, change.row.status)
+
+
+@router.delete(
+    "/{event_id}",
+    operation_id="events_delete",
+    summary="Delete an event",
+    description="The event's organizer only; refused while the event has confirmed bookings.",
+    tags=["events"],
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=problem_responses(
+        401, 403, 404, 409, 422, 503, conflict="`event_has_bookings`: cancel the event instead"
+    ),
+)
+async def delete_event(uow: UoW, row: OwnedEvent) -> Response:
+    await service.delete_event(uow, row.event.id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(
+    "/{event_id}/ticket-types",
+    operation_id="ticket_types_list",
+    summary="List an event's ticket types",
+    description="All ticket types of the event, active or not, by price then id; not paginated.",
+    tags=["ticket-types"],
+    response_model=list[TicketTypeRead],
+    responses=problem_responses(404, 422),
+)
+async def list_ticket_types(uow: UoW, row: ValidEvent) -> list[TicketTypeRead]:
+    ticket_types = await service.list_ticket_types(uow, row.event.id)
+    return [TicketTypeRead.model_validate(tt) for tt in ticket_types]
+
+
+@router.post(
+    "/{event_id}/ticket-types",
+    operation_id="ticket_types_create",
+    summary="Add a ticket type to an event",
+    tags=["ticket-types"],
+    status_code=status.HTTP_201_CREATED,
+    response_model=TicketTypeRead,
+    responses=problem_responses(
+        401,
+        403,
+        404,
+        409,
+        422,
+        503,
+        conflict="`ticket_type_name_taken`, or `event_not_bookable` (cancelled)",
+    ),
+)
+async def create_ticket_type(uow: UoW, row: OwnedEvent, body: TicketTypeCreate) -> TicketTypeRead:
+    ticket_type = await service.create_ticket_type(uow, row.event.id, body)
+    return TicketTypeRead.model_validate(ticket_type)
+
+
+@router.patch(
+    "/{event_id}/ticket-types/{ticket_type_id}",
+    operation_id="ticket_types_update",
+    summary="Change a ticket type",
+    description=(
+        "The event's organizer only; only the fields sent change. `quantity_available` is "
+        "what is left to sell."
+    ),
+    tags=["ticket-types"],
+    response_model=TicketTypeRead,
+    responses=problem_responses(
+        401,
+        403,
+        404,
+        409,
+        422,
+        503,
+        conflict="`ticket_type_name_taken`, or `event_not_bookable` (cancelled)",
+    ),
+)
+async def update_ticket_type(
+    uow: UoW, row: OwnedEvent, ticket_type_id: TicketTypeId, body: TicketTypeUpdate
+) -> TicketTypeRead:
+    ticket_type = await service.update_ticket_type(uow, row.event.id, ticket_type_id, body)
+    return TicketTypeRead.model_validate(ticket_type)

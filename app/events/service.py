@@ -1,0 +1,303 @@
+"""The events rules: listing with filters, and every change made under the event row's lock.
+
+Lock order, as everywhere in the product: the event row (``SELECT ... FOR UPDATE``),
+then booking rows, then ticket-type rows by ascending id.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Text,
+    cast,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import contains_eager
+
+from app.auth.models import User
+from app.bookings import service as bookings_service
+from app.core.db import UnitOfWork
+from app.core.errors import (
+    CapacityBelowSold,
+    EventHasBookings,
+    EventNotBookable,
+    NotFound,
+    TicketTypeNameTaken,
+    ValidationFailed,
+)
+from app.events.models import Event, TicketType
+from app.events.schemas import EventCreate, EventUpdate, TicketTypeCreate, TicketTypeUpdate
+from app.events.status import EventStatus, event_status_expr
+
+DEFAULT_STATUSES = (EventStatus.upcoming, EventStatus.sold_out)
+TICKET_TYPE_NAME_INDEX = "uq_ticket_types_event_id_name_lower"
+
+# Each ordering ends with the id, in the same direction, so pages never overlap.
+ORDERINGS: dict[str, tuple[ColumnElement[object], ...]] = {
+    "start_time": (Event.start_time.asc(), Event.id.asc()),
+    "-start_time": (Event.start_time.desc(), Event.id.desc()),
+    "total_capacity": (Event.total_capacity.asc(), Event.id.asc()),
+    "-total_capacity": (Event.total_capacity.desc(), Event.id.desc()),
+    "created_at": (Event.created_at.asc(), Event.id.asc()),
+    "-created_at": (Event.created_at.desc(), Event.id.desc()),
+}
+
+# A search with at least one letter or digit goes through the full-text index;
+# anything else (punctuation only) would make an empty tsquery.
+_HAS_WORD = re.compile(r"[^\W_]")
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilters:
+    statuses: tuple[EventStatus, ...] = DEFAULT_STATUSES
+    location: str | None = None
+    search: str | None = None
+    start_after: datetime | None = None
+    start_before: datetime | None = None
+    organizer_id: int | None = None
+    ordering: str = "start_time"
+
+
+@dataclass(slots=True)
+class EventRow:
+    """An event (with its organizer loaded) and its status as PostgreSQL computed it."""
+
+    event: Event
+    status: str
+
+
+@dataclass(slots=True)
+class EventChange:
+    """The event after a PATCH, and the bookings its cancellation cancelled (to notify)."""
+
+    row: EventRow
+    cancelled_booking_ids: list[int] = field(default_factory=list)
+
+
+def _events_with_status() -> Select[tuple[Event, str]]:
+    return (
+        select(Event, event_status_expr().label("status"))
+        .join(Event.organizer)
+        .options(contains_eager(Event.organizer))
+    )
+
+
+def _search_condition(search: str) -> ColumnElement[bool]:
+    if not _HAS_WORD.search(search):
+        pattern = "%" + re.sub(r"([\\%_])", r"\\\1", search) + "%"
+        return or_(
+            Event.name.ilike(pattern, escape="\\"), Event.description.ilike(pattern, escape="\\")
+        )
+    # Every word of the search must start a word of the name or description:
+    # plainto_tsquery parses the words as the tsvector did, then each lexeme gets `:*`.
+    words = cast(func.plainto_tsquery("simple", search), Text)
+    prefixes = func.to_tsquery("simple", func.regexp_replace(words, r"'(\s|$)", r"':*\1", "g"))
+    return Event.search_vector.op("@@")(prefixes)
+
+
+def _conditions(filters: EventFilters) -> list[ColumnElement[bool]]:
+    conditions = [event_status_expr().in_([s.value for s in filters.statuses])]
+    if filters.location is not None:
+        # Served by the index on lower(location).
+        conditions.append(func.lower(Event.location) == func.lower(filters.location))
+    if filters.search is not None:
+        conditions.append(_search_condition(filters.search))
+    if filters.start_after is not None:
+        conditions.append(Event.start_time > filters.start_after)
+    if filters.start_before is not None:
+        conditions.append(Event.start_time < filters.start_before)
+    if filters.organizer_id is not None:
+        conditions.append(Event.organizer_id == filters.organizer_id)
+    return conditions
+
+
+async def list_events(
+    uow: UnitOfWork, filters: EventFilters, *, offset: int, limit: int
+) -> tuple[int, list[EventRow]]:
+    """The number of matching events and one page of them: two statements, whatever the page."""
+    conditions = _conditions(filters)
+    async with uow:
+        count = await uow.session.scalar(select(func.count()).select_from(Event).where(*conditions))
+        result = await uow.session.execute(
+            _events_with_status()
+            .where(*conditions)
+            .order_by(*ORDERINGS[filters.ordering])
+            .offset(offset)
+            .limit(limit)
+        )
+        rows = [EventRow(event, status) for event, status in result.tuples()]
+    return count or 0, rows
+
+
+async def _fetch_event(session: AsyncSession, event_id: int) -> EventRow | None:
+    result = await session.execute(
+        _events_with_status().where(Event.id == event_id).execution_options(populate_existing=True)
+    )
+    found = result.tuples().first()
+    return EventRow(*found) if found else None
+
+
+async def get_event(uow: UnitOfWork, event_id: int) -> EventRow | None:
+    async with uow:
+        return await _fetch_event(uow.session, event_id)
+
+
+async def list_ticket_types(uow: UnitOfWork, event_id: int) -> list[TicketType]:
+    async with uow:
+        result = await uow.session.scalars(
+            select(TicketType)
+            .where(TicketType.event_id == event_id)
+            .order_by(TicketType.price, TicketType.id)
+        )
+        return list(result)
+
+
+async def create_event(uow: UnitOfWork, organizer: User, data: EventCreate) -> EventRow:
+    async with uow:
+        event_id = await uow.session.scalar(
+            insert(Event).values(organizer_id=organizer.id, **data.model_dump()).returning(Event.id)
+        )
+        assert event_id is not None
+        row = await _fetch_event(uow.session, event_id)
+    assert row is not None
+    return row
+
+
+async def _lock_event(session: AsyncSession, event_id: int) -> Event:
+    event = await session.scalar(
+        select(Event)
+        .where(Event.id == event_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    if event is None:  # deleted since the request started
+        raise NotFound("No event with this id.")
+    return event
+
+
+def _ensure_not_cancelled(event: Event) -> None:
+    if event.cancelled_at is not None:
+        raise EventNotBookable("The event is cancelled and cannot be changed.")
+
+
+async def update_event(uow: UnitOfWork, event_id: int, data: EventUpdate) -> EventChange:
+    """Apply a partial update; cancelling also cancels the bookings, in the same transaction."""
+    changes = data.changes()
+    cancel = data.status == EventStatus.cancelled
+    async with uow:
+        session = uow.session
+        event = await _lock_event(session, event_id)
+        _ensure_not_cancelled(event)
+        start = changes.get("start_time", event.start_time)
+        end = changes.get("end_time", event.end_time)
+        if end is not None and end <= start:
+            field_name = "end_time" if "end_time" in changes else "start_time"
+            raise ValidationFailed("end_time must be after start_time.", field=f"body.{field_name}")
+        capacity = changes.get("total_capacity")
+        if capacity is not None and capacity < event.tickets_sold:
+            raise CapacityBelowSold(
+                f"The capacity cannot be lower than the {event.tickets_sold} tickets sold."
+            )
+        if cancel:
+            changes["cancelled_at"] = func.now()
+        if changes:
+            await session.execute(
+                update(Event)
+                .where(Event.id == event_id)
+                .values(**changes)
+                .execution_options(synchronize_session=False)
+            )
+        cancelled_ids: list[int] = []
+        if cancel:
+            cancelled_ids = await bookings_service.cancel_event_bookings(session, event_id)
+        row = await _fetch_event(session, event_id)
+    assert row is not None
+    return EventChange(row=row, cancelled_booking_ids=cancelled_ids)
+
+
+async def delete_event(uow: UnitOfWork, event_id: int) -> None:
+    async with uow:
+        session = uow.session
+        # Locked first so that no booking can land between the check and the delete.
+        await _lock_event(session, event_id)
+        if await bookings_service.event_has_confirmed_bookings(session, event_id):
+            raise EventHasBookings("The event has confirmed bookings: cancel it instead.")
+        await session.execute(delete(Event).where(Event.id == event_id))
+
+
+def _is_name_taken(exc: IntegrityError) -> bool:
+    current: BaseException | None = exc.orig
+    while current is not None:
+        if getattr(current, "constraint_name", None) == TICKET_TYPE_NAME_INDEX:
+            return True
+        current = current.__cause__
+    return TICKET_TYPE_NAME_INDEX in str(exc.orig)
+
+
+def _name_taken(name: str) -> TicketTypeNameTaken:
+    return TicketTypeNameTaken(f"A ticket type named {name!r} already exists in this event.")
+
+
+async def create_ticket_type(uow: UnitOfWork, event_id: int, data: TicketTypeCreate) -> TicketType:
+    async with uow:
+        session = uow.session
+        event = await _lock_event(session, event_id)
+        _ensure_not_cancelled(event)
+        try:
+            ticket_type = await session.scalar(
+                insert(TicketType)
+                .values(event_id=event_id, **data.model_dump())
+                .returning(TicketType)
+            )
+        except IntegrityError as exc:
+            if _is_name_taken(exc):
+                raise _name_taken(data.name) from exc
+            raise
+        assert ticket_type is not None
+        return ticket_type
+
+
+async def update_ticket_type(
+    uow: UnitOfWork, event_id: int, ticket_type_id: int, data: TicketTypeUpdate
+) -> TicketType:
+    changes = data.changes()
+    async with uow:
+        session = uow.session
+        event = await _lock_event(session, event_id)
+        _ensure_not_cancelled(event)
+        ticket_type = await session.scalar(
+            select(TicketType)
+            .where(TicketType.id == ticket_type_id, TicketType.event_id == event_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        if ticket_type is None:
+            raise NotFound("No ticket type with this id in this event.")
+        if not changes:
+            return ticket_type
+        try:
+            updated = await session.scalar(
+                update(TicketType)
+                .where(TicketType.id == ticket_type_id)
+                .values(**changes)
+                .returning(TicketType)
+                .execution_options(populate_existing=True, synchronize_session=False)
+            )
+        except IntegrityError as exc:
+            if _is_name_taken(exc):
+                raise _name_taken(changes["name"]) from exc
+            raise
+        assert updated is not None
+        return updated
