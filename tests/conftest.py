@@ -24,6 +24,7 @@ from app.core.migrate import upgrade_head
 from app.core.security import create_token, pwd_context
 from tests import pg
 
+pytest_plugins = ["tests.conftest_redis"]
 ROOT = Path(__file__).resolve().parents[1]
 TEST_SECRET_KEY = "test-secret-key-0123456789-abcdefghijklmnop"
 TEST_PASSWORD = "Correct-Horse-42"
