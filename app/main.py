@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -51,9 +52,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
     limiter_for(app.state)
     outbox = get_outbox(app.state)
+    from app.bookings.maintenance import purge_idempotency_keys_forever
+
+    purger = asyncio.create_task(
+        purge_idempotency_keys_forever(app.state.sessionmaker, settings.idempotency_key_ttl_hours)
+    )
     try:
         yield
     finally:
+        purger.cancel()
         await outbox.close()
         if app.state.redis is not None:
             await app.state.redis.aclose()

@@ -375,3 +375,20 @@ async def test_listing_bookings_uses_constant_queries(
         sa_event.remove(sync_engine, "before_cursor_execute", count)
     assert small == large
     assert large <= 4  # user, count, page, items
+
+
+async def test_idempotency_keys_are_kept_24h_then_purged(client, db, attendee, event, standard):
+    from app.bookings.service import purge_expired_idempotency_keys
+
+    await book(client, attendee, event.id, (standard.id, 1), key="old")
+    await book(client, attendee, event.id, (standard.id, 1), key="recent")
+    age = text(
+        "UPDATE idempotency_keys SET created_at = now() - :age WHERE key=:k"
+    )
+    async with db() as s:
+        await s.execute(age, {"age": timedelta(hours=25), "k": "old"})
+        await s.execute(age, {"age": timedelta(hours=23), "k": "recent"})
+        assert await purge_expired_idempotency_keys(s, 24) == 1
+        await s.commit()
+        keys = (await s.execute(text("SELECT key FROM idempotency_keys"))).scalars().all()
+    assert keys == ["recent"]
