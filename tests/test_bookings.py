@@ -383,7 +383,7 @@ async def test_idempotency_keys_are_kept_24h_then_purged(client, db, attendee, e
     await book(client, attendee, event.id, (standard.id, 1), key="old")
     await book(client, attendee, event.id, (standard.id, 1), key="recent")
     age = text(
-        "UPDATE idempotency_keys SET created_at = now() - :age WHERE key=:k"
+        "UPDATE idempotency_keys SET created_at = now() - CAST(:age AS interval) WHERE key=:k"
     )
     async with db() as s:
         await s.execute(age, {"age": timedelta(hours=25), "k": "old"})
