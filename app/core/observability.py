@@ -8,11 +8,12 @@ import uuid
 from functools import lru_cache
 
 from fastapi import FastAPI
-from starlette.routing import Match, Route
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core import metrics
 from app.core.logging import request_id_var
+from app.core.openapi import route_contexts
 
 REQUEST_ID_HEADER = b"x-request-id"
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
@@ -43,6 +44,7 @@ class ObservabilityMiddleware:
     def __init__(self, app: ASGIApp, fastapi_app: FastAPI) -> None:
         self.app = app
         self._fastapi_app = fastapi_app
+        self._routes: RouteTable | None = None  # built on first use: routes are final then
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -72,25 +74,47 @@ class ObservabilityMiddleware:
             metrics.record_request(scope["method"], template, status, time.perf_counter() - start)
             request_id_var.reset(token)
 
-    def _template(self, method: str, path: str) -> str:
-        # The router records the matched route in its scope; when a middleware copied
-        # the scope (trailing slashes), match again here, cached by path.
-        return _match_template(self._fastapi_app, method, path.rstrip("/") or "/")
+    def _template(self, scope: Scope) -> str:
+        table = self._routes
+        if table is None:
+            table = self._routes = RouteTable(self._fastapi_app)
+        return table.template(scope)
 
 
-@lru_cache(maxsize=2048)
-def _match_template(app: FastAPI, method: str, path: str) -> str:
-    scope = {"type": "http", "path": path, "root_path": "", "method": method}
-    partial = None
-    for route in app.router.routes:
-        match, _ = route.matches(scope)
-        if match is Match.FULL:
-            return getattr(route, "path_format", None) or getattr(route, "path", path)
-        if match is Match.PARTIAL and partial is None:
-            partial = route
-    if isinstance(partial, Route):
-        return partial.path_format
-    return metrics.UNMATCHED_ROUTE
+class RouteTable:
+    """Route templates by path, for metric labels.
+
+    The router records the matched route in the scope, but a middleware that copies
+    the scope (trailing slashes) hides it from here: match again, cached by path.
+    """
+
+    def __init__(self, app: FastAPI) -> None:
+        self._by_route: dict[int, str] = {}
+        self._patterns: list[tuple[re.Pattern[str], str, frozenset[str] | None]] = []
+        for context in route_contexts(app):
+            template = getattr(context, "path_format", None)
+            regex = getattr(context, "path_regex", None)
+            if template is None or regex is None:
+                continue
+            self._by_route[id(getattr(context, "original_route", context))] = template
+            methods = getattr(context, "methods", None)
+            self._patterns.append((regex, template, frozenset(methods) if methods else None))
+        self.match = lru_cache(maxsize=4096)(self._match)
+
+    def template(self, scope: Scope) -> str:
+        route = scope.get("route")
+        if route is not None and id(route) in self._by_route:
+            return self._by_route[id(route)]
+        return self.match(scope["method"], scope["path"].rstrip("/") or "/")
+
+    def _match(self, method: str, path: str) -> str:
+        partial = None
+        for regex, template, methods in self._patterns:
+            if regex.match(path):
+                if methods is None or method in methods or (method == "HEAD" and "GET" in methods):
+                    return template
+                partial = partial or template
+        return partial or metrics.UNMATCHED_ROUTE
 
 
 def install_observability(app: FastAPI) -> None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from http import HTTPStatus
-from typing import Any
+from typing import Any, NamedTuple
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
@@ -71,16 +71,39 @@ def problem_responses(*error_classes: type[AppError]) -> dict[int | str, dict[st
     return {status: _problem_response(status, ex) for status, ex in sorted(by_status.items())}
 
 
-def _merge_problem(responses: dict[str, Any], status: int, examples: dict[str, Any]) -> None:
-    """Add problem+json examples to an operation's response, keeping what is documented."""
+def _as_problem(response: dict[str, Any], displaced: set[str]) -> dict[str, Any]:
+    """Make an error response problem+json with the Problem schema (the contract says every
+    error is), whatever media type or schema a router declared; returns its content."""
+    content = response.setdefault("content", {})
+    problem = content.get(PROBLEM_JSON) or {}
+    for media in [m for m in content if m != PROBLEM_JSON]:
+        body = content.pop(media)
+        ref = (body.get("schema") or {}).get("$ref", "")
+        if ref.startswith("#/components/schemas/"):
+            displaced.add(ref.rsplit("/", 1)[1])
+        for key in ("examples", "example"):
+            if key in body and key not in problem:
+                problem[key] = body[key]
+    problem["schema"] = {"$ref": PROBLEM_REF}
+    content[PROBLEM_JSON] = problem
+    return problem
+
+
+def _merge_problem(
+    responses: dict[str, Any], status: int, examples: dict[str, Any], displaced: set[str]
+) -> None:
+    """Document codes on an operation's error response, keeping what the router wrote."""
     existing = responses.get(str(status))
-    content = (existing or {}).get("content", {}).get(PROBLEM_JSON)
-    if content is None:
+    if existing is None:
         responses[str(status)] = _problem_response(status, examples)
         return
-    merged = {**examples, **content.get("examples", {})}
-    content["examples"] = merged
-    existing["description"] = _describe(status, merged)
+    problem = _as_problem(existing, displaced)
+    problem["examples"] = {**examples, **problem.get("examples", {})}
+    description = existing.get("description") or HTTPStatus(status).phrase
+    missing = [f"`{code}`" for code in examples if f"`{code}`" not in description]
+    if missing:
+        description = f"{description} (also {', '.join(missing)})"
+    existing["description"] = description
 
 
 _AUTH_EXAMPLES = {
@@ -104,6 +127,35 @@ def _has_input(operation: dict[str, Any]) -> bool:
     return bool(operation.get("parameters") or operation.get("requestBody"))
 
 
+class ApiRoute(NamedTuple):
+    path: str
+    methods: frozenset[str]
+    name: str
+    operation_id: str | None
+
+
+def iter_api_routes(app: FastAPI) -> Iterator[ApiRoute]:
+    """Every documented FastAPI route with its full path, through included routers."""
+    for context in route_contexts(app):
+        route = getattr(context, "original_route", context)
+        if isinstance(route, APIRoute) and route.include_in_schema:
+            yield ApiRoute(
+                path=context.path_format,
+                methods=frozenset(m.lower() for m in context.methods or ()),
+                name=route.name,
+                operation_id=route.operation_id,
+            )
+
+
+def route_contexts(app: FastAPI) -> list[Any]:
+    """The app's routes, flattened: newer FastAPI nests included routers."""
+    try:
+        from fastapi.routing import iter_route_contexts
+    except ImportError:  # FastAPI that copies included routes into app.routes
+        return list(app.routes)
+    return list(iter_route_contexts(app.routes))
+
+
 def _readable_operation_ids(app: FastAPI) -> dict[tuple[str, str], str]:
     """`list_events` rather than `list_events_api_events_get`; a route's own id wins.
 
@@ -111,12 +163,10 @@ def _readable_operation_ids(app: FastAPI) -> dict[tuple[str, str], str]:
     """
     names: dict[tuple[str, str], str] = {}
     count: dict[str, int] = {}
-    for route in app.routes:
-        if not isinstance(route, APIRoute) or not route.include_in_schema:
-            continue
+    for route in iter_api_routes(app):
         for method in route.methods:
             name = route.operation_id or route.name
-            names[(route.path_format, method.lower())] = name
+            names[(route.path, method)] = name
             count[name] = count.get(name, 0) + 1
     return {key: (f"{name}_{key[1]}" if count[name] > 1 else name) for key, name in names.items()}
 
@@ -128,6 +178,7 @@ def postprocess_schema(app: FastAPI, schema: dict[str, Any]) -> dict[str, Any]:
     components["Problem"].pop("$defs", None)
     components["ProblemFieldError"] = ProblemFieldError.model_json_schema()
     bearer = _bearer_schemes(schema)
+    displaced: set[str] = set()
     operation_ids = _readable_operation_ids(app)
     for path, item in schema.get("paths", {}).items():
         for method, operation in item.items():
@@ -139,16 +190,29 @@ def postprocess_schema(app: FastAPI, schema: dict[str, Any]) -> dict[str, Any]:
             default_422 = responses.get("422", {}).get("content", {}).get("application/json")
             if default_422 and "HTTPValidationError" in str(default_422.get("schema")):
                 del responses["422"]
+                displaced.update(("HTTPValidationError", "ValidationError"))
+            for status, response in responses.items():
+                if status[:1] in "45" and status.isdigit():
+                    _as_problem(response, displaced)
             if _has_input(operation):
-                _merge_problem(responses, 422, _VALIDATION_EXAMPLES)
+                _merge_problem(responses, 422, _VALIDATION_EXAMPLES, displaced)
             secured = any(set(req) & bearer for req in operation.get("security", []))
             if secured:
-                _merge_problem(responses, 401, _AUTH_EXAMPLES)
+                _merge_problem(responses, 401, _AUTH_EXAMPLES, displaced)
             operation["responses"] = dict(sorted(responses.items()))
-    for name in ("HTTPValidationError", "ValidationError"):
-        if name not in str(schema.get("paths")):
+    # Error schemas replaced by Problem go, unless something else still uses them.
+    for name in sorted(displaced - {"Problem", "ProblemFieldError"}):  # HTTPValidationError first
+        if f'#/components/schemas/{name}"' not in _json_text(schema, skip=name):
             components.pop(name, None)
     return schema
+
+
+def _json_text(schema: dict[str, Any], *, skip: str) -> str:
+    import json
+
+    components = schema.get("components", {}).get("schemas", {})
+    rest = {**schema, "components": {"schemas": {k: v for k, v in components.items() if k != skip}}}
+    return json.dumps(rest)
 
 
 def install_openapi(app: FastAPI) -> None:
