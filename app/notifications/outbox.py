@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -99,10 +100,23 @@ class Outbox:
             logger.error("email task failed", exc_info=exc)
 
 
+# The outbox of each running application by its settings object, for callers that have
+# the settings but not the application (a BackgroundTasks function, for instance).
+_BY_SETTINGS: dict[int, weakref.ref[Outbox]] = {}
+
+
 def get_outbox(state: Any) -> Outbox:
     """The application's outbox (``app.state``), made on first use."""
     outbox: Outbox | None = getattr(state, "outbox", None)
     if outbox is None:
         outbox = Outbox(state.settings, getattr(state, "redis", None), prefix=key_prefix(state))
         state.outbox = outbox
+        _BY_SETTINGS[id(state.settings)] = weakref.ref(outbox)
     return outbox
+
+
+def outbox_for(settings: Settings) -> Outbox | None:
+    """The outbox of the running application that uses ``settings``, if there is one."""
+    ref = _BY_SETTINGS.get(id(settings))
+    outbox = ref() if ref is not None else None
+    return outbox if outbox is not None and outbox.settings is settings else None
