@@ -67,11 +67,8 @@ class ObservabilityMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path_format", None) or self._template(
-                scope["method"], scope["path"]
-            )
-            metrics.record_request(scope["method"], template, status, time.perf_counter() - start)
+            elapsed = time.perf_counter() - start
+            metrics.record_request(scope["method"], self._template(scope), status, elapsed)
             request_id_var.reset(token)
 
     def _template(self, scope: Scope) -> str:
