@@ -6,6 +6,17 @@ from fastapi import APIRouter, Response, status
 
 from app.auth.deps import Organizer
 from app.core.db import UoW
+from app.core.errors import (
+    Busy,
+    CapacityBelowSold,
+    EventHasBookings,
+    EventNotBookable,
+    NotAuthenticated,
+    NotFound,
+    PermissionDenied,
+    TicketTypeNameTaken,
+)
+from app.core.openapi import problem_responses
 from app.core.pagination import Page, Pagination
 from app.events import service
 from app.events.deps import Filters, OwnedEvent, TicketTypeId, ValidEvent
@@ -17,7 +28,6 @@ from app.events.schemas import (
     TicketTypeCreate,
     TicketTypeRead,
     TicketTypeUpdate,
-    problem_responses,
 )
 
 router = APIRouter(prefix="/api/events")
@@ -26,6 +36,7 @@ router = APIRouter(prefix="/api/events")
 @router.get(
     "",
     operation_id="events_list",
+    response_description="One page of events",
     summary="List events",
     description=(
         "Paginated. Without `status`, only `upcoming` and `sold_out` events are listed. "
@@ -33,7 +44,7 @@ router = APIRouter(prefix="/api/events")
     ),
     tags=["events"],
     response_model=Page[EventRead],
-    responses=problem_responses(401, 422),
+    responses=problem_responses(NotAuthenticated),
 )
 async def list_events(uow: UoW, filters: Filters, params: Pagination) -> Page[EventRead]:
     count, rows = await service.list_events(
@@ -45,12 +56,13 @@ async def list_events(uow: UoW, filters: Filters, params: Pagination) -> Page[Ev
 @router.post(
     "",
     operation_id="events_create",
+    response_description="The event created",
     summary="Create an event",
     description="Organizers only; the caller becomes the event's organizer.",
     tags=["events"],
     status_code=status.HTTP_201_CREATED,
     response_model=EventRead,
-    responses=problem_responses(401, 403, 422),
+    responses=problem_responses(PermissionDenied),
 )
 async def create_event(uow: UoW, user: Organizer, body: EventCreate) -> EventRead:
     row = await service.create_event(uow, user, body)
@@ -60,10 +72,11 @@ async def create_event(uow: UoW, user: Organizer, body: EventCreate) -> EventRea
 @router.get(
     "/{event_id}",
     operation_id="events_retrieve",
+    response_description="The event with its ticket types",
     summary="Get an event with its ticket types",
     tags=["events"],
     response_model=EventDetail,
-    responses=problem_responses(404, 422),
+    responses=problem_responses(NotFound),
 )
 async def retrieve_event(uow: UoW, row: ValidEvent) -> EventDetail:
     ticket_types = await service.list_ticket_types(uow, row.event.id)
@@ -73,6 +86,7 @@ async def retrieve_event(uow: UoW, row: ValidEvent) -> EventDetail:
 @router.patch(
     "/{event_id}",
     operation_id="events_update",
+    response_description="The event as changed",
     summary="Change or cancel an event",
     description=(
         "The event's organizer only; only the fields sent change. `status: cancelled` "
@@ -82,13 +96,7 @@ async def retrieve_event(uow: UoW, row: ValidEvent) -> EventDetail:
     tags=["events"],
     response_model=EventRead,
     responses=problem_responses(
-        401,
-        403,
-        404,
-        409,
-        422,
-        503,
-        conflict="`event_not_bookable` (cancelled) or `capacity_below_sold`",
+        PermissionDenied, NotFound, EventNotBookable, CapacityBelowSold, Busy
     ),
 )
 async def update_event(uow: UoW, row: OwnedEvent, body: EventUpdate) -> EventRead:
@@ -100,14 +108,13 @@ async def update_event(uow: UoW, row: OwnedEvent, body: EventUpdate) -> EventRea
 @router.delete(
     "/{event_id}",
     operation_id="events_delete",
+    response_description="Deleted",
     summary="Delete an event",
     description="The event's organizer only; refused while the event has confirmed bookings.",
     tags=["events"],
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    responses=problem_responses(
-        401, 403, 404, 409, 422, 503, conflict="`event_has_bookings`: cancel the event instead"
-    ),
+    responses=problem_responses(PermissionDenied, NotFound, EventHasBookings, Busy),
 )
 async def delete_event(uow: UoW, row: OwnedEvent) -> Response:
     await service.delete_event(uow, row.event.id)
@@ -117,11 +124,12 @@ async def delete_event(uow: UoW, row: OwnedEvent) -> Response:
 @router.get(
     "/{event_id}/ticket-types",
     operation_id="ticket_types_list",
+    response_description="The event's ticket types, by price",
     summary="List an event's ticket types",
     description="All ticket types of the event, active or not, by price then id; not paginated.",
     tags=["ticket-types"],
     response_model=list[TicketTypeRead],
-    responses=problem_responses(404, 422),
+    responses=problem_responses(NotFound),
 )
 async def list_ticket_types(uow: UoW, row: ValidEvent) -> list[TicketTypeRead]:
     ticket_types = await service.list_ticket_types(uow, row.event.id)
@@ -131,18 +139,13 @@ async def list_ticket_types(uow: UoW, row: ValidEvent) -> list[TicketTypeRead]:
 @router.post(
     "/{event_id}/ticket-types",
     operation_id="ticket_types_create",
+    response_description="The ticket type created",
     summary="Add a ticket type to an event",
     tags=["ticket-types"],
     status_code=status.HTTP_201_CREATED,
     response_model=TicketTypeRead,
     responses=problem_responses(
-        401,
-        403,
-        404,
-        409,
-        422,
-        503,
-        conflict="`ticket_type_name_taken`, or `event_not_bookable` (cancelled)",
+        PermissionDenied, NotFound, TicketTypeNameTaken, EventNotBookable, Busy
     ),
 )
 async def create_ticket_type(uow: UoW, row: OwnedEvent, body: TicketTypeCreate) -> TicketTypeRead:
@@ -153,6 +156,7 @@ async def create_ticket_type(uow: UoW, row: OwnedEvent, body: TicketTypeCreate) 
 @router.patch(
     "/{event_id}/ticket-types/{ticket_type_id}",
     operation_id="ticket_types_update",
+    response_description="The ticket type as changed",
     summary="Change a ticket type",
     description=(
         "The event's organizer only; only the fields sent change. `quantity_available` is "
@@ -161,13 +165,7 @@ async def create_ticket_type(uow: UoW, row: OwnedEvent, body: TicketTypeCreate) 
     tags=["ticket-types"],
     response_model=TicketTypeRead,
     responses=problem_responses(
-        401,
-        403,
-        404,
-        409,
-        422,
-        503,
-        conflict="`ticket_type_name_taken`, or `event_not_bookable` (cancelled)",
+        PermissionDenied, NotFound, TicketTypeNameTaken, EventNotBookable, Busy
     ),
 )
 async def update_ticket_type(
