@@ -67,10 +67,15 @@ async def test_status_filter_is_repeatable(client, statuses) -> None:
     ]
     r = await client.get("/api/events?status=upcoming&status=sold_out&status=cancelled&status=past")
     assert r.json()["count"] == 4
+    assert names(await client.get("/api/events/?status=past,cancelled")) == ["past", "cancelled"]
+    assert names(await client.get("/api/events/?status=")) == ["upcoming", "sold_out"]
 
 
 async def test_unknown_status_is_422(client) -> None:
     assert error_fields(await client.get("/api/events/?status=soon")) == ["query.status.0"]
+    assert error_fields(await client.get("/api/events/?status=past&status=soon")) == [
+        "query.status.1"
+    ]
 
 
 async def test_past_uses_end_time_when_there_is_one(client, db, organizer) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import Depends, Path, Query
+from pydantic import BeforeValidator
 
 from app.auth.deps import CurrentUser, OptionalUser
 from app.core.db import UoW
@@ -66,13 +67,22 @@ def _blank_to_none(value: str | None) -> str | None:
     return value.strip()
 
 
+def _split_commas(values: object) -> object:
+    # `?status=upcoming,past` is read like `?status=upcoming&status=past`.
+    if isinstance(values, list):
+        return [part.strip() for v in values for part in str(v).split(",") if part.strip()]
+    return values
+
+
 def event_filters(
     user: OptionalUser,
     status: Annotated[
         list[EventStatus] | None,
+        BeforeValidator(_split_commas),
         Query(
             description=(
-                "Repeatable (`?status=upcoming&status=past`); default `upcoming` and `sold_out`."
+                "Repeatable (`?status=upcoming&status=past`, or comma-separated); "
+                "default `upcoming` and `sold_out`."
             ),
         ),
     ] = None,
