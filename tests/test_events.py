@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -404,3 +405,23 @@ async def test_delete_with_confirmed_bookings_is_409_until_cancelled(
     assert r.status_code == 200
     r = await client.delete(f"/api/events/{event.id}/", headers=auth(organizer))
     assert r.status_code == 204
+
+
+async def test_concurrent_cancels_cancel_once(client, db, organizer, attendee) -> None:
+    event = await make_event(db, organizer)
+    tt = await make_ticket_type(db, event, quantity_available=5)
+    await book(db, event, tt, attendee, 2)
+    responses = await asyncio.gather(
+        *(
+            client.patch(
+                f"/api/events/{event.id}/", json={"status": "cancelled"}, headers=auth(organizer)
+            )
+            for _ in range(5)
+        )
+    )
+    assert sorted(r.status_code for r in responses) == [200, 409, 409, 409, 409]
+    async with db() as session:
+        stored = await session.get(TicketType, tt.id)
+        assert stored is not None and (stored.quantity_available, stored.quantity_sold) == (5, 0)
+        stored_event = await session.get(Event, event.id)
+        assert stored_event is not None and stored_event.tickets_sold == 0
