@@ -1,0 +1,448 @@
+"""`make bench`: the booking transaction under pgbench, then under the service, in one table.
+
+    python -m bench [--duration 15] [--clients 64,16] [--workers auto|1|2]
+                    [--generator auto|wrk|python]
+
+On a fresh migrated throwaway database (on the server DATABASE_URL points at, else the
+local 127.0.0.1:5432 server, else the embedded one), for each shape (hot: every client
+on one event; spread: a random event of 50) and client count, it runs pgbench with the
+service's own booking transaction, then the service under uvicorn with the same load,
+checks the invariants in SQL after each run, and measures the events list against a
+trivial endpoint. It prints one table and writes it to bench/results/latest.md. Exit
+status 1 when an invariant breaks or the service answered a 5xx.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+
+from bench import report
+from bench.pgbench import find_pgbench, pgbench_version, run_pgbench
+from bench.service import CpuMeter, Generator, LoadResult, Service, issue_tokens
+
+BENCH_DIR = Path(__file__).resolve().parent
+LOCAL_SERVER = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+PASSWORD = "Bench-password-2718"
+CAPACITY = 100_000_000  # never sells out within a run
+LOCK_TIMEOUT_MS = 5000  # the service's default LOCK_TIMEOUT_MS
+ATTENDEES = 64
+SPREAD_EVENTS = 50
+LIST_PATH = "/api/events/?page_size=10"
+TRIVIAL_PATH = "/health/live"
+
+
+# ---------------------------------------------------------------- database
+
+
+def _dsn(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+def _with_database(url: str, name: str) -> str:
+    base, _, query = url.partition("?")
+    base = base.rsplit("/", 1)[0] + "/" + name
+    return f"{base}?{query}" if query else base
+
+
+async def _answers(url: str) -> bool:
+    try:
+        conn = await asyncio.wait_for(asyncpg.connect(_dsn(url)), timeout=2)
+    except (OSError, TimeoutError, asyncpg.PostgresError):
+        return False
+    await conn.close()
+    return True
+
+
+def server_url() -> tuple[str, str]:
+    """(URL of a server to make the bench database on, where it came from)."""
+    if url := os.environ.get("DATABASE_URL"):
+        return "postgresql+asyncpg://" + url.split("://", 1)[1], "DATABASE_URL"
+    if asyncio.run(_answers(LOCAL_SERVER)):
+        return LOCAL_SERVER, "local server"
+    from app.core.embedded import start_embedded_postgres
+
+    data_dir = Path(tempfile.gettempdir()) / "event-booking-bench"
+    return start_embedded_postgres(data_dir), "embedded server"
+
+
+async def _admin(server: str, sql: str) -> None:
+    conn = await asyncpg.connect(_dsn(server))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def create_database(server: str) -> tuple[str, str]:
+    from app.core.migrate import upgrade_head
+
+    name = f"bench_{uuid.uuid4().hex[:10]}"
+    asyncio.run(_admin(server, f'CREATE DATABASE "{name}"'))
+    url = _with_database(server, name)
+    upgrade_head(url)
+    return name, url
+
+
+def drop_database(server: str, name: str) -> None:
+    asyncio.run(_admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@dataclass
+class Seed:
+    hot: list[tuple[int, int]]  # (event id, ticket type id)
+    spread: list[tuple[int, int]]
+    attendee_ids: list[int]
+    usernames: list[str]
+
+
+async def _seed(url: str, attendees: int, spread_events: int) -> Seed:
+    from app.core.security import pwd_context
+
+    hashed = pwd_context.hash(PASSWORD)
+    conn = await asyncpg.connect(_dsn(url))
+    try:
+        async with conn.transaction():
+            organizer = await conn.fetchval(
+                "INSERT INTO users (username, email, hashed_password, role) "
+                "VALUES ('bench_organizer', 'bench_organizer@example.com', $1, 'organizer') "
+                "RETURNING id",
+                hashed,
+            )
+            users = await conn.fetch(
+                "INSERT INTO users (username, email, hashed_password, role) "
+                "SELECT 'bench_attendee_' || g, 'bench_attendee_' || g || '@example.com', $1, "
+                "'attendee' FROM generate_series(1, $2) g ORDER BY g RETURNING id, username",
+                hashed,
+                attendees,
+            )
+            # Event 0 is the hot one; ids come out consecutive on a fresh database.
+            events = await conn.fetch(
+                "INSERT INTO events (organizer_id, name, description, location, start_time, "
+                "total_capacity) SELECT $1, 'Bench event ' || g, 'Seeded by the benchmark', "
+                "'Benchmark Hall', now() + interval '30 days', $2 "
+                "FROM generate_series(0, $3) g ORDER BY g RETURNING id",
+                organizer,
+                CAPACITY,
+                spread_events,
+            )
+            pairs = await conn.fetch(
+                "INSERT INTO ticket_types (event_id, name, price, quantity_available) "
+                "SELECT id, 'Standard', 10.00, $2 FROM unnest($1::bigint[]) AS id ORDER BY id "
+                "RETURNING event_id, id",
+                [e["id"] for e in events],
+                CAPACITY,
+            )
+            await conn.execute(
+                "CREATE TABLE bench_issued AS "
+                "SELECT id AS ticket_type_id, quantity_available AS quantity FROM ticket_types"
+            )
+        await conn.execute("VACUUM ANALYZE")
+    finally:
+        await conn.close()
+    by_event = sorted((p["event_id"], p["id"]) for p in pairs)
+    return Seed(
+        hot=by_event[:1],
+        spread=by_event[1:],
+        attendee_ids=sorted(u["id"] for u in users),
+        usernames=[u["username"] for u in sorted(users, key=lambda u: u["id"])],
+    )
+
+
+def seed(url: str, attendees: int = ATTENDEES, spread_events: int = SPREAD_EVENTS) -> Seed:
+    """An organizer, attendees, one hot event and `spread_events` others, one ticket type each."""
+    return asyncio.run(_seed(url, attendees, spread_events))
+
+
+async def _query(url: str, sql: str) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(_dsn(url))
+    try:
+        return await conn.fetch(sql)
+    finally:
+        await conn.close()
+
+
+def check_invariants(url: str) -> list[str]:
+    """Every broken invariant of the counters, in words (empty when all hold)."""
+    sql = (BENCH_DIR / "sql" / "invariants.sql").read_text()
+    return [r[0] for r in asyncio.run(_query(url, sql))]
+
+
+def booking_count(url: str) -> int:
+    return asyncio.run(_query(url, "SELECT count(*) FROM bookings"))[0][0]
+
+
+def sessions_opened(url: str) -> int:
+    rows = asyncio.run(
+        _query(url, "SELECT sessions FROM pg_stat_database WHERE datname = current_database()")
+    )
+    return int(rows[0][0] or 0) if rows else 0
+
+
+def vacuum_counters(url: str) -> None:
+    """Clear the dead row versions the previous run left on the counters' rows."""
+    asyncio.run(_query(url, "VACUUM ANALYZE events, ticket_types"))
+
+
+def server_version(url: str) -> str:
+    return asyncio.run(_query(url, "SHOW server_version"))[0][0]
+
+
+# ---------------------------------------------------------------- runs
+
+
+def _pgbench_variables(events: list[tuple[int, int]], seed_: Seed) -> dict[str, int]:
+    return {
+        "ev_lo": events[0][0],
+        "ev_hi": events[-1][0],
+        "tt_off": events[0][1] - events[0][0],
+        "u_lo": seed_.attendee_ids[0],
+        "u_hi": seed_.attendee_ids[-1],
+    }
+
+
+def _consistent(url: str, bookings_before: int, confirmed: int, clients: int) -> list[str]:
+    """The counters' invariants, and every booking confirmed to a client exists."""
+    problems = check_invariants(url)
+    created = booking_count(url) - bookings_before
+    if created < confirmed:
+        problems.append(f"{confirmed} bookings confirmed to clients, {created} in the database")
+    elif created > confirmed + clients:
+        problems.append(f"{created} bookings written, {confirmed} confirmed (+{clients} in flight)")
+    return problems
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, url: str, database: str, seed_: Seed) -> None:
+        self.args = args
+        self.url = url
+        self.database = database
+        self.seed = seed_
+        self.generator = Generator(args.generator)
+        self.tokens: list[str] = []
+        self.tokens_file = Path(tempfile.mkstemp(prefix="bench-tokens-", suffix=".txt")[1])
+        self.pgbench = find_pgbench()
+        self.service_env = {}
+        if args.pool_size is not None:
+            self.service_env["DB_POOL_SIZE"] = str(args.pool_size)
+        if args.max_overflow is not None:
+            self.service_env["DB_MAX_OVERFLOW"] = str(args.max_overflow)
+
+    def shape(self, name: str) -> list[tuple[int, int]]:
+        return self.seed.hot if name == "hot" else self.seed.spread
+
+    def start_service(self, workers: int) -> Service:
+        service = Service(self.url, workers, self.service_env).__enter__()
+        if not self.tokens:
+            self.tokens = issue_tokens(service.base_url, self.seed.usernames, PASSWORD)
+            self.tokens_file.write_text("\n".join(self.tokens) + "\n")
+        # Warm up: open the pools, fill the statement caches.
+        self.book(service, "spread", max(self.args.clients), 2)
+        return service
+
+    def book(self, service: Service, shape: str, clients: int, duration: float) -> LoadResult:
+        return self.generator.bookings(
+            service.base_url,
+            tokens_file=self.tokens_file,
+            tokens=self.tokens,
+            events=self.shape(shape),
+            clients=clients,
+            duration=duration,
+        )
+
+    def measured(self, service: Service, run: Callable[[], LoadResult]) -> LoadResult:
+        with CpuMeter(service, self.database, lambda: sessions_opened(self.url)) as meter:
+            result = run()
+        return meter.fill(result)
+
+    def pgbench_row(self, row: report.Row, shape: str) -> None:
+        if self.pgbench is None or self.args.skip_pgbench:
+            return
+        vacuum_counters(self.url)
+        before = booking_count(self.url)
+        row.pgbench = run_pgbench(
+            self.url,
+            clients=row.clients,
+            duration=self.args.duration,
+            variables=_pgbench_variables(self.shape(shape), self.seed),
+            lock_timeout_ms=LOCK_TIMEOUT_MS,
+            pgbench=self.pgbench,
+        )
+        row.problems = _consistent(self.url, before, row.pgbench.transactions, row.clients)
+        if row.pgbench.failed or row.pgbench.aborted_clients:
+            row.problems.append(
+                f"pgbench: {row.pgbench.failed} failed transactions, "
+                f"{row.pgbench.aborted_clients} aborted clients: {row.pgbench.errors}"
+            )
+
+    def service_booking_row(self, service: Service, row: report.Row, shape: str) -> None:
+        vacuum_counters(self.url)
+        before = booking_count(self.url)
+        row.load = self.measured(
+            service, lambda: self.book(service, shape, row.clients, self.args.duration)
+        )
+        problems = _consistent(self.url, before, row.load.statuses.get("201", 0), row.clients)
+        row.problems = (row.problems or []) + problems
+
+    def choose_workers(self, ctx: report.Context) -> int:
+        """1 or 2 workers: the one with more bookings/s (geometric mean of hot and spread)."""
+        clients = max(self.args.clients)
+        scores = {}
+        for workers in (1, 2):
+            service = self.start_service(workers)
+            try:
+                hot = self.book(service, "hot", clients, self.args.choose_duration)
+                spread = self.book(service, "spread", clients, self.args.choose_duration)
+            finally:
+                service.__exit__(None, None, None)
+            scores[workers] = (hot.per_second("201") * spread.per_second("201")) ** 0.5
+            ctx.worker_choice.append(
+                f"{workers} worker(s), c={clients}, {self.args.choose_duration} s each: hot "
+                f"{hot.per_second('201'):,.0f} bookings/s (p99 {hot.p99_ms:.0f} ms), spread "
+                f"{spread.per_second('201'):,.0f} bookings/s (p99 {spread.p99_ms:.0f} ms)"
+            )
+        chosen = max(scores, key=lambda w: scores[w])
+        ctx.worker_choice.append(f"chosen: {chosen} (higher geometric mean of the two)")
+        problems = check_invariants(self.url)
+        if problems:
+            ctx.notes.append(f"invariants broken after the worker-count runs: {problems}")
+        return chosen
+
+
+def _wanted(args: argparse.Namespace, label: str) -> bool:
+    return not args.rows or label in args.rows
+
+
+def run(args: argparse.Namespace) -> int:
+    started = datetime.now(UTC)
+    load_before = os.getloadavg()
+    server, origin = server_url()
+    database, url = create_database(server)
+    print(f"bench database {database} on the {origin}", file=sys.stderr)
+    rows: list[report.Row] = []
+    try:
+        seed_ = seed(url)
+        bench = Bench(args, url, database, seed_)
+        ctx = report.Context(
+            started=started,
+            database=database,
+            postgres_version=server_version(url),
+            pgbench=pgbench_version(bench.pgbench) if bench.pgbench else "not found",
+            generator=bench.generator.name,
+            workers=None,
+            service_env=bench.service_env,
+            load_before=load_before,
+            duration=args.duration,
+        )
+        if bench.pgbench is None:
+            ctx.notes.append("pgbench not found: no PostgreSQL baseline in this run")
+        booking_rows = [
+            (report.Row(f"{shape} c={c}", "booking", c), shape)
+            for shape in ("hot", "spread")
+            for c in args.clients
+        ]
+        booking_rows = [(r, s) for r, s in booking_rows if _wanted(args, r.label)]
+        c_max = max(args.clients)
+        read_rows = [
+            r
+            for r in (
+                report.Row(f"events list c={c_max}", "get", c_max),
+                report.Row(f"trivial c={c_max}", "get", c_max),
+            )
+            if _wanted(args, r.label) and not args.skip_service
+        ]
+        rows = [r for r, _ in booking_rows] + read_rows
+
+        service = None
+        if not args.skip_service:
+            if args.workers == "auto":
+                ctx.workers = bench.choose_workers(ctx)
+            else:
+                ctx.workers = int(args.workers)
+            service = bench.start_service(ctx.workers)
+        try:
+            # pgbench and the service take turns row by row, so that a ratio compares
+            # two runs a few seconds apart (the machine is shared).
+            for row, shape in booking_rows:
+                print(f"{row.label}: pgbench", file=sys.stderr)
+                bench.pgbench_row(row, shape)
+                if service is not None:
+                    print(f"{row.label}: service", file=sys.stderr)
+                    bench.service_booking_row(service, row, shape)
+            if service is not None:
+                trivial = next((r for r in read_rows if r.label.startswith("trivial")), None)
+                for row in reversed(read_rows):  # the reference first
+                    path = TRIVIAL_PATH if row is trivial else LIST_PATH
+                    print(f"{row.label}: service", file=sys.stderr)
+                    row.load = bench.measured(
+                        service,
+                        lambda path=path, c=row.clients: bench.generator.get(
+                            service.base_url, path=path, clients=c, duration=args.duration
+                        ),
+                    )
+                    if row is not trivial and trivial is not None:
+                        row.reference = trivial.load
+        finally:
+            if service is not None:
+                service.__exit__(None, None, None)
+            bench.tokens_file.unlink(missing_ok=True)
+        ctx.load_after = os.getloadavg()
+        text = report.render(rows, ctx)
+    finally:
+        if not args.keep_db:
+            drop_database(server, database)
+    print(text)
+    if args.output:
+        report.write(Path(args.output), text)
+        print(f"\nwritten to {args.output}", file=sys.stderr)
+    broken = any(r.problems for r in rows)
+    server_errors = any(r.load.server_errors() for r in rows if r.load is not None)
+    return 1 if broken or server_errors else 0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=15, help="seconds per measured run")
+    parser.add_argument(
+        "--clients",
+        type=lambda s: [int(c) for c in s.split(",")],
+        default=[64, 16],
+        help="comma-separated client counts (default 64,16)",
+    )
+    parser.add_argument("--workers", default="auto", choices=["auto", "1", "2", "3", "4"])
+    parser.add_argument("--choose-duration", type=int, default=8, help="seconds per choice run")
+    parser.add_argument("--generator", default="auto", choices=["auto", "wrk", "python"])
+    parser.add_argument("--pool-size", type=int, help="DB_POOL_SIZE for the service")
+    parser.add_argument("--max-overflow", type=int, help="DB_MAX_OVERFLOW for the service")
+    parser.add_argument(
+        "--rows",
+        type=lambda s: [r.strip() for r in s.split(";")],
+        help="only these rows, ';'-separated labels, e.g. 'hot c=64;spread c=64'",
+    )
+    parser.add_argument("--skip-service", action="store_true", help="pgbench and invariants only")
+    parser.add_argument("--skip-pgbench", action="store_true")
+    parser.add_argument("--keep-db", action="store_true", help="keep the bench database")
+    parser.add_argument(
+        "--output",
+        default=str(BENCH_DIR / "results" / "latest.md"),
+        help="markdown file for the table ('' for none)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    started = time.monotonic()
+    code = run(parse_args(argv))
+    print(f"bench took {time.monotonic() - started:.0f} s", file=sys.stderr)
+    return code

@@ -1,0 +1,436 @@
+"""The service under load: uvicorn on the bench database, driven by wrk (or a Python client).
+
+Run as a module it is the Python load generator used when wrk is missing:
+``python -m bench.service PLAN.json`` prints one JSON line with its own CPU time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+WRK_DIR = BENCH_DIR / "wrk"
+SECRET_KEY = "bench-secret-key-0123456789-abcdefghijklmnop"
+
+
+@dataclass
+class LoadResult:
+    """One load run as the generator saw it, with the CPU each party spent."""
+
+    requests: int
+    seconds: float
+    statuses: dict[str, int]
+    p50_ms: float
+    p99_ms: float
+    socket_errors: dict[str, int] = field(default_factory=dict)
+    generator_cpu_s: float = 0.0
+    service_cpu_s: float = 0.0
+    postgres_cpu_s: float = 0.0
+    machine_busy_s: float = 0.0
+    new_connections: int = 0
+
+    def per_second(self, status: str | None = None) -> float:
+        count = self.requests if status is None else self.statuses.get(status, 0)
+        return count / self.seconds if self.seconds else 0.0
+
+    def server_errors(self) -> int:
+        return sum(n for s, n in self.statuses.items() if s.startswith("5"))
+
+    def cpu_percent(self, seconds: float) -> float:
+        return 100 * seconds / self.seconds if self.seconds else 0.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Service:
+    """uvicorn app.main:app with N workers, as an operator would run it for a load test."""
+
+    def __init__(self, database_url: str, workers: int, extra_env: dict[str, str] | None = None):
+        self.database_url = database_url
+        self.workers = workers
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.extra_env = extra_env or {}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._metrics_dir: tempfile.TemporaryDirectory[str] | None = None
+
+    def env(self) -> dict[str, str]:
+        self._metrics_dir = tempfile.TemporaryDirectory(prefix="bench-metrics-")
+        env = {
+            **os.environ,
+            "DATABASE_URL": self.database_url,
+            "SECRET_KEY": SECRET_KEY,
+            "RATE_LIMIT_ENABLED": "false",
+            "LOG_LEVEL": "WARNING",
+            "REDIS_URL": "",
+            "SMTP_HOST": "",
+            "ACCESS_TOKEN_EXPIRE_MINUTES": "120",
+            "PROMETHEUS_MULTIPROC_DIR": self._metrics_dir.name,
+        }
+        env.update(self.extra_env)
+        return env
+
+    def __enter__(self) -> Service:
+        command = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "app.main:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            str(self.workers),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ]
+        self.proc = subprocess.Popen(command, cwd=ROOT, env=self.env())
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"uvicorn exited with {self.proc.returncode}")
+            try:
+                ready = httpx.get(f"{self.base_url}/health/ready", timeout=2).status_code == 200
+                # Every worker has to be up, not just the first that answers.
+                if ready and len(self.worker_processes()) >= self.workers:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.__exit__(None, None, None)
+        raise RuntimeError("uvicorn did not become ready in 60 s")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self._metrics_dir is not None:
+            self._metrics_dir.cleanup()
+
+    def worker_processes(self) -> list[psutil.Process]:
+        """The processes that serve requests (the workers; the process itself with one worker)."""
+        assert self.proc is not None
+        parent = psutil.Process(self.proc.pid)
+        if self.workers == 1:
+            return [parent]
+        # uvicorn's supervisor spawns workers through multiprocessing; skip its helpers.
+        return [
+            p
+            for p in parent.children(recursive=False)
+            if "multiprocessing.resource_tracker" not in " ".join(p.cmdline())
+        ]
+
+
+# ---------------------------------------------------------------- tokens
+
+
+async def _login_all(base_url: str, usernames: list[str], password: str) -> list[str]:
+    semaphore = asyncio.Semaphore(8)
+    async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
+
+        async def login(username: str) -> str:
+            async with semaphore:
+                r = await http.post(
+                    "/api/auth/login/", json={"username": username, "password": password}
+                )
+            if r.status_code != 200:
+                raise RuntimeError(f"login of {username} failed: {r.status_code} {r.text}")
+            return r.json()["access"]
+
+        return list(await asyncio.gather(*(login(u) for u in usernames)))
+
+
+def issue_tokens(base_url: str, usernames: list[str], password: str) -> list[str]:
+    """Access tokens through POST /api/auth/login/, as clients get them."""
+    return asyncio.run(_login_all(base_url, usernames, password))
+
+
+# ---------------------------------------------------------------- CPU accounting
+
+
+def _cpu_seconds(processes: list[psutil.Process]) -> dict[int, float]:
+    seconds = {}
+    for p in processes:
+        try:
+            t = p.cpu_times()
+        except psutil.Error:
+            continue
+        seconds[p.pid] = t.user + t.system
+    return seconds
+
+
+def _postgres_backends(database: str) -> list[psutil.Process]:
+    """Backends connected to the bench database (their process title names it)."""
+    found = []
+    for p in psutil.process_iter(["name", "cmdline"]):
+        cmdline = " ".join(p.info["cmdline"] or ())
+        if p.info["name"] == "postgres" and f" {database} " in cmdline:
+            found.append(p)
+    return found
+
+
+def _machine_busy() -> float:
+    t = psutil.cpu_times()
+    return t.user + t.nice + t.system + t.irq + t.softirq + getattr(t, "steal", 0.0)
+
+
+class CpuMeter:
+    """CPU seconds spent by the service's workers, the bench database's backends, the machine.
+
+    Processes are sampled at the start and the end of a run; a backend that came and went
+    in between is not counted (the new-connection count tells whether that happened).
+    """
+
+    def __init__(self, service: Service, database: str, connections: Any) -> None:
+        self.service = service
+        self.database = database
+        self.connections = connections  # callable: sessions opened so far on the database
+
+    def __enter__(self) -> CpuMeter:
+        self.workers = self.service.worker_processes()
+        self.backends = _postgres_backends(self.database)
+        self.before_workers = _cpu_seconds(self.workers)
+        self.before_backends = _cpu_seconds(self.backends)
+        self.before_machine = _machine_busy()
+        self.before_sessions = self.connections()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        after_workers = _cpu_seconds(self.workers)
+        backends = _postgres_backends(self.database)
+        after_backends = _cpu_seconds(backends)
+        self.service_cpu = sum(
+            after_workers[pid] - self.before_workers.get(pid, after_workers[pid])
+            for pid in after_workers
+        )
+        self.postgres_cpu = sum(
+            after_backends[pid] - self.before_backends[pid]
+            for pid in after_backends
+            if pid in self.before_backends
+        )
+        self.machine_busy = _machine_busy() - self.before_machine
+        self.new_connections = self.connections() - self.before_sessions
+
+    def fill(self, result: LoadResult) -> LoadResult:
+        result.service_cpu_s = self.service_cpu
+        result.postgres_cpu_s = self.postgres_cpu
+        result.machine_busy_s = self.machine_busy
+        result.new_connections = self.new_connections
+        return result
+
+
+# ---------------------------------------------------------------- generators
+
+
+def find_wrk() -> str | None:
+    return shutil.which("wrk")
+
+
+def wrk_version(wrk: str) -> str:
+    out = subprocess.run([wrk, "--version"], capture_output=True, text=True, check=False)
+    return (out.stdout + out.stderr).split("Copyright")[0].strip()
+
+
+def _run_wrk(
+    wrk: str, base_url: str, *, script: str, args: list[str], clients: int, duration: float
+) -> LoadResult:
+    command = [
+        wrk,
+        "-t",
+        str(min(2, clients)),
+        "-c",
+        str(clients),
+        "-d",
+        f"{max(1, round(duration))}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(WRK_DIR / script),
+        base_url,
+        "--",
+        *args,
+    ]
+    with tempfile.TemporaryFile() as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        # wait4 gives the generator's whole CPU time, however short its life.
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+    line = next((ln for ln in text.splitlines() if ln.startswith("BENCH_JSON ")), None)
+    if proc.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed ({proc.returncode}):\n{text}")
+    data = json.loads(line.removeprefix("BENCH_JSON "))
+    return LoadResult(
+        requests=data["requests"],
+        seconds=data["duration_us"] / 1e6,
+        statuses=dict(sorted(data["statuses"].items())),
+        p50_ms=data["latency_us"]["p50"] / 1000,
+        p99_ms=data["latency_us"]["p99"] / 1000,
+        socket_errors={k: v for k, v in data["errors"].items() if v},
+        generator_cpu_s=usage.ru_utime + usage.ru_stime,
+    )
+
+
+def _run_python(
+    base_url: str, *, plan: dict[str, Any], clients: int, duration: float
+) -> LoadResult:
+    plan = {**plan, "base_url": base_url, "clients": clients, "duration": duration}
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        json.dump(plan, fh)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "bench.service", fh.name],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    finally:
+        os.unlink(fh.name)
+    if proc.returncode != 0:
+        raise RuntimeError(f"python load generator failed:\n{proc.stdout}\n{proc.stderr}")
+    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    return LoadResult(
+        requests=data["requests"],
+        seconds=data["seconds"],
+        statuses=data["statuses"],
+        p50_ms=data["p50_ms"],
+        p99_ms=data["p99_ms"],
+        socket_errors=data["socket_errors"],
+        generator_cpu_s=data["cpu_s"],
+    )
+
+
+class Generator:
+    """wrk with the bench's Lua scripts, or the Python client of bench.loadtest without wrk."""
+
+    def __init__(self, prefer: str = "auto") -> None:
+        self.wrk = find_wrk() if prefer in ("auto", "wrk") else None
+        if prefer == "wrk" and self.wrk is None:
+            raise SystemExit("wrk is not installed (apt-get install -y wrk)")
+        self.name = wrk_version(self.wrk) if self.wrk else "python (httpx, bench.loadtest)"
+
+    def bookings(
+        self,
+        base_url: str,
+        *,
+        tokens_file: Path,
+        tokens: list[str],
+        events: list[tuple[int, int]],
+        clients: int,
+        duration: float,
+    ) -> LoadResult:
+        """POST /api/bookings/ for a random event of `events` ((event id, ticket type id))."""
+        if self.wrk:
+            ev_lo, ev_hi = events[0][0], events[-1][0]
+            offset = events[0][1] - events[0][0]
+            assert all(tt - ev == offset for ev, tt in events)
+            assert ev_hi - ev_lo + 1 == len(events)
+            args = [str(tokens_file), str(ev_lo), str(ev_hi), str(offset)]
+            return _run_wrk(
+                self.wrk,
+                base_url,
+                script="booking.lua",
+                args=args,
+                clients=clients,
+                duration=duration,
+            )
+        plan = {"mode": "bookings", "events": events, "tokens": tokens}
+        return _run_python(base_url, plan=plan, clients=clients, duration=duration)
+
+    def get(self, base_url: str, *, path: str, clients: int, duration: float) -> LoadResult:
+        if self.wrk:
+            return _run_wrk(
+                self.wrk,
+                base_url,
+                script="get.lua",
+                args=[path],
+                clients=clients,
+                duration=duration,
+            )
+        plan = {"mode": "get", "path": path}
+        return _run_python(base_url, plan=plan, clients=clients, duration=duration)
+
+
+# ---------------------------------------------------------------- Python generator process
+
+
+async def _python_load(plan: dict[str, Any]) -> dict[str, Any]:
+    from bench.loadtest import Plan, Result, hammer, percentile
+
+    clients = plan["clients"]
+    limits = httpx.Limits(max_connections=clients + 8, max_keepalive_connections=clients + 8)
+    async with httpx.AsyncClient(base_url=plan["base_url"], limits=limits, timeout=60) as http:
+        cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+        if plan["mode"] == "bookings":
+            load = Plan(
+                events=[
+                    {"id": ev, "ticket_types": [{"id": tt, "quantity": 0}]}
+                    for ev, tt in plan["events"]
+                ],
+                tokens=plan["tokens"],
+            )
+            result = await hammer(http, load, clients=clients, duration=plan["duration"])
+        else:
+            result = Result()
+            deadline = time.perf_counter() + plan["duration"]
+
+            async def client() -> None:
+                while time.perf_counter() < deadline:
+                    t0 = time.perf_counter()
+                    try:
+                        r = await http.get(plan["path"])
+                    except httpx.HTTPError as exc:
+                        result.statuses[f"error:{type(exc).__name__}"] += 1
+                        continue
+                    result.latencies.append(time.perf_counter() - t0)
+                    result.statuses[r.status_code] += 1
+
+            t0 = time.perf_counter()
+            await asyncio.gather(*(client() for _ in range(clients)))
+            result.elapsed = time.perf_counter() - t0
+        cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    lat = [x * 1000 for x in result.latencies]
+    statuses = Counter({str(k): v for k, v in result.statuses.items() if isinstance(k, int)})
+    socket_errors = {str(k): v for k, v in result.statuses.items() if not isinstance(k, int)}
+    return {
+        "requests": len(lat),
+        "seconds": result.elapsed,
+        "statuses": dict(sorted(statuses.items())),
+        "socket_errors": socket_errors,
+        "p50_ms": percentile(lat, 50),
+        "p99_ms": percentile(lat, 99),
+        "cpu_s": (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime),
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(asyncio.run(_python_load(json.loads(Path(sys.argv[1]).read_text())))))
