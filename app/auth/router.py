@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from fastapi import APIRouter, BackgroundTasks, Path, Response, status
+from fastapi import APIRouter, BackgroundTasks, Depends, Path, Response, status
 
 from app.auth import service
 from app.auth.deps import CurrentUser, SettingsDep
@@ -14,7 +12,6 @@ from app.auth.schemas import (
     Login,
     PasswordResetConfirm,
     PasswordResetRequest,
-    Problem,
     ProfileUpdate,
     RefreshRequest,
     TokenPair,
@@ -22,28 +19,21 @@ from app.auth.schemas import (
     UserRegister,
 )
 from app.core.db import UoW
-
-router = APIRouter(prefix="/api/auth", tags=["auth"])
-
-
-def _problems(*items: tuple[int, str]) -> dict[int | str, dict[str, Any]]:
-    return {
-        code: {
-            "model": Problem,
-            "description": description,
-            "content": {"application/problem+json": {}},
-        }
-        for code, description in items
-    }
-
-
-_INVALID_BODY = (422, "`validation_error`: the body is not valid (see `errors`).")
-_UNAUTHENTICATED = (
-    401,
-    "`not_authenticated` without a token; `invalid_token` for a malformed, expired or "
-    "revoked token, or one of a deactivated account.",
+from app.core.errors import (
+    EmailTaken,
+    InvalidCredentials,
+    InvalidResetLink,
+    InvalidToken,
+    RateLimited,
+    UsernameTaken,
+    WrongPassword,
 )
-_TAKEN = (409, "`username_taken` or `email_taken` (both case-insensitive).")
+from app.core.openapi import problem_responses
+from app.core.ratelimit import Limiter, limit_per_ip
+
+# 401 on routes taking a bearer token and 422 on routes with input are documented
+# by app.core.openapi; the responses below add each route's own errors.
+router = APIRouter(prefix="/api/auth", tags=["auth"])
 
 
 @router.post(
@@ -51,8 +41,11 @@ _TAKEN = (409, "`username_taken` or `email_taken` (both case-insensitive).")
     status_code=status.HTTP_201_CREATED,
     operation_id="auth_register",
     summary="Create an account",
-    description="Registers an attendee or organizer. The role cannot be changed later.",
-    responses=_problems(_TAKEN, (422, "`validation_error`, e.g. a password that breaks a rule.")),
+    description="Registers an attendee or organizer; the role cannot be changed later. "
+    "A password that breaks a rule is 422 `validation_error` with the reasons at "
+    "`body.password`. Limited per client address (RATE_LIMIT_REGISTER).",
+    dependencies=[Depends(limit_per_ip("register_ip"))],
+    responses=problem_responses(UsernameTaken, EmailTaken, RateLimited),
 )
 async def register(data: UserRegister, uow: UoW) -> UserRead:
     return UserRead.model_validate(await service.register(uow, data))
@@ -63,12 +56,13 @@ async def register(data: UserRegister, uow: UoW) -> UserRead:
     operation_id="auth_login",
     summary="Log in with username or email and get tokens",
     description="`username` may be the username or the email address, in any case. "
-    "Wrong credentials and deactivated accounts get the same 401 `invalid_token`.",
-    responses=_problems(
-        (401, "`invalid_token`: no active account with these credentials."), _INVALID_BODY
-    ),
+    "Wrong credentials and deactivated accounts get the same 401 `invalid_token`. "
+    "Limited per account (RATE_LIMIT_LOGIN) and per client address (RATE_LIMIT_LOGIN_IP).",
+    dependencies=[Depends(limit_per_ip("login_ip"))],
+    responses=problem_responses(InvalidCredentials, RateLimited),
 )
-async def login(data: Login, uow: UoW, settings: SettingsDep) -> TokenPair:
+async def login(data: Login, uow: UoW, settings: SettingsDep, limiter: Limiter) -> TokenPair:
+    await limiter.hit("login", data.username.strip().lower())
     return await service.login(uow, data, settings)
 
 
@@ -77,10 +71,9 @@ async def login(data: Login, uow: UoW, settings: SettingsDep) -> TokenPair:
     operation_id="auth_refresh",
     summary="Exchange a refresh token for a new token pair",
     description="Each refresh token works once. Presenting one that was already used revokes "
-    "every token of its login session (its family) and answers 401.",
-    responses=_problems(
-        (401, "`invalid_token`: expired, revoked, unknown or already used."), _INVALID_BODY
-    ),
+    "every token of its login session (its family) and answers 401; so does a token that is "
+    "expired, revoked, unknown or not a refresh token.",
+    responses=problem_responses(InvalidToken),
 )
 async def refresh(data: RefreshRequest, uow: UoW, settings: SettingsDep) -> TokenPair:
     return await service.refresh(uow, data, settings)
@@ -92,37 +85,32 @@ async def refresh(data: RefreshRequest, uow: UoW, settings: SettingsDep) -> Toke
     operation_id="auth_logout",
     summary="Log out: revoke the session of a refresh token",
     description="Revokes the refresh token and every token rotated from the same login. "
-    "Logging out an already revoked session again answers 204. A token that this service "
-    "did not issue, or that is malformed or expired, answers 401 `invalid_token`.",
-    responses=_problems((401, "`invalid_token`: not a valid refresh token."), _INVALID_BODY),
+    "Logging out an already revoked or used token of this service again answers 204. A token "
+    "that is malformed, expired, wrongly signed or unknown answers 401 `invalid_token`.",
+    responses=problem_responses(InvalidToken),
 )
 async def logout(data: RefreshRequest, uow: UoW, settings: SettingsDep) -> Response:
     await service.logout(uow, data, settings)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get(
-    "/profile",
-    operation_id="auth_profile_read",
-    summary="The current user",
-    responses=_problems(_UNAUTHENTICATED),
-)
+@router.get("/profile", operation_id="auth_profile_read", summary="The current user")
 async def read_profile(user: CurrentUser) -> UserRead:
     return UserRead.model_validate(user)
 
 
-_PROFILE_UPDATE = {
-    "responses": _problems(_UNAUTHENTICATED, _TAKEN, _INVALID_BODY),
-    "description": "Changes the username and/or the email; fields left out keep their value. "
-    "`role` is read-only and ignored if sent.",
-}
+_PROFILE_UPDATE_DESCRIPTION = (
+    "Changes the username and/or the email; fields left out (or null) keep their value. "
+    "`role` is read-only and ignored if sent."
+)
 
 
 @router.put(
     "/profile",
     operation_id="auth_profile_replace",
     summary="Update the current user's username and email",
-    **_PROFILE_UPDATE,
+    description=_PROFILE_UPDATE_DESCRIPTION,
+    responses=problem_responses(UsernameTaken, EmailTaken),
 )
 async def replace_profile(data: ProfileUpdate, user: CurrentUser, uow: UoW) -> UserRead:
     return UserRead.model_validate(await service.update_profile(uow, user, data))
@@ -132,7 +120,8 @@ async def replace_profile(data: ProfileUpdate, user: CurrentUser, uow: UoW) -> U
     "/profile",
     operation_id="auth_profile_update",
     summary="Partially update the current user's username or email",
-    **_PROFILE_UPDATE,
+    description=_PROFILE_UPDATE_DESCRIPTION,
+    responses=problem_responses(UsernameTaken, EmailTaken),
 )
 async def update_profile(data: ProfileUpdate, user: CurrentUser, uow: UoW) -> UserRead:
     return UserRead.model_validate(await service.update_profile(uow, user, data))
@@ -142,16 +131,10 @@ async def update_profile(data: ProfileUpdate, user: CurrentUser, uow: UoW) -> Us
     "/change-password",
     operation_id="auth_change_password",
     summary="Change the password",
-    description="Revokes every refresh token of the user; access tokens issued before the "
-    "change stop working, including the one used for this request. Log in again afterwards.",
-    responses=_problems(
-        _UNAUTHENTICATED,
-        (
-            422,
-            "`wrong_password` if `old_password` does not match; `validation_error` if the "
-            "new password breaks a rule.",
-        ),
-    ),
+    description="Needs the current password (`wrong_password` otherwise); the new one follows "
+    "the password rules. Revokes every refresh token of the user; access tokens issued "
+    "before the change stop working, including the one used for this request: log in again.",
+    responses=problem_responses(WrongPassword),
 )
 async def change_password(data: ChangePassword, user: CurrentUser, uow: UoW) -> Detail:
     await service.change_password(uow, user, data)
@@ -164,12 +147,20 @@ async def change_password(data: ChangePassword, user: CurrentUser, uow: UoW) -> 
     operation_id="auth_password_reset_request",
     summary="Email a password reset link",
     description="Answers 202 with the same body whether or not an active account has this "
-    "email. The link is single-use and expires (PASSWORD_RESET_EXPIRE_MINUTES, 60 by default).",
-    responses=_problems(_INVALID_BODY),
+    "email; the email is sent after the response. The link is single-use and expires "
+    "(PASSWORD_RESET_EXPIRE_MINUTES, 60 by default). Limited per email and per client "
+    "address (RATE_LIMIT_PASSWORD_RESET).",
+    dependencies=[Depends(limit_per_ip("password_reset_ip"))],
+    responses=problem_responses(RateLimited),
 )
 async def password_reset_request(
-    data: PasswordResetRequest, uow: UoW, settings: SettingsDep, background: BackgroundTasks
+    data: PasswordResetRequest,
+    uow: UoW,
+    settings: SettingsDep,
+    background: BackgroundTasks,
+    limiter: Limiter,
 ) -> Detail:
+    await limiter.hit("password_reset", data.email.lower())
     await service.request_password_reset(uow, data, settings, background)
     return Detail(
         detail="If an active account uses this email address, a reset link has been sent to it."
@@ -180,20 +171,16 @@ async def password_reset_request(
     "/password-reset-confirm/{uidb64}/{token}",
     operation_id="auth_password_reset_confirm",
     summary="Set a new password with a reset link",
-    description="Revokes every refresh token of the user and ends older access tokens.",
-    responses=_problems(
-        (
-            422,
-            "`invalid_reset_link` if the link is unknown, used, expired or outdated; "
-            "`validation_error` if the new password breaks a rule.",
-        ),
-    ),
+    description="`invalid_reset_link` when the link is unknown, used, expired or outdated "
+    "(checked before the new password). Revokes every refresh token of the user and ends "
+    "older access tokens.",
+    responses=problem_responses(InvalidResetLink),
 )
 async def password_reset_confirm(
     data: PasswordResetConfirm,
     uow: UoW,
     settings: SettingsDep,
-    uidb64: str = Path(description="The user id, URL-safe base64."),
+    uidb64: str = Path(description="The user id, URL-safe base64 without padding."),
     token: str = Path(description="The token from the reset email."),
 ) -> Detail:
     await service.confirm_password_reset(uow, uidb64, token, data, settings)
@@ -206,7 +193,6 @@ async def password_reset_confirm(
     operation_id="auth_deactivate_account",
     summary="Deactivate the current account",
     description="The account can no longer log in; its refresh and access tokens stop working.",
-    responses=_problems(_UNAUTHENTICATED),
 )
 async def deactivate_account(user: CurrentUser, uow: UoW) -> Response:
     await service.deactivate(uow, user)
