@@ -10,7 +10,8 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test
+.PHONY: help install run test migrate migrations createsuperuser shell worker lint format \
+	bench up up-d down build rebuild
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -31,3 +32,47 @@ run: $(VENV)/.synced ## Serve the API on http://127.0.0.1:8000 (embedded Postgre
 
 test: $(VENV)/.synced ## Run the whole test suite (real PostgreSQL and Redis; starts its own if none answers)
 	$(BIN)/pytest
+
+migrate: $(VENV)/.synced ## Apply the database migrations (alembic upgrade head)
+	$(BIN)/python -m app migrate
+
+migrations: $(VENV)/.synced ## New migration from the models: make migrations m="add something"
+	@test -n "$(m)" || (echo 'usage: make migrations m="what changed"'; exit 2)
+	$(BIN)/alembic revision --autogenerate -m "$(m)"
+
+createsuperuser: $(VENV)/.synced ## Create an organizer account (prompts for its details)
+	$(BIN)/python -m app create-user --role organizer
+
+shell: $(VENV)/.synced ## Python shell with top-level await, settings, engine, sessionmaker and the models
+	$(BIN)/python -m app shell
+
+worker: $(VENV)/.synced ## Run the background job worker (email)
+	$(BIN)/python -m app worker
+
+lint: $(VENV)/.synced ## ruff check and ruff format --check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(VENV)/.synced ## Fix what ruff can fix and format the code
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: $(VENV)/.synced ## Run the benchmarks
+	$(BIN)/python -m bench
+
+COMPOSE ?= docker compose
+
+up: ## Start db, redis, migrate, app and worker in containers (foreground)
+	$(COMPOSE) up --build
+
+up-d: ## The same, in the background
+	$(COMPOSE) up --build --detach
+
+down: ## Stop the containers (the data volumes stay)
+	$(COMPOSE) down
+
+build: ## Build the container image
+	$(COMPOSE) build
+
+rebuild: ## Build the container image from scratch
+	$(COMPOSE) build --no-cache --pull
