@@ -212,8 +212,8 @@ class TicketTypeRead(BaseModel):
     quantity_available: int = Field(description="Tickets left to sell.", examples=[40])
     quantity_sold: int = Field(description="Tickets sold (confirmed bookings).", examples=[10])
     is_active: bool = Field(description="Only active ticket types can be booked.")
-    created_at: UtcDatetime
-    updated_at: UtcDatetime
+    created_at: UtcDatetime = Field(examples=["2026-11-25T16:30:00+00:00"])
+    updated_at: UtcDatetime = Field(examples=["2026-11-25T16:30:00+00:00"])
 
 
 class EventRead(BaseModel):
@@ -222,14 +222,18 @@ class EventRead(BaseModel):
     name: str = Field(examples=["PyCon Berlin"])
     description: str = Field(examples=["Talks and sprints."])
     location: str = Field(examples=["Berlin"])
-    start_time: UtcDatetime
-    end_time: UtcDatetime | None
+    start_time: UtcDatetime = Field(
+        description="In UTC (`+00:00`).", examples=["2027-05-17T07:00:00+00:00"]
+    )
+    end_time: UtcDatetime | None = Field(
+        description="In UTC, or null when not set.", examples=["2027-05-19T16:00:00+00:00"]
+    )
     total_capacity: int = Field(examples=[500])
     tickets_sold: int = Field(examples=[120])
     tickets_remaining: int = Field(description="`total_capacity - tickets_sold`.", examples=[380])
     status: EventStatus = Field(description=STATUS_DESCRIPTION, examples=["upcoming"])
-    created_at: UtcDatetime
-    updated_at: UtcDatetime
+    created_at: UtcDatetime = Field(examples=["2026-11-25T16:30:00+00:00"])
+    updated_at: UtcDatetime = Field(examples=["2026-11-25T16:30:00+00:00"])
 
     @classmethod
     def _fields_of(cls, event: Event, status: str) -> dict[str, Any]:
