@@ -1,0 +1,173 @@
+"""`python -m app`: create-user, migrate, shell."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import asyncpg
+import httpx
+import pytest
+
+from tests import pg
+from tests.conftest import ROOT, TEST_SECRET_KEY
+
+
+def run_cli(
+    *args: str, database_url: str, input: str | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
+    environment = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "SECRET_KEY": TEST_SECRET_KEY,
+        "LOG_LEVEL": "WARNING",
+        **env,
+    }
+    environment.pop("REDIS_URL", None)
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args],
+        cwd=ROOT,
+        env=environment,
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+async def test_create_user_then_log_in_with_that_password(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    password = "Staging-Boss-2027"
+    result = run_cli(
+        "create-user",
+        "--username",
+        "Boss",
+        "--email",
+        "Boss@Example.com",
+        "--role",
+        "organizer",
+        "--password",
+        password,
+        database_url=database_url,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "created organizer 'Boss'" in result.stdout
+
+    r = await client.post("/api/auth/login/", json={"username": "boss", "password": password})
+    assert r.status_code == 200, r.text
+    access = r.json()["access"]
+    profile = await client.get("/api/auth/profile/", headers={"Authorization": f"Bearer {access}"})
+    assert profile.status_code == 200
+    assert profile.json()["role"] == "organizer"
+    assert profile.json()["email"] == "boss@example.com"
+
+    wrong = await client.post("/api/auth/login/", json={"username": "boss", "password": "nope!"})
+    assert wrong.status_code == 401
+
+
+async def test_create_user_takes_the_password_from_the_environment(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    result = run_cli(
+        "create-user",
+        "--username",
+        "visitor",
+        "--email",
+        "visitor@example.com",
+        "--role",
+        "attendee",
+        database_url=database_url,
+        CREATE_USER_PASSWORD="Visiting-Hours-9",
+    )
+    assert result.returncode == 0, result.stderr
+    r = await client.post(
+        "/api/auth/login/", json={"username": "visitor", "password": "Visiting-Hours-9"}
+    )
+    assert r.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--username", "x", "--email", "x@example.com"], "letters, digits"),
+        (["--username", "good_name", "--email", "not-an-email"], "email"),
+        (["--username", "good_name", "--email", "g@example.com", "--role", "admin"], "admin"),
+    ],
+)
+def test_create_user_rejects_bad_input(args: list[str], message: str, database_url: str) -> None:
+    result = run_cli("create-user", *args, "--password", "Long-Enough-1", database_url=database_url)
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
+
+
+async def test_create_user_refuses_a_taken_username(create_user, database_url: str) -> None:
+    await create_user("attendee", username="taken")
+    result = run_cli(
+        "create-user",
+        "--username",
+        "TAKEN",
+        "--email",
+        "other@example.com",
+        "--password",
+        "Long-Enough-1",
+        database_url=database_url,
+    )
+    assert result.returncode != 0
+    assert "username already exists" in result.stdout + result.stderr
+
+
+async def test_migrate_brings_a_fresh_database_to_head() -> None:
+    server = await pg.server_url()
+    name, url = await pg.create_database(server)
+    try:
+        result = run_cli("migrate", database_url=url)
+        assert result.returncode == 0, result.stderr
+        assert "database is at head" in result.stdout
+        conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://", 1))
+        try:
+            version = await conn.fetchval("SELECT version_num FROM alembic_version")
+            tables = {
+                r["tablename"]
+                for r in await conn.fetch(
+                    "SELECT tablename FROM pg_tables WHERE schemaname='public'"
+                )
+            }
+        finally:
+            await conn.close()
+        assert version
+        assert {"users", "events", "ticket_types", "bookings"} <= tables
+        again = run_cli("migrate", database_url=url)
+        assert again.returncode == 0, again.stderr
+    finally:
+        await pg.drop_database(server, name)
+
+
+async def test_shell_runs_top_level_await(create_user, database_url: str) -> None:
+    await create_user("organizer", username="in_shell")
+    script = (
+        "async with sessionmaker() as s:\n"
+        "    names = (await s.scalars(select(User.username))).all()\n"
+        "\n"
+        "print('users:', names)\n"
+        "print('limit:', settings.max_tickets_per_booking)\n"
+    )
+    result = run_cli("shell", database_url=database_url, input=script)
+    assert result.returncode == 0, result.stderr
+    assert "users: ['in_shell']" in result.stdout
+    assert "limit: 10" in result.stdout
+
+
+def test_serve_takes_workers_from_web_concurrency() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "app", "serve", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert "--workers" in result.stdout
+    assert "WEB_CONCURRENCY" in result.stdout
