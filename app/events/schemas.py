@@ -16,6 +16,7 @@ from pydantic import (
     PlainSerializer,
     StringConstraints,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
 )
 
@@ -31,7 +32,9 @@ def _utc_isoformat(value: datetime) -> str:
 
 # Responses always carry an explicit offset (`+00:00`), never a naive timestamp.
 UtcDatetime = Annotated[
-    datetime, PlainSerializer(_utc_isoformat, return_type=str, when_used="json")
+    datetime,
+    PlainSerializer(_utc_isoformat, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "date-time"}, mode="serialization"),
 ]
 
 _SPACE_BEFORE_OFFSET = re.compile(r"^(.+T[\d:.]+) (\d{2}:?\d{2})$")
