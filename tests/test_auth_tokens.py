@@ -52,6 +52,13 @@ async def test_login_by_email_in_any_case(client, create_user) -> None:
     assert _claims(tokens["access"])["sub"] == str(user.id)
 
 
+async def test_a_username_wins_over_an_equal_email_of_another_user(client, create_user) -> None:
+    owner = await create_user(username="Grace@Example.com", email="grace.owner@example.com")
+    await create_user(username="grace", email="grace@example.com")
+    tokens = await login(client, "grace@example.com")
+    assert _claims(tokens["access"])["sub"] == str(owner.id)
+
+
 @pytest.mark.parametrize(
     ("username", "password"),
     [("erin", "Wrong-Password-1"), ("nobody", TEST_PASSWORD), ("inactive", TEST_PASSWORD)],

@@ -111,7 +111,7 @@ async def _ensure_available(
     """Report a taken username before a taken email. The unique indexes stay the real guard."""
     others = User.id != exclude_id if exclude_id is not None else True
     if username is not None and await session.scalar(
-        select(exists().where(func.lower(User.username) == username.lower(), others))
+        select(exists().where(func.lower(User.username) == func.lower(username), others))
     ):
         raise UsernameTaken()
     if email is not None and await session.scalar(
@@ -161,13 +161,15 @@ async def _lock_user(session: AsyncSession, user_id: int) -> User | None:
 
 async def login(uow: UnitOfWork, data: Login, settings: Settings) -> TokenPair:
     """Tokens for a username or email and password; unknown, wrong and inactive look alike."""
-    identifier = data.username.strip().lower()
+    identifier = data.username.strip()
+    # lower() on both sides, as in the unique index: PostgreSQL's idea of case applies.
+    same_username = func.lower(User.username) == func.lower(identifier)
     async with uow:
         user = await uow.session.scalar(
             select(User)
-            .where(or_(func.lower(User.username) == identifier, User.email == identifier))
+            .where(or_(same_username, User.email == identifier.lower()))
             # A username that looks like someone else's email wins over that email.
-            .order_by((func.lower(User.username) == identifier).desc())
+            .order_by(same_username.desc())
             .limit(1)
         )
     # The hash is checked outside the transaction: no connection is held for ~0.1 s.
