@@ -313,6 +313,8 @@ async def test_reset_link_of_one_user_does_not_work_for_another(
         ("!!!", "abc-def"),
         ("bm90LWEtbnVtYmVy", "abc-def"),  # "not-a-number"
         ("OTk5OTk5", "abc-def"),  # unknown id 999999
+        (reset.encode_uid(10**19 - 1), "abc-def"),  # beyond BIGINT
+        (reset.encode_uid(0), "abc-def"),
         ("MQ", "no-dash-here-but-wrong"),
         ("MQ", "x" * 500),
     ],

@@ -19,6 +19,7 @@ from app.auth.passwords import password_stamp
 
 _SALT = b"app.auth.reset.PasswordResetToken"
 _DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
+_MAX_ID = 2**63 - 1  # users.id is a BIGINT
 
 
 def _now() -> int:
@@ -37,7 +38,8 @@ def decode_uid(uidb64: str) -> int | None:
         return None
     if not text.isascii() or not text.isdigit() or len(text) > 19:
         return None
-    return int(text)
+    user_id = int(text)
+    return user_id if 0 < user_id <= _MAX_ID else None
 
 
 def _to_base36(number: int) -> str:

@@ -109,7 +109,9 @@ class Login(BaseModel):
         description="The username or the email address (case-insensitive).",
         examples=["alice"],
     )
-    password: str = Field(max_length=PASSWORD_MAX_LENGTH, examples=["Correct-Horse-42"])
+    password: str = Field(
+        max_length=PASSWORD_MAX_LENGTH, description="The password.", examples=["Correct-Horse-42"]
+    )
 
 
 class TokenPair(BaseModel):
@@ -119,6 +121,19 @@ class TokenPair(BaseModel):
     )
     token_type: Literal["bearer"] = "bearer"  # noqa: S105 - the OAuth 2 token type
     expires_in: int = Field(description="Lifetime of the access token in seconds.", examples=[900])
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "access": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxIiwidHlwZSI6...",
+                    "refresh": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxIiwidHlwZSI6...",
+                    "token_type": "bearer",
+                    "expires_in": 900,
+                }
+            ]
+        }
+    )
 
 
 class RefreshRequest(BaseModel):
