@@ -248,7 +248,7 @@ class Bench:
             self.tokens = issue_tokens(service.base_url, self.seed.usernames, PASSWORD)
             self.tokens_file.write_text("\n".join(self.tokens) + "\n")
         # Warm up: open the pools, fill the statement caches.
-        self.book(service, "spread", max(self.args.clients), 2)
+        self.book(service, "spread", max(self.args.clients), min(2, self.args.duration))
         return service
 
     def book(self, service: Service, shape: str, clients: int, duration: float) -> LoadResult:
@@ -332,7 +332,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"bench database {database} on the {origin}", file=sys.stderr)
     rows: list[report.Row] = []
     try:
-        seed_ = seed(url)
+        seed_ = seed(url, attendees=args.attendees)
         bench = Bench(args, url, database, seed_)
         ctx = report.Context(
             started=started,
@@ -423,6 +423,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", default="auto", choices=["auto", "1", "2", "3", "4"])
     parser.add_argument("--choose-duration", type=int, default=8, help="seconds per choice run")
     parser.add_argument("--generator", default="auto", choices=["auto", "wrk", "python"])
+    parser.add_argument(
+        "--attendees", type=int, default=ATTENDEES, help="attendees (and access tokens) to seed"
+    )
     parser.add_argument("--pool-size", type=int, help="DB_POOL_SIZE for the service")
     parser.add_argument("--max-overflow", type=int, help="DB_MAX_OVERFLOW for the service")
     parser.add_argument(
