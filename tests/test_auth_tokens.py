@@ -12,7 +12,8 @@ import pytest
 from jose import jwt
 from sqlalchemy import update
 
-from app.auth.models import RefreshToken
+from app.auth import service
+from app.auth.models import RefreshToken, User
 from app.core.security import create_token
 from tests.conftest import TEST_PASSWORD, TEST_SECRET_KEY, auth, token_for
 from tests.factories_auth import assert_no_secrets, bearer, login, refresh_rows
@@ -74,6 +75,28 @@ async def test_bad_credentials_and_inactive_accounts_look_alike(
     body = r.json()
     assert body["code"] == "invalid_token"
     assert body["detail"] == "No active account found with the given credentials."
+
+
+async def test_login_racing_a_password_change_gets_no_tokens(
+    client, db, attendee, monkeypatch
+) -> None:
+    checked = service.verify_password
+
+    async def check_while_the_password_changes(password: str, hashed: str | None) -> bool:
+        valid = await checked(password, hashed)
+        async with db() as session:
+            await session.execute(
+                update(User).where(User.id == attendee.id).values(hashed_password="replaced")
+            )
+            await session.commit()
+        return valid
+
+    monkeypatch.setattr(service, "verify_password", check_while_the_password_changes)
+    r = await client.post(
+        "/api/auth/login/", json={"username": attendee.username, "password": TEST_PASSWORD}
+    )
+    assert r.status_code == 401
+    assert await refresh_rows(db, attendee.id) == []
 
 
 async def test_login_body_missing_fields_is_422(client) -> None:

@@ -177,7 +177,13 @@ async def login(uow: UnitOfWork, data: Login, settings: Settings) -> TokenPair:
     if user is None or not valid or not user.is_active:
         raise InvalidCredentials()
     async with uow:
-        return await _issue_tokens(uow.session, user, settings, family_id=uuid.uuid4())
+        # A password change or deactivation committed during the check revoked every
+        # refresh token; a token stored now would outlive it.
+        current = await _lock_user(uow.session, user.id)
+        changed = current is None or current.hashed_password != user.hashed_password
+        if changed or not current.is_active:
+            raise InvalidCredentials()
+        return await _issue_tokens(uow.session, current, settings, family_id=uuid.uuid4())
 
 
 async def refresh(uow: UnitOfWork, data: RefreshRequest, settings: Settings) -> TokenPair:
