@@ -122,6 +122,8 @@ async def test_docs_pages_use_local_assets_only(client: httpx.AsyncClient) -> No
         assert not CDN.search(r.text), CDN.search(r.text)
         assert f"/api/docs/assets/{asset}" in r.text
         assert "/api/schema" in r.text
+        # The browser may only load what the service serves.
+        assert "default-src 'self'" in r.headers["content-security-policy"]
         js = await client.get(f"/api/docs/assets/{asset}")
         assert js.status_code == 200 and len(js.content) > 100_000
 
