@@ -171,3 +171,57 @@ def test_serve_takes_workers_from_web_concurrency() -> None:
     )
     assert "--workers" in result.stdout
     assert "WEB_CONCURRENCY" in result.stdout
+
+
+def test_serve_with_workers_on_the_embedded_database(tmp_path) -> None:
+    """No DATABASE_URL and two workers: the parent starts and migrates the embedded server,
+    the workers share it, and /metrics adds up the counters of both workers."""
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **os.environ,
+        "DATA_DIR": str(tmp_path / "data"),
+        "SECRET_KEY": TEST_SECRET_KEY,
+        "LOG_LEVEL": "WARNING",
+    }
+    for name in ("DATABASE_URL", "REDIS_URL", "PROMETHEUS_MULTIPROC_DIR"):
+        env.pop(name, None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app", "serve", "--workers", "2", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, "serve exited"
+            assert time.monotonic() < deadline, "serve did not become ready"
+            time.sleep(0.3)
+        with httpx.Client(base_url=base) as client:
+            for _ in range(20):  # new connections: both workers get some
+                assert httpx.get(f"{base}/api/events/", timeout=5).status_code == 200
+            metrics = client.get("/metrics").text
+        line = next(
+            line
+            for line in metrics.splitlines()
+            if line.startswith("http_requests_total{") and 'route="/api/events"' in line
+        )
+        assert float(line.rsplit(" ", 1)[1]) == 20
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
