@@ -51,9 +51,22 @@ def record_conflict(code: str, status: int) -> None:
         BOOKING_CONFLICTS.labels(code=code).inc()
 
 
+# Labelled children by (method, route, status): `.labels()` takes a lock and builds
+# keys on every call, and this runs once per request.
+_request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
 def record_request(method: str, route: str, status: int, seconds: float) -> None:
-    REQUESTS.labels(method, route, str(status)).inc()
-    REQUEST_LATENCY.labels(method, route).observe(seconds)
+    key = (method, route, status)
+    children = _request_children.get(key)
+    if children is None:
+        children = (
+            REQUESTS.labels(method, route, str(status)),
+            REQUEST_LATENCY.labels(method, route),
+        )
+        _request_children[key] = children
+    children[0].inc()
+    children[1].observe(seconds)
 
 
 def multiprocess_dir() -> str | None:

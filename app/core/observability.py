@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import random
 import re
 import time
-import uuid
 from functools import lru_cache
 
 from fastapi import FastAPI
@@ -30,7 +30,9 @@ def request_id_from(scope: Scope) -> str:
             if _SANE_REQUEST_ID.fullmatch(candidate):
                 return candidate
             break
-    return uuid.uuid4().hex
+    # Unique, not secret: the Mersenne Twister (seeded per process from os.urandom) is
+    # ~30x cheaper than uuid4 here, and a request id protects nothing.
+    return f"{random.getrandbits(128):032x}"
 
 
 class ObservabilityMiddleware:
