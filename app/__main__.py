@@ -2,4 +2,4 @@
 
 from app.cli import cli
 
-cli()
+cli(prog_name="python -m app")
