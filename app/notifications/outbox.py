@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("app.notifications")
 
 SHUTDOWN_GRACE_SECONDS = 10.0
+BUILD_CONCURRENCY = 2
 
 
 def queue_name(prefix: str) -> str:
@@ -45,6 +46,9 @@ class Outbox:
             else None
         )
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Building an email may read the database: a booking storm must not hand the
+        # connection pool to emails, so only a few are built at a time.
+        self._building = asyncio.Semaphore(BUILD_CONCURRENCY)
 
     def spawn(self, work: Coroutine[Any, Any, Any]) -> None:
         """Run ``work`` in the background; the reference kept here stops it being collected."""
@@ -56,7 +60,9 @@ class Outbox:
         """In the background: build the emails (may read the database), then send each."""
 
         async def work() -> None:
-            for email in await emails():
+            async with self._building:
+                built = await emails()
+            for email in built:
                 await self.send(email)
 
         self.spawn(work())
