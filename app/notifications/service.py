@@ -1,20 +1,21 @@
 """What the other domains call to email users, after their transaction has committed.
 
-    notifications.booking_confirmed(request.app, booking.id)
-    notifications.booking_cancelled(request.app, booking.id)
+    notifications.booking_confirmed(request.app, booking, user)
+    notifications.booking_cancelled(request.app, booking, user)
     notifications.booking_cancelled(request.app, cancelled_ids, reason="event_cancelled")
 
-None of these waits: the booking is read (in a session of its own, so only
-committed data is seen) and the email queued in a background task of the
-process, and the arq worker sends it (or, without REDIS_URL, the same task
-does). The queued job carries a ready payload: the worker never reads the
-database.
+None of these waits: the email is queued (or, without REDIS_URL, sent) by a
+background task of the process, and the arq worker sends it. The queued job
+carries a ready payload, so the worker never reads the database. The booking
+emails are built from the booking the request already holds; only an event
+cancellation, which knows just the ids of the bookings it cancelled, reads
+them back (in a session of its own, so only committed data is seen).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
@@ -33,26 +34,105 @@ from app.notifications.outbox import Outbox, get_outbox, outbox_for
 
 logger = logging.getLogger("app.notifications")
 
+BookingKind = Literal["booking_confirmed", "booking_cancelled"]
 CancelReason = Literal["attendee", "event_cancelled"]
 
 
-def booking_confirmed(app: Any, booking_id: int) -> None:
-    """Email the attendee the confirmation of a booking (reference, items, total)."""
+def booking_confirmed(
+    app: Any,
+    booking: Any,
+    user: Any = None,
+    *,
+    event_start: datetime | None = None,
+    location: str | None = None,
+) -> None:
+    """Email the attendee the confirmation of ``booking`` (reference, items, prices, total).
+
+    ``booking`` is the committed booking as the response shows it (``booking_reference``,
+    ``event_name``, ``items`` with ``ticket_type_name``, ``quantity``, ``price_at_booking``,
+    and ``total_price``) and ``user`` its attendee (``email``, ``username``); the event's
+    start and location are shown when given. A booking id instead reads it back.
+    """
+    if isinstance(booking, int):
+        _post_loaded(app, [booking], "booking_confirmed", "attendee")
+        return
+    email = booking_email(
+        "booking_confirmed", booking, user, event_start=event_start, location=location
+    )
     outbox = _outbox(app)
-    sessionmaker = _sessionmaker(app)
-    outbox.post(lambda: booking_emails(sessionmaker, [booking_id], kind="booking_confirmed"))
+    outbox.spawn(outbox.send(email))
 
 
 def booking_cancelled(
-    app: Any, booking_ids: int | Iterable[int], *, reason: CancelReason = "attendee"
+    app: Any,
+    booking: Any,
+    user: Any = None,
+    *,
+    reason: CancelReason = "attendee",
+    event_start: datetime | None = None,
+    location: str | None = None,
 ) -> None:
-    """Email each attendee that a booking is cancelled: one email per booking."""
-    ids = [booking_ids] if isinstance(booking_ids, int) else list(booking_ids)
+    """Email the attendee of each cancelled booking: one email per booking.
+
+    ``booking`` and ``user`` as for booking_confirmed; or a booking id, or the list of
+    ids an event cancellation returned (``reason="event_cancelled"``): those are read back.
+    """
+    if isinstance(booking, int | list | tuple | set | frozenset):
+        ids = [booking] if isinstance(booking, int) else list(booking)
+        _post_loaded(app, ids, "booking_cancelled", reason)
+        return
+    email = booking_email(
+        "booking_cancelled",
+        booking,
+        user,
+        reason=reason,
+        event_start=event_start,
+        location=location,
+    )
+    outbox = _outbox(app)
+    outbox.spawn(outbox.send(email))
+
+
+def _post_loaded(app: Any, ids: list[int], kind: BookingKind, reason: CancelReason) -> None:
     if not ids:
         return
-    outbox = _outbox(app)
-    sessionmaker = _sessionmaker(app)
-    outbox.post(lambda: booking_emails(sessionmaker, ids, kind="booking_cancelled", reason=reason))
+    sessionmaker = _state(app).sessionmaker
+    _outbox(app).post(lambda: load_booking_emails(sessionmaker, ids, kind=kind, reason=reason))
+
+
+def booking_email(
+    kind: BookingKind,
+    booking: Any,
+    user: Any,
+    *,
+    reason: CancelReason = "attendee",
+    event_start: datetime | None = None,
+    location: str | None = None,
+) -> Email:
+    reference = str(_field(booking, "booking_reference"))
+    return Email(
+        kind=kind,
+        to=_field(user, "email"),
+        context={
+            "username": _field(user, "username"),
+            "reference": reference,
+            "event_name": _field(booking, "event_name"),
+            "event_start": _when(event_start) if event_start else None,
+            "location": location,
+            "items": [
+                _line(
+                    _field(item, "ticket_type_name"),
+                    _field(item, "quantity"),
+                    Decimal(_field(item, "price_at_booking")),
+                )
+                for item in _field(booking, "items")
+            ],
+            "total": _money(Decimal(_field(booking, "total_price"))),
+            "reason": reason,
+        },
+        # A booking is confirmed once and cancelled once: never email it twice.
+        job_id=f"{kind}:{reference}",
+    )
 
 
 def password_reset_email(settings: Settings, *, email: str, username: str, link: str) -> Email:
@@ -81,14 +161,14 @@ async def send_password_reset(settings: Settings, *, email: str, username: str, 
         await send_with_retries(settings, message)
 
 
-async def booking_emails(
+async def load_booking_emails(
     sessionmaker: async_sessionmaker[AsyncSession],
     booking_ids: Sequence[int],
     *,
-    kind: Literal["booking_confirmed", "booking_cancelled"],
+    kind: BookingKind,
     reason: CancelReason = "attendee",
 ) -> list[Email]:
-    """One email per booking, with everything its template shows (two queries)."""
+    """One email per booking, read back from the database (two queries)."""
     async with sessionmaker() as session:
         bookings = (
             await session.execute(
@@ -98,7 +178,7 @@ async def booking_emails(
                     Booking.total_price,
                     User.email,
                     User.username,
-                    Event.name,
+                    Event.name.label("event_name"),
                     Event.start_time,
                     Event.location,
                 )
@@ -112,7 +192,7 @@ async def booking_emails(
             await session.execute(
                 select(
                     BookingItem.booking_id,
-                    TicketType.name,
+                    TicketType.name.label("ticket_type_name"),
                     BookingItem.quantity,
                     BookingItem.price_at_booking,
                 )
@@ -121,41 +201,36 @@ async def booking_emails(
                 .order_by(BookingItem.id)
             )
         ).all()
-    lines: dict[int, list[dict[str, Any]]] = {}
+    lines: dict[int, list[Any]] = {}
     for item in items:
-        lines.setdefault(item.booking_id, []).append(
-            {
-                "name": item.name,
-                "quantity": item.quantity,
-                "unit_price": _money(item.price_at_booking),
-                "amount": _money(item.price_at_booking * item.quantity),
-            }
+        lines.setdefault(item.booking_id, []).append(item)
+    emails = [
+        booking_email(
+            kind,
+            {**row._asdict(), "items": lines.get(row.id, [])},
+            row,
+            reason=reason,
+            event_start=row.start_time,
+            location=row.location,
         )
-    emails = []
-    for booking in bookings:
-        reference = str(booking.booking_reference)
-        emails.append(
-            Email(
-                kind=kind,
-                to=booking.email,
-                context={
-                    "username": booking.username,
-                    "reference": reference,
-                    "event_name": booking.name,
-                    "event_start": _when(booking.start_time),
-                    "location": booking.location,
-                    "items": lines.get(booking.id, []),
-                    "total": _money(booking.total_price),
-                    "reason": reason,
-                },
-                # A booking is confirmed once and cancelled once: never email it twice.
-                job_id=f"{kind}:{reference}",
-            )
-        )
-    missing = len(booking_ids) - len(emails)
-    if missing:
+        for row in bookings
+    ]
+    if missing := len(booking_ids) - len(emails):
         logger.warning("%d booking(s) to email about were not found", missing)
     return emails
+
+
+def _field(source: Any, name: str) -> Any:
+    return source[name] if isinstance(source, Mapping) else getattr(source, name)
+
+
+def _line(name: str, quantity: int, unit_price: Decimal) -> dict[str, Any]:
+    return {
+        "name": name,
+        "quantity": quantity,
+        "unit_price": _money(unit_price),
+        "amount": _money(unit_price * quantity),
+    }
 
 
 def _money(value: Decimal) -> str:
@@ -173,7 +248,3 @@ def _state(app: Any) -> Any:
 
 def _outbox(app: Any) -> Outbox:
     return get_outbox(_state(app))
-
-
-def _sessionmaker(app: Any) -> async_sessionmaker[AsyncSession]:
-    return _state(app).sessionmaker
