@@ -222,3 +222,26 @@ def shell() -> None:
         "e.g.  async with sessionmaker() as s: print(await s.scalar(select(func.count(User.id))))"
     )
     _run_async_repl(namespace, banner)
+
+
+@cli.command()
+def worker(burst: bool = typer.Option(False, help="Stop once the queue is empty.")) -> None:
+    """Run the background worker (arq) that sends the emails queued in Redis."""
+    import logging.config
+
+    from arq.logs import default_log_config
+
+    from app.core.config import get_settings
+    from app.worker import make_worker
+
+    settings = get_settings()
+    if not settings.redis_url:
+        typer.echo("REDIS_URL is unset: without Redis the API sends emails itself.", err=True)
+        raise typer.Exit(2)
+    log_config = default_log_config(verbose=settings.log_level == "DEBUG")
+    log_config["loggers"]["app"] = {"handlers": ["arq.standard"], "level": settings.log_level}
+    if settings.log_level != "DEBUG":
+        # arq logs each job's arguments: recipients and reset links stay out of the logs.
+        log_config["loggers"]["arq.jobs"] = {"level": "WARNING"}
+    logging.config.dictConfig(log_config)
+    make_worker(settings, burst=burst).run()
