@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -244,11 +245,15 @@ class Bench:
 
     def start_service(self, workers: int) -> Service:
         service = Service(self.url, workers, self.service_env).__enter__()
-        if not self.tokens:
-            self.tokens = issue_tokens(service.base_url, self.seed.usernames, PASSWORD)
-            self.tokens_file.write_text("\n".join(self.tokens) + "\n")
-        # Warm up: open the pools, fill the statement caches.
-        self.book(service, "spread", max(self.args.clients), min(2, self.args.duration))
+        try:
+            if not self.tokens:
+                self.tokens = issue_tokens(service.base_url, self.seed.usernames, PASSWORD)
+                self.tokens_file.write_text("\n".join(self.tokens) + "\n")
+            # Warm up: open the pools, fill the statement caches.
+            self.book(service, "spread", max(self.args.clients), min(2, self.args.duration))
+        except BaseException:
+            service.__exit__(None, None, None)
+            raise
         return service
 
     def book(self, service: Service, shape: str, clients: int, duration: float) -> LoadResult:
@@ -444,8 +449,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    # Unwind as on Ctrl-C, so the service is stopped and the bench database dropped.
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     code = run(parse_args(argv))
     print(f"bench took {time.monotonic() - started:.0f} s", file=sys.stderr)
     return code

@@ -11,6 +11,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -55,6 +56,16 @@ class LoadResult:
 
     def cpu_percent(self, seconds: float) -> float:
         return 100 * seconds / self.seconds if self.seconds else 0.0
+
+
+def _die_with_parent() -> None:
+    """Linux: the server gets SIGTERM if the bench dies, even killed, so none is left behind."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def free_port() -> int:
@@ -107,7 +118,7 @@ class Service:
             "--log-level",
             "warning",
         ]
-        self.proc = subprocess.Popen(command, cwd=ROOT, env=self.env())
+        self.proc = subprocess.Popen(command, cwd=ROOT, env=self.env(), preexec_fn=_die_with_parent)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
