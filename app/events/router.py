@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 
 from app.auth.deps import Organizer
 from app.core.db import UoW
@@ -29,6 +29,7 @@ from app.events.schemas import (
     TicketTypeRead,
     TicketTypeUpdate,
 )
+from app.notifications import service as notifications
 
 router = APIRouter(prefix="/api/events")
 
@@ -99,9 +100,12 @@ async def retrieve_event(uow: UoW, row: ValidEvent) -> EventDetail:
         PermissionDenied, NotFound, EventNotBookable, CapacityBelowSold, Busy
     ),
 )
-async def update_event(uow: UoW, row: OwnedEvent, body: EventUpdate) -> EventRead:
-    # `change.cancelled_booking_ids` are the bookings to notify once committed.
+async def update_event(request: Request, uow: UoW, row: OwnedEvent, body: EventUpdate) -> EventRead:
     change = await service.update_event(uow, row.event.id, body)
+    # Committed: the attendees of the bookings the cancellation cancelled can be told.
+    notifications.booking_cancelled(
+        request.app, change.cancelled_booking_ids, reason="event_cancelled"
+    )
     return EventRead.from_row(change.row.event, change.row.status)
 
 
