@@ -425,3 +425,18 @@ async def test_concurrent_cancels_cancel_once(client, db, organizer, attendee) -
         assert stored is not None and (stored.quantity_available, stored.quantity_sold) == (5, 0)
         stored_event = await session.get(Event, event.id)
         assert stored_event is not None and stored_event.tickets_sold == 0
+
+
+async def test_cancel_returns_the_cancelled_booking_ids_for_notification(
+    db, organizer, attendee
+) -> None:
+    from app.core.db import UnitOfWork
+    from app.events import service
+    from app.events.schemas import EventUpdate
+
+    event = await make_event(db, organizer)
+    tt = await make_ticket_type(db, event)
+    ids = [await book(db, event, tt, attendee, 1) for _ in range(3)]
+    change = await service.update_event(UnitOfWork(db), event.id, EventUpdate(status="cancelled"))
+    assert sorted(change.cancelled_booking_ids) == ids
+    assert change.row.status == "cancelled"
