@@ -240,8 +240,5 @@ def worker(burst: bool = typer.Option(False, help="Stop once the queue is empty.
         raise typer.Exit(2)
     log_config = default_log_config(verbose=settings.log_level == "DEBUG")
     log_config["loggers"]["app"] = {"handlers": ["arq.standard"], "level": settings.log_level}
-    if settings.log_level != "DEBUG":
-        # arq logs each job's arguments: recipients and reset links stay out of the logs.
-        log_config["loggers"]["arq.jobs"] = {"level": "WARNING"}
     logging.config.dictConfig(log_config)
     make_worker(settings, burst=burst).run()

@@ -24,7 +24,7 @@ SUBJECTS: dict[str, str] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Email:
     """One email to send: its kind (the template), recipient and template values.
 
@@ -37,6 +37,10 @@ class Email:
     to: str
     context: dict[str, Any] = field(default_factory=dict)
     job_id: str | None = None
+
+    def __repr__(self) -> str:
+        # The worker logs job arguments: keep recipients and reset links out of the logs.
+        return f"<Email {self.kind}>"
 
 
 @lru_cache

@@ -23,11 +23,11 @@ def retry_delay(tries_so_far: int, first: float = FIRST_RETRY_SECONDS) -> float:
     return first * 2 ** (tries_so_far - 1)
 
 
-async def send_email(ctx: dict[str, Any], kind: str, to: str, context: dict[str, Any]) -> None:
+async def send_email(ctx: dict[str, Any], email: Email) -> None:
     """arq job: send one email; on an SMTP failure, ask arq to run it again later."""
     settings: Settings = ctx["settings"]
     job_try: int = ctx.get("job_try", 1)
-    email = Email(kind=kind, to=to, context=context)  # type: ignore[arg-type]
+    to, kind = email.to, email.kind
     try:
         await deliver(settings, render(settings, email))
     except TRANSIENT_ERRORS as exc:

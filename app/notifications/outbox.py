@@ -71,9 +71,7 @@ class Outbox:
         """Queue ``email`` (or send it here when there is no queue)."""
         if self.arq is not None:
             try:
-                await self.arq.enqueue_job(
-                    "send_email", email.kind, email.to, email.context, _job_id=email.job_id
-                )
+                await self.arq.enqueue_job("send_email", email, _job_id=email.job_id)
                 return
             except Exception as exc:
                 logger.warning(
