@@ -50,8 +50,9 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         "rate_limit_enabled": False,
         "redis_url": None,
         "smtp_host": None,
-        "db_pool_size": 20,
-        "db_max_overflow": 20,
+        # The whole suite stays well under PostgreSQL's default 100 connections.
+        "db_pool_size": 10,
+        "db_max_overflow": 5,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -170,8 +171,8 @@ def live_server(database_url: str) -> Iterator[str]:
         "DATABASE_URL": database_url,
         "SECRET_KEY": TEST_SECRET_KEY,
         "RATE_LIMIT_ENABLED": "false",
-        "DB_POOL_SIZE": "20",
-        "DB_MAX_OVERFLOW": "20",
+        "DB_POOL_SIZE": "10",
+        "DB_MAX_OVERFLOW": "5",
         "LOG_LEVEL": "WARNING",
     }
     env.pop("REDIS_URL", None)
