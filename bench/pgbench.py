@@ -16,6 +16,10 @@ BENCH_DIR = Path(__file__).resolve().parent
 BOOKING_SCRIPT = BENCH_DIR / "sql" / "booking.sql"
 
 
+class PgbenchFailed(RuntimeError):
+    """pgbench could not run the script (no connection, an error in the script)."""
+
+
 @dataclass
 class PgbenchResult:
     clients: int
@@ -116,7 +120,8 @@ def run_pgbench(
                     latencies.append(int(fields[2]) / 1000)
     output = proc.stdout + proc.stderr
     if proc.returncode not in (0, 2) or "tps = " not in output:
-        raise RuntimeError(f"pgbench failed ({proc.returncode}):\n{output}")
+        detail = " / ".join(line for line in output.splitlines() if "error" in line.lower())
+        raise PgbenchFailed(f"exit {proc.returncode}: {detail or output.strip()}")
     tps = float(re.search(r"tps = ([\d.]+)", output).group(1))  # type: ignore[union-attr]
     processed = re.search(r"number of transactions actually processed: (\d+)", output)
     failed = re.search(r"number of failed transactions: (\d+)", output)

@@ -62,6 +62,16 @@ class Context:
     notes: list[str] = field(default_factory=list)
 
 
+def _pool_defaults() -> str:
+    from app.core.config import Settings
+
+    fields = Settings.model_fields
+    return (
+        f"defaults, DB_POOL_SIZE={fields['db_pool_size'].default}, "
+        f"DB_MAX_OVERFLOW={fields['db_max_overflow'].default} per worker"
+    )
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -183,7 +193,7 @@ def targets(rows: list[Row]) -> list[tuple[str, str, bool]]:
 
 def render(rows: list[Row], ctx: Context) -> str:
     workers = "—" if ctx.workers is None else str(ctx.workers)
-    env = ", ".join(f"{k}={v}" for k, v in ctx.service_env.items()) or "defaults"
+    env = ", ".join(f"{k}={v}" for k, v in ctx.service_env.items()) or _pool_defaults()
     la, lb = ctx.load_before, ctx.load_after
     parts = [
         "# Benchmark: the service against PostgreSQL's own limit",

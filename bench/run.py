@@ -22,7 +22,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +31,7 @@ from pathlib import Path
 import asyncpg
 
 from bench import report
-from bench.pgbench import find_pgbench, pgbench_version, run_pgbench
+from bench.pgbench import PgbenchFailed, find_pgbench, pgbench_version, run_pgbench
 from bench.service import CpuMeter, Generator, LoadResult, Service, issue_tokens
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -184,6 +185,20 @@ def booking_count(url: str) -> int:
     return asyncio.run(_query(url, "SELECT count(*) FROM bookings"))[0][0]
 
 
+def settled_booking_count(url: str, timeout: float = 20.0) -> int:
+    """The number of bookings once requests still in the server (the generator has hung
+    up on them) have finished: unchanged for a second."""
+    deadline = time.monotonic() + timeout
+    count = booking_count(url)
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        again = booking_count(url)
+        if again == count:
+            break
+        count = again
+    return count
+
+
 def sessions_opened(url: str) -> int:
     rows = asyncio.run(
         _query(url, "SELECT sessions FROM pg_stat_database WHERE datname = current_database()")
@@ -214,9 +229,10 @@ def _pgbench_variables(events: list[tuple[int, int]], seed_: Seed) -> dict[str, 
 
 
 def _consistent(url: str, bookings_before: int, confirmed: int, clients: int) -> list[str]:
-    """The counters' invariants, and every booking confirmed to a client exists."""
+    """The counters' invariants; every booking confirmed to a client exists, and no more
+    were written than confirmed plus the requests in flight when the generator stopped."""
+    created = settled_booking_count(url) - bookings_before
     problems = check_invariants(url)
-    created = booking_count(url) - bookings_before
     if created < confirmed:
         problems.append(f"{confirmed} bookings confirmed to clients, {created} in the database")
     elif created > confirmed + clients:
@@ -234,7 +250,11 @@ class Bench:
         self.tokens: list[str] = []
         self.tokens_file = Path(tempfile.mkstemp(prefix="bench-tokens-", suffix=".txt")[1])
         self.pgbench = find_pgbench()
-        self.service_env = {}
+        self.service_env = {
+            name: os.environ[name]
+            for name in ("DB_POOL_SIZE", "DB_MAX_OVERFLOW")
+            if name in os.environ
+        }
         if args.pool_size is not None:
             self.service_env["DB_POOL_SIZE"] = str(args.pool_size)
         if args.max_overflow is not None:
@@ -242,6 +262,14 @@ class Bench:
 
     def shape(self, name: str) -> list[tuple[int, int]]:
         return self.seed.hot if name == "hot" else self.seed.spread
+
+    @contextmanager
+    def service(self, workers: int) -> Iterator[Service]:
+        service = self.start_service(workers)
+        try:
+            yield service
+        finally:
+            service.__exit__(None, None, None)
 
     def start_service(self, workers: int) -> Service:
         service = Service(self.url, workers, self.service_env).__enter__()
@@ -271,19 +299,24 @@ class Bench:
             result = run()
         return meter.fill(result)
 
-    def pgbench_row(self, row: report.Row, shape: str) -> None:
+    def pgbench_row(self, row: report.Row, shape: str, ctx: report.Context) -> None:
         if self.pgbench is None or self.args.skip_pgbench:
             return
         vacuum_counters(self.url)
         before = booking_count(self.url)
-        row.pgbench = run_pgbench(
-            self.url,
-            clients=row.clients,
-            duration=self.args.duration,
-            variables=_pgbench_variables(self.shape(shape), self.seed),
-            lock_timeout_ms=LOCK_TIMEOUT_MS,
-            pgbench=self.pgbench,
-        )
+        try:
+            row.pgbench = run_pgbench(
+                self.url,
+                clients=row.clients,
+                duration=self.args.duration,
+                variables=_pgbench_variables(self.shape(shape), self.seed),
+                lock_timeout_ms=LOCK_TIMEOUT_MS,
+                pgbench=self.pgbench,
+            )
+        except PgbenchFailed as exc:
+            # e.g. the shared server's max_connections is taken by other clients
+            ctx.notes.append(f"{row.label}: pgbench did not run: {exc}")
+            return
         row.problems = _consistent(self.url, before, row.pgbench.transactions, row.clients)
         if row.pgbench.failed or row.pgbench.aborted_clients:
             row.problems.append(
@@ -292,8 +325,8 @@ class Bench:
             )
 
     def service_booking_row(self, service: Service, row: report.Row, shape: str) -> None:
+        before = settled_booking_count(self.url)  # after the warm-up's last requests
         vacuum_counters(self.url)
-        before = booking_count(self.url)
         row.load = self.measured(
             service, lambda: self.book(service, shape, row.clients, self.args.duration)
         )
@@ -369,38 +402,37 @@ def run(args: argparse.Namespace) -> int:
         ]
         rows = [r for r, _ in booking_rows] + read_rows
 
-        service = None
         if not args.skip_service:
             if args.workers == "auto":
                 ctx.workers = bench.choose_workers(ctx)
             else:
                 ctx.workers = int(args.workers)
-            service = bench.start_service(ctx.workers)
         try:
-            # pgbench and the service take turns row by row, so that a ratio compares
-            # two runs a few seconds apart (the machine is shared).
+            # pgbench and the service take turns row by row, so that a ratio compares two
+            # runs a few seconds apart (the machine is shared). The service is stopped while
+            # pgbench runs: its idle pool would hold connections pgbench needs.
             for row, shape in booking_rows:
                 print(f"{row.label}: pgbench", file=sys.stderr)
-                bench.pgbench_row(row, shape)
-                if service is not None:
+                bench.pgbench_row(row, shape, ctx)
+                if ctx.workers is not None:
                     print(f"{row.label}: service", file=sys.stderr)
-                    bench.service_booking_row(service, row, shape)
-            if service is not None:
+                    with bench.service(ctx.workers) as service:
+                        bench.service_booking_row(service, row, shape)
+            if ctx.workers is not None and read_rows:
                 trivial = next((r for r in read_rows if r.label.startswith("trivial")), None)
-                for row in reversed(read_rows):  # the reference first
-                    path = TRIVIAL_PATH if row is trivial else LIST_PATH
-                    print(f"{row.label}: service", file=sys.stderr)
-                    row.load = bench.measured(
-                        service,
-                        lambda path=path, c=row.clients: bench.generator.get(
-                            service.base_url, path=path, clients=c, duration=args.duration
-                        ),
-                    )
-                    if row is not trivial and trivial is not None:
-                        row.reference = trivial.load
+                with bench.service(ctx.workers) as service:
+                    for row in reversed(read_rows):  # the reference first
+                        path = TRIVIAL_PATH if row is trivial else LIST_PATH
+                        print(f"{row.label}: service", file=sys.stderr)
+                        row.load = bench.measured(
+                            service,
+                            lambda path=path, c=row.clients, s=service: bench.generator.get(
+                                s.base_url, path=path, clients=c, duration=args.duration
+                            ),
+                        )
+                        if row is not trivial and trivial is not None:
+                            row.reference = trivial.load
         finally:
-            if service is not None:
-                service.__exit__(None, None, None)
             bench.tokens_file.unlink(missing_ok=True)
         ctx.load_after = os.getloadavg()
         text = report.render(rows, ctx)
