@@ -1,51 +1,14 @@
-"""Events and ticket types inserted straight into the database for booking tests."""
+"""Invariant checks of the booking counters, run in SQL after every storm."""
 
 from __future__ import annotations
-
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
-from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.events.models import Event, TicketType
+from tests.factories import make_event as add_event
+from tests.factories import make_ticket_type as add_ticket_type
 
-
-async def add_event(
-    db: async_sessionmaker[AsyncSession], organizer_id: int, **fields: Any
-) -> Event:
-    values: dict[str, Any] = {
-        "name": "Concert",
-        "location": "Berlin",
-        "start_time": datetime.now(UTC) + timedelta(days=30),
-        "total_capacity": 100,
-    }
-    values.update(fields)
-    async with db() as session:
-        event = Event(organizer_id=organizer_id, **values)
-        session.add(event)
-        await session.commit()
-        await session.refresh(event)
-    return event
-
-
-async def add_ticket_type(
-    db: async_sessionmaker[AsyncSession], event_id: int, **fields: Any
-) -> TicketType:
-    values: dict[str, Any] = {
-        "name": "Standard",
-        "price": Decimal("25.00"),
-        "quantity_available": 50,
-    }
-    values.update(fields)
-    async with db() as session:
-        tt = TicketType(event_id=event_id, **values)
-        session.add(tt)
-        await session.commit()
-        await session.refresh(tt)
-    return tt
-
+__all__ = ["add_event", "add_ticket_type", "check_invariants"]
 
 INVARIANTS = text(
     """

@@ -9,13 +9,15 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from tests.booking_setup import add_event, add_ticket_type, check_invariants
+from tests.booking_setup import check_invariants
 from tests.conftest import auth
+from tests.factories import make_event as add_event
+from tests.factories import make_ticket_type as add_ticket_type
 
 
 @pytest.fixture
 async def event(db, organizer):
-    return await add_event(db, organizer.id, total_capacity=10)
+    return await add_event(db, organizer.id, name="Concert", total_capacity=10)
 
 
 @pytest.fixture

@@ -14,8 +14,10 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from tests.booking_setup import add_event, add_ticket_type, check_invariants
+from tests.booking_setup import check_invariants
 from tests.conftest import auth
+from tests.factories import make_event as add_event
+from tests.factories import make_ticket_type as add_ticket_type
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -214,3 +216,33 @@ async def test_threads_with_blocking_clients_never_oversell(live_server, db, org
     codes = Counter(await asyncio.to_thread(run_threads))
     assert codes == {201: 25, 409: 55}, codes
     await check_invariants(db, {tt.id: 25})
+
+
+async def test_event_cancel_during_a_booking_storm(http, db, organizer, attendees):
+    """Each booking either lands before the cancel (and is cancelled by it) or is refused."""
+    event = await add_event(db, organizer.id, total_capacity=1000)
+    tt = await add_ticket_type(db, event.id, quantity_available=1000)
+    requests = [
+        ("POST", "/api/bookings/", body(event.id, (tt.id, 1)), auth(attendees[i % 25]))
+        for i in range(120)
+    ]
+    requests.insert(
+        60, ("PATCH", f"/api/events/{event.id}/", {"status": "cancelled"}, auth(organizer))
+    )
+    responses = await storm(http, requests)
+    counts = statuses(responses)
+    assert set(counts) <= {200, 201, 409}, counts
+    assert responses[60].status_code == 200 and responses[60].json()["status"] == "cancelled"
+    refused = {r.json()["code"] for r in responses if r.status_code == 409}
+    assert refused <= {"event_not_bookable"}
+    async with db() as s:
+        confirmed = (
+            await s.execute(text("SELECT count(*) FROM bookings WHERE status = 'confirmed'"))
+        ).scalar_one()
+        cancelled = (
+            await s.execute(text("SELECT count(*) FROM bookings WHERE status = 'cancelled'"))
+        ).scalar_one()
+    assert confirmed == 0
+    assert cancelled == counts.get(201, 0)
+    assert await sold(db, event.id) == 0
+    await check_invariants(db, {tt.id: 1000})

@@ -46,6 +46,9 @@ async def test_ready_is_503_when_database_is_down(settings) -> None:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
             r = await c.get("/health/ready")
+            listing = await c.get("/api/events/")
+    assert listing.status_code == 503, listing.text
+    assert listing.headers["content-type"] == "application/problem+json"
     assert r.status_code == 503
     assert r.headers["content-type"] == "application/problem+json"
     assert r.json()["code"] == "service_unavailable"
@@ -79,3 +82,16 @@ async def test_database_refuses_duplicate_username_case_insensitively(db, create
             assert "uq_users_username_lower" in str(exc)
         else:
             raise AssertionError("duplicate username was accepted")
+
+
+def test_connection_limit_and_lock_timeout_are_busy_not_500() -> None:
+    import asyncpg
+
+    from app.core.db_errors import translate_db_error
+    from app.core.errors import Busy, ServiceUnavailable
+
+    assert isinstance(translate_db_error(asyncpg.TooManyConnectionsError("full")), Busy)
+    assert isinstance(translate_db_error(asyncpg.LockNotAvailableError("lock")), Busy)
+    assert isinstance(translate_db_error(asyncpg.DeadlockDetectedError("dl")), Busy)
+    assert isinstance(translate_db_error(ConnectionRefusedError()), ServiceUnavailable)
+    assert translate_db_error(ValueError("bug")) is None

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from app.core.errors import AppError, Busy
+from app.core.errors import AppError, Busy, ServiceUnavailable
 
 # SQLSTATEs: lock_not_available (lock_timeout), deadlock_detected,
 # serialization_failure, query_canceled (statement_timeout), too_many_connections.
 _BUSY_SQLSTATES = {"55P03", "40P01", "40001", "57014", "53300"}
+# The server is starting, shutting down, or the connection broke.
+_UNAVAILABLE_SQLSTATES = {"57P01", "57P02", "57P03"}
 
 
 def sqlstate(exc: BaseException) -> str | None:
-    """The SQLSTATE of a DBAPI error wrapped by SQLAlchemy, if there is one."""
+    """The SQLSTATE of a database error, raw (asyncpg) or wrapped by SQLAlchemy."""
     seen = 0
     current: BaseException | None = exc
     while current is not None and seen < 5:
@@ -23,11 +25,17 @@ def sqlstate(exc: BaseException) -> str | None:
 
 
 def translate_db_error(exc: BaseException) -> AppError | None:
-    """Lock timeouts and the like become 503 busy (nothing was written)."""
-    from sqlalchemy.exc import DBAPIError, TimeoutError as PoolTimeout
+    """Lock timeouts, exhausted pools and connection limits become 503 busy (nothing was
+    written); an unreachable database becomes 503 service_unavailable."""
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
 
     if isinstance(exc, PoolTimeout):
         return Busy("No database connection became free in time; nothing was written.")
-    if isinstance(exc, DBAPIError) and sqlstate(exc) in _BUSY_SQLSTATES:
+    state = sqlstate(exc)
+    if state in _BUSY_SQLSTATES:
         return Busy()
+    if state in _UNAVAILABLE_SQLSTATES or (state or "").startswith("08"):
+        return ServiceUnavailable("The database is not available; retry shortly.")
+    if state is None and isinstance(exc, (ConnectionError, TimeoutError, OSError)):
+        return ServiceUnavailable("The database is not available; retry shortly.")
     return None

@@ -238,6 +238,7 @@ async def _unhandled_handler(request: Request, exc: Exception) -> Response:
 
     translated = translate_db_error(exc)
     if translated is not None:
+        logger.warning("database unavailable or busy: %s: %s", type(exc).__name__, exc)
         return await _app_error_handler(request, translated)
     request_id = request.headers.get("x-request-id") or getattr(request.state, "request_id", "-")
     logger.exception("unhandled error (request id %s)", request_id)
@@ -250,4 +251,11 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error_handler)
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(StarletteHTTPException, _http_error_handler)
+    # Database errors are handled inside the app (not re-raised to the server) so that a
+    # refused connection or lock timeout is one clean 503; anything else is a 500.
+    import asyncpg
+    from sqlalchemy.exc import SQLAlchemyError
+
+    for db_error in (SQLAlchemyError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+        app.add_exception_handler(db_error, _unhandled_handler)
     app.add_exception_handler(Exception, _unhandled_handler)
