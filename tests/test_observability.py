@@ -97,7 +97,9 @@ async def test_metrics_count_requests_by_route_template(client: httpx.AsyncClien
     assert f'http_request_duration_seconds_count{{method="GET",route="{route}"}}' in after
 
 
-async def test_metrics_report_pool_and_domain_counters(client: httpx.AsyncClient) -> None:
+async def test_metrics_report_pool_and_domain_counters(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
     text = (await client.get("/metrics")).text
     names = {family.name for family in text_string_to_metric_families(text)}
     assert {
@@ -108,7 +110,7 @@ async def test_metrics_report_pool_and_domain_counters(client: httpx.AsyncClient
         "db_pool_connections_in_use",
         "db_pool_size",
     } <= names
-    assert samples(text)[("db_pool_size", ())] == 20
+    assert samples(text)[("db_pool_size", ())] == settings.db_pool_size
 
 
 async def test_conflicts_are_counted_by_code(client: httpx.AsyncClient) -> None:
