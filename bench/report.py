@@ -129,18 +129,21 @@ def table(rows: list[Row]) -> str:
 
 def cpu_table(rows: list[Row]) -> str:
     lines = [
-        "| run | pgbench p50 / p99 ms | service workers CPU % | PostgreSQL backends CPU % "
-        "| generator CPU % | machine busy % (of 200) | new PG sessions |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| run | pgbench p50 / p99 ms | service workers CPU % | service CPU ms per request "
+        "| PostgreSQL backends CPU % | generator CPU % | machine busy % (of 200) "
+        "| new PG sessions |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         load = row.load
         pg = f"{row.pgbench.p50_ms:.1f} / {row.pgbench.p99_ms:.1f}" if row.pgbench else "—"
         if load is None:
-            lines.append(f"| {row.label} | {pg} | — | — | — | — | — |")
+            lines.append(f"| {row.label} | {pg} | — | — | — | — | — | — |")
             continue
+        per_request = 1000 * load.service_cpu_s / load.requests if load.requests else 0.0
         lines.append(
             f"| {row.label} | {pg} | {load.cpu_percent(load.service_cpu_s):.0f} "
+            f"| {per_request:.2f} "
             f"| {load.cpu_percent(load.postgres_cpu_s):.0f} "
             f"| {load.cpu_percent(load.generator_cpu_s):.0f} "
             f"| {load.cpu_percent(load.machine_busy_s):.0f} | {load.new_connections} |"
