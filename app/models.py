@@ -5,5 +5,13 @@ from app.bookings.models import Booking, BookingItem, IdempotencyKey
 from app.core.db import Base
 from app.events.models import Event, TicketType
 
-__all__ = ["Base", "Booking", "BookingItem", "Event", "IdempotencyKey", "RefreshToken",
-           "TicketType", "User"]
+__all__ = [
+    "Base",
+    "Booking",
+    "BookingItem",
+    "Event",
+    "IdempotencyKey",
+    "RefreshToken",
+    "TicketType",
+    "User",
+]

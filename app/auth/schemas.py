@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field
 
 from app.auth.models import Role
+from app.core.schemas import UtcDatetime
 
 USERNAME_RE = re.compile(r"^[\w.@+-]{3,150}$")
 # Generous bound: argon2 accepts any length, but hashing megabytes is a cheap way to burn CPU.
@@ -89,7 +89,7 @@ class UserRead(BaseModel):
     email: str = Field(examples=["alice@example.com"])
     role: Role = Field(examples=["attendee"])
     is_active: bool = Field(examples=[True])
-    date_joined: datetime
+    date_joined: UtcDatetime
 
 
 class ProfileUpdate(BaseModel):

@@ -6,7 +6,6 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Response
-from pydantic import AwareDatetime
 
 from app.auth.deps import Attendee, CurrentUser, SettingsDep
 from app.bookings import service
@@ -21,6 +20,7 @@ from app.bookings.schemas import (
 from app.core.db import UoW
 from app.core.metrics import BOOKINGS_CANCELLED, BOOKINGS_CREATED
 from app.core.pagination import Page, Pagination
+from app.core.schemas import QueryDatetime
 
 router = APIRouter(tags=["bookings"])
 
@@ -38,8 +38,8 @@ IdempotencyKeyHeader = Annotated[
 def booking_filters(
     status: Annotated[BookingStatus | None, Query()] = None,
     event: Annotated[int | None, Query(ge=1, le=2**63 - 1, description="An event id.")] = None,
-    created_at__gte: Annotated[AwareDatetime | None, Query()] = None,
-    created_at__lte: Annotated[AwareDatetime | None, Query()] = None,
+    created_at__gte: Annotated[QueryDatetime | None, Query()] = None,
+    created_at__lte: Annotated[QueryDatetime | None, Query()] = None,
 ) -> BookingFilters:
     return BookingFilters(
         status=status, event=event, created_at__gte=created_at__gte, created_at__lte=created_at__lte

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.core.schemas import Money, UtcDatetime
 
 BIGINT_MAX = 2**63 - 1
 
-Money = Annotated[Decimal, PlainSerializer(lambda v: f"{v:.2f}", return_type=str, when_used="json")]
 Id = Annotated[int, Field(ge=1, le=BIGINT_MAX)]
 
 BookingStatus = Literal["confirmed", "cancelled"]
@@ -57,9 +57,9 @@ class BookingRead(BaseModel):
     status: BookingStatus
     items: list[BookingItemRead]
     total_price: Money = Field(examples=["50.00"], json_schema_extra={"type": "string"})
-    created_at: AwareDatetime
-    updated_at: AwareDatetime
-    cancelled_at: AwareDatetime | None
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+    cancelled_at: UtcDatetime | None
 
 
 class BookingUser(BaseModel):

@@ -28,7 +28,9 @@ class Settings(BaseSettings):
         default=None,
         description="postgresql+asyncpg://user:pass@host:port/db; unset starts an embedded server.",
     )
-    redis_url: str | None = Field(default=None, description="redis://host:port/db; unset: in-process.")
+    redis_url: str | None = Field(
+        default=None, description="redis://host:port/db; unset: in-process fallbacks."
+    )
     secret_key: str | None = Field(default=None, min_length=16)
     access_token_expire_minutes: int = Field(default=15, ge=1, le=24 * 60)
     refresh_token_expire_days: int = Field(default=7, ge=1, le=365)
@@ -37,11 +39,13 @@ class Settings(BaseSettings):
     lock_timeout_ms: int = Field(default=5000, ge=1)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     rate_limit_enabled: bool = True
+    # Limits in the `limits` notation ("5/minute", "100/hour"). Per-address limits are
+    # generous because many clients can share one address (offices, NAT, proxies).
     rate_limit_login: str = "5/minute"
-    rate_limit_login_ip: str = "30/minute"
-    rate_limit_register: str = "10/hour"
-    rate_limit_password_reset: str = "5/hour"
-    rate_limit_bookings: str = "60/minute"
+    rate_limit_login_ip: str = "60/minute"
+    rate_limit_register: str = "500/hour"
+    rate_limit_password_reset: str = "5/hour"  # noqa: S105 - a rate, not a secret
+    rate_limit_bookings: str = "600/minute"
     smtp_host: str | None = None
     smtp_port: int = Field(default=587, ge=1, le=65535)
     smtp_username: str | None = None
@@ -128,7 +132,8 @@ def load_settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         lines = [
-            f"  {'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+            f"  {'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in exc.errors()
         ]
         print("Invalid settings:\n" + "\n".join(lines), file=sys.stderr)
         raise SystemExit(2) from None

@@ -10,8 +10,8 @@ from pydantic import BeforeValidator
 from app.auth.deps import CurrentUser, OptionalUser
 from app.core.db import UoW
 from app.core.errors import NotAuthenticated, NotFound, PermissionDenied, ValidationFailed
+from app.core.schemas import QueryDatetime
 from app.events import service
-from app.events.schemas import QueryDatetime
 from app.events.service import DEFAULT_STATUSES, EventFilters, EventRow
 from app.events.status import EventStatus
 

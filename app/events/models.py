@@ -65,7 +65,8 @@ class Event(Base):
     search_vector: Mapped[str] = mapped_column(
         TSVECTOR,
         Computed(
-            "to_tsvector('simple'::regconfig, coalesce(name, '') || ' ' || coalesce(description, ''))",
+            "to_tsvector('simple'::regconfig, "
+            "coalesce(name, '') || ' ' || coalesce(description, ''))",
             persisted=True,
         ),
         deferred=True,
@@ -94,18 +95,14 @@ class TicketType(Base):
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
-    event_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("events.id", ondelete="CASCADE")
-    )
+    event_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("events.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(100))
     description: Mapped[str] = mapped_column(Text, server_default="")
     price: Mapped[Decimal] = mapped_column(Numeric(10, 2))
     quantity_available: Mapped[int] = mapped_column(Integer)
     quantity_sold: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     is_active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now()
-    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )

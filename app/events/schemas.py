@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -10,55 +9,20 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AwareDatetime,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
-    PlainSerializer,
     StringConstraints,
     ValidationInfo,
-    WithJsonSchema,
     field_validator,
 )
 
+from app.core.schemas import Money, UtcDatetime
 from app.events.models import Event, TicketType
 from app.events.status import STATUS_DESCRIPTION, EventStatus
 
 INT4_MAX = 2_147_483_647
 
 
-def _utc_isoformat(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat()
-
-
-# Responses always carry an explicit offset (`+00:00`), never a naive timestamp.
-UtcDatetime = Annotated[
-    datetime,
-    PlainSerializer(_utc_isoformat, return_type=str, when_used="json"),
-    WithJsonSchema({"type": "string", "format": "date-time"}, mode="serialization"),
-]
-
-_SPACE_BEFORE_OFFSET = re.compile(r"^(.+T[\d:.]+) (\d{2}:?\d{2})$")
-
-
-def _restore_plus_sign(value: Any) -> Any:
-    # An unencoded `+` in a query string arrives as a space: `...T10:00:00 02:00`.
-    if isinstance(value, str):
-        return _SPACE_BEFORE_OFFSET.sub(r"\1+\2", value)
-    return value
-
-
-QueryDatetime = Annotated[AwareDatetime, BeforeValidator(_restore_plus_sign)]
-
-
-def _format_money(value: Decimal) -> str:
-    return f"{value:.2f}"
-
-
-Money = Annotated[
-    Decimal,
-    PlainSerializer(_format_money, return_type=str, when_used="json"),
-    Field(description="A decimal string with two places.", examples=["25.00"]),
-]
 MoneyInput = Annotated[
     Decimal,
     Field(
