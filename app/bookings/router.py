@@ -18,7 +18,20 @@ from app.bookings.schemas import (
     Id,
 )
 from app.core.db import UoW
+from app.core.errors import (
+    AlreadyCancelled,
+    Busy,
+    CapacityExceeded,
+    EventNotBookable,
+    IdempotencyKeyInUse,
+    IdempotencyKeyReused,
+    NotFound,
+    PermissionDenied,
+    SoldOut,
+    TicketTypeInactive,
+)
 from app.core.metrics import BOOKINGS_CANCELLED, BOOKINGS_CREATED
+from app.core.openapi import problem_responses
 from app.core.pagination import Page, Pagination
 from app.core.schemas import QueryDatetime
 
@@ -50,6 +63,17 @@ def booking_filters(
     "/api/bookings",
     status_code=201,
     operation_id="bookings_create",
+    responses=problem_responses(
+        PermissionDenied,
+        NotFound,
+        SoldOut,
+        CapacityExceeded,
+        TicketTypeInactive,
+        EventNotBookable,
+        IdempotencyKeyInUse,
+        IdempotencyKeyReused,
+        Busy,
+    ),
     summary="Book tickets for an event",
     response_description="The booking; `Location` points at it.",
 )
@@ -77,6 +101,7 @@ async def create_booking(
 @router.get(
     "/api/bookings/{booking_reference}",
     operation_id="bookings_retrieve",
+    responses=problem_responses(NotFound),
     summary="Get one of your bookings",
 )
 async def get_booking(booking_reference: uuid.UUID, user: CurrentUser, uow: UoW) -> BookingRead:
@@ -87,6 +112,7 @@ async def get_booking(booking_reference: uuid.UUID, user: CurrentUser, uow: UoW)
 @router.put(
     "/api/bookings/{booking_reference}/cancel",
     operation_id="bookings_cancel",
+    responses=problem_responses(NotFound, AlreadyCancelled, EventNotBookable, Busy),
     summary="Cancel one of your bookings and release its tickets",
 )
 async def cancel_booking(booking_reference: uuid.UUID, user: CurrentUser, uow: UoW) -> BookingRead:
@@ -115,6 +141,7 @@ async def list_my_bookings(
 @router.get(
     "/api/events/{event_id}/bookings",
     operation_id="events_bookings_list",
+    responses=problem_responses(PermissionDenied, NotFound),
     summary="List the bookings of your event, newest first",
     tags=["events"],
 )
