@@ -20,7 +20,7 @@ def _dsn(url: str) -> str:
 async def _answers(url: str) -> bool:
     try:
         conn = await asyncio.wait_for(asyncpg.connect(_dsn(url)), timeout=2)
-    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError):
+    except (TimeoutError, OSError, asyncpg.PostgresError):
         return False
     await conn.close()
     return True

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from alembic import command
 from app.core.migrate import alembic_config
 from app.models import Base
 from tests import pg
