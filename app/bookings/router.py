@@ -48,7 +48,7 @@ IdempotencyKeyHeader = Annotated[
 ]
 
 
-def booking_filters(
+async def booking_filters(
     status: Annotated[BookingStatus | None, Query()] = None,
     event: Annotated[int | None, Query(ge=1, le=2**63 - 1, description="An event id.")] = None,
     created_at__gte: Annotated[QueryDatetime | None, Query()] = None,

@@ -54,7 +54,7 @@ class PageParams:
         )
 
 
-def page_params(
+async def page_params(
     request: Request,
     page: Annotated[int, Query(ge=1, description="1-based page number.")] = 1,
     page_size: Annotated[

@@ -142,7 +142,7 @@ def limiter_for(state: Any) -> RateLimiter:
     return limiter
 
 
-def get_limiter(request: Request) -> RateLimiter:
+async def get_limiter(request: Request) -> RateLimiter:
     return limiter_for(request.app.state)
 
 
@@ -163,7 +163,7 @@ def limit_per_ip(name: LimitName) -> Callable[[Request], Awaitable[None]]:
     """A route dependency counting each request against ``name`` for the client address."""
 
     async def dependency(request: Request) -> None:
-        await get_limiter(request).hit(name, client_ip(request))
+        await limiter_for(request.app.state).hit(name, client_ip(request))
 
     dependency.__name__ = f"rate_limit_{name}"
     return dependency

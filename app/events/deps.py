@@ -50,7 +50,7 @@ async def owned_event(user: CurrentUser, row: ValidEvent) -> EventRow:
 OwnedEvent = Annotated[EventRow, Depends(owned_event)]
 
 
-def valid_ticket_type_id(
+async def valid_ticket_type_id(
     ticket_type_id: Annotated[int, Path(description="The ticket type's id.", examples=[12])],
 ) -> int:
     if not _known_id(ticket_type_id):
@@ -74,7 +74,7 @@ def _split_commas(values: object) -> object:
     return values
 
 
-def event_filters(
+async def event_filters(
     user: OptionalUser,
     status: Annotated[
         list[EventStatus] | None,
