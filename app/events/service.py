@@ -39,7 +39,7 @@ from app.core.errors import (
 )
 from app.events.models import Event, TicketType
 from app.events.schemas import EventCreate, EventUpdate, TicketTypeCreate, TicketTypeUpdate
-from app.events.status import EventStatus, event_status_expr
+from app.events.status import EVENT_STATUS, EventStatus, status_filter
 
 DEFAULT_STATUSES = (EventStatus.upcoming, EventStatus.sold_out)
 TICKET_TYPE_NAME_INDEX = "uq_ticket_types_event_id_name_lower"
@@ -88,7 +88,7 @@ class EventChange:
 
 def _events_with_status() -> Select[tuple[Event, str]]:
     return (
-        select(Event, event_status_expr().label("status"))
+        select(Event, EVENT_STATUS.label("status"))
         .join(Event.organizer)
         .options(contains_eager(Event.organizer))
     )
@@ -108,7 +108,7 @@ def _search_condition(search: str) -> ColumnElement[bool]:
 
 
 def _conditions(filters: EventFilters) -> list[ColumnElement[bool]]:
-    conditions = [event_status_expr().in_([s.value for s in filters.statuses])]
+    conditions = [status_filter(filters.statuses)]
     if filters.location is not None:
         # Served by the index on lower(location).
         conditions.append(func.lower(Event.location) == func.lower(filters.location))
