@@ -40,6 +40,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await to_thread.run_sync(upgrade_head, url)
     engine = create_engine(settings, url)
     app.state.engine = engine
+    # The same pool, for single-statement reads that need no transaction.
+    app.state.autocommit_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.redis = None
     if settings.redis_url:

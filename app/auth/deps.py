@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from jose import jwt
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from app.auth.models import Role, User
 from app.auth.passwords import password_stamp
@@ -30,11 +30,21 @@ async def get_settings_dep(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
 
+_USER_BY_ID = select(*User.__table__.c).where(User.__table__.c.id == bindparam("user_id"))
+
+
+async def _load_user(request: Request, user_id: int) -> User | None:
+    # One statement on an autocommit connection: no BEGIN/ROLLBACK round trips and
+    # no ORM session for a read that every authenticated request makes.
+    async with request.app.state.autocommit_engine.connect() as conn:
+        row = (await conn.execute(_USER_BY_ID, {"user_id": user_id})).first()
+    return User(**row._mapping) if row is not None else None
+
+
 async def _user_from_token(request: Request, token: str) -> User:
     settings: Settings = request.app.state.settings
     claims = decode_token(token, key=settings.signing_key, expected_type="access")
-    async with request.app.state.sessionmaker() as session:
-        user = await session.scalar(select(User).where(User.id == claims.user_id))
+    user = await _load_user(request, claims.user_id)
     if user is None or not user.is_active:
         raise InvalidToken()
     # A token issued before the last password change, reset or deactivation is dead.
