@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -16,7 +19,8 @@ from redis.asyncio import Redis
 from app.core.config import Settings
 from app.core.errors import RateLimited, install_error_handlers
 from app.core.ratelimit import RateLimiter, limit_per_ip, limits_from_settings
-from tests.redis_server import free_port, start_redis_server
+from tests.conftest import TEST_PASSWORD, TEST_SECRET_KEY, auth
+from tests.redis_server import free_port, serve, start_redis_server, stop
 
 
 def limit_settings(**overrides: object) -> Settings:
@@ -185,3 +189,165 @@ async def test_over_the_limit_is_a_429_problem_with_retry_after() -> None:
     assert 1 <= int(response.headers["retry-after"]) <= 60
     body = response.json()
     assert body["code"] == "rate_limited" and body["status"] == 429
+
+
+# ------------------------------------------------------------------ the real service, 2 workers
+
+# Long enough that a burst of requests (each hashing a password) fits in one window
+# on a loaded machine, short enough to wait for it to free.
+WINDOW_SECONDS = 6
+WINDOW = f"3/{WINDOW_SECONDS} second"
+
+
+def server_env(database_url: str, redis_url: str, prefix: str) -> dict[str, str]:
+    return {
+        "DATABASE_URL": database_url,
+        "SECRET_KEY": TEST_SECRET_KEY,
+        "REDIS_URL": redis_url,
+        "TEST_REDIS_KEY_PREFIX": prefix,
+        "RATE_LIMIT_ENABLED": "true",
+        "RATE_LIMIT_LOGIN": WINDOW,
+        "RATE_LIMIT_LOGIN_IP": "1000/minute",
+        "RATE_LIMIT_REGISTER": WINDOW,
+        "RATE_LIMIT_PASSWORD_RESET": WINDOW,
+        "RATE_LIMIT_BOOKINGS": WINDOW,
+        "SMTP_HOST": "",
+        "LOG_LEVEL": "WARNING",
+        # Few connections: the suite shares PostgreSQL's 100 with other servers it starts.
+        "DB_POOL_SIZE": "3",
+        "DB_MAX_OVERFLOW": "2",
+    }
+
+
+@pytest.fixture(scope="module")
+def limited_server(database_url: str, redis_url: str, redis_prefix: str) -> Iterator[str]:
+    """uvicorn with 2 worker processes, limits on, counted in Redis under this run's prefix."""
+    process, base = serve(server_env(database_url, redis_url, f"{redis_prefix}-srv"))
+    try:
+        yield base
+    finally:
+        stop(process)
+
+
+async def concurrently(count: int, send: Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]):
+    # No keep-alive: every request opens its own connection, so both workers accept some.
+    limits = httpx.Limits(max_keepalive_connections=0)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+        return await asyncio.gather(*(send(client) for _ in range(count)))
+
+
+def assert_rate_limited(response: httpx.Response) -> None:
+    assert response.status_code == 429, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert 1 <= int(response.headers["retry-after"]) <= WINDOW_SECONDS
+    body = response.json()
+    assert body["code"] == "rate_limited" and body["status"] == 429 and body["type"]
+
+
+async def test_login_limit_holds_across_two_worker_processes_then_frees(
+    limited_server: str, create_user: Callable[..., Any]
+) -> None:
+    user = await create_user("attendee")
+    wrong = {"username": user.username.upper(), "password": "not-the-password"}
+
+    responses = await concurrently(
+        10, lambda c: c.post(f"{limited_server}/api/auth/login/", json=wrong)
+    )
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [401] * 3 + [429] * 7, statuses
+    limited = [r for r in responses if r.status_code == 429]
+    for response in limited:
+        assert_rate_limited(response)
+    async with httpx.AsyncClient(timeout=30) as client:
+        # The account name counts in any case: the right password is refused too, for now.
+        right = {"username": user.username, "password": TEST_PASSWORD}
+        assert_rate_limited(await client.post(f"{limited_server}/api/auth/login/", json=right))
+        await asyncio.sleep(max(int(r.headers["retry-after"]) for r in limited) + 0.2)
+        response = await client.post(f"{limited_server}/api/auth/login/", json=right)
+        assert response.status_code == 200, response.text
+
+
+async def test_registration_is_limited_per_client_address(limited_server: str) -> None:
+    tag = uuid.uuid4().hex[:8]
+    async with httpx.AsyncClient(timeout=30) as client:
+        statuses = []
+        for n in range(5):
+            response = await client.post(
+                f"{limited_server}/api/auth/register/",
+                json={
+                    "username": f"reg{tag}{n}",
+                    "email": f"reg{tag}{n}@example.com",
+                    "password": "Sturdy-Passphrase-19",
+                    "role": "attendee",
+                },
+            )
+            statuses.append(response.status_code)
+        assert statuses == [201, 201, 201, 429, 429], statuses
+        assert_rate_limited(response)
+
+
+async def test_password_reset_requests_are_limited_per_email(
+    limited_server: str, create_user: Callable[..., Any]
+) -> None:
+    user = await create_user("attendee")
+    url = f"{limited_server}/api/auth/password-reset-request/"
+    async with httpx.AsyncClient(timeout=30) as client:
+        statuses = [
+            (await client.post(url, json={"email": user.email})).status_code for _ in range(3)
+        ]
+        over = await client.post(url, json={"email": user.email.upper()})
+    assert statuses == [202, 202, 202]
+    assert_rate_limited(over)
+
+
+async def test_bookings_are_limited_per_user(
+    limited_server: str, db: Any, organizer: Any, create_user: Callable[..., Any]
+) -> None:
+    from tests.booking_setup import add_event, add_ticket_type
+
+    event = await add_event(db, organizer.id)
+    standard = await add_ticket_type(db, event.id)
+    first, second = await create_user("attendee"), await create_user("attendee")
+    body = {"event_id": event.id, "items": [{"ticket_type_id": standard.id, "quantity": 1}]}
+    url = f"{limited_server}/api/bookings/"
+    responses = await concurrently(6, lambda c: c.post(url, json=body, headers=auth(first)))
+    assert sorted(r.status_code for r in responses) == [201] * 3 + [429] * 3
+    async with httpx.AsyncClient(timeout=30) as client:
+        other = await client.post(url, json=body, headers=auth(second))
+    assert other.status_code == 201, other.text
+
+
+@pytest.mark.skipif(
+    not __import__("shutil").which("redis-server"), reason="redis-server is not installed"
+)
+async def test_api_keeps_answering_when_redis_dies(
+    database_url: str, create_user: Callable[..., Any]
+) -> None:
+    redis = start_redis_server()
+    # One worker, so that /metrics shows the counter of the process that saw the errors.
+    process, base = serve(server_env(database_url, f"{redis.url}/0", "outage"), workers=1)
+    try:
+        user = await create_user("attendee")
+        wrong = {"username": user.username, "password": "not-the-password"}
+        async with httpx.AsyncClient(timeout=30) as client:
+            statuses = [
+                (await client.post(f"{base}/api/auth/login/", json=wrong)).status_code
+                for _ in range(4)
+            ]
+            assert statuses == [401, 401, 401, 429]
+            assert (await client.get(f"{base}/health/ready")).status_code == 200
+
+            redis.stop()
+            statuses = [
+                (await client.post(f"{base}/api/auth/login/", json=wrong)).status_code
+                for _ in range(6)
+            ]
+            assert statuses == [401] * 6  # limits fail open; nothing is a 500
+            right = {"username": user.username, "password": TEST_PASSWORD}
+            assert (await client.post(f"{base}/api/auth/login/", json=right)).status_code == 200
+            assert (await client.get(f"{base}/health/ready")).status_code == 503
+            metrics = (await client.get(f"{base}/metrics")).text
+        assert re.search(r"^rate_limit_errors_total [1-9]", metrics, re.M), metrics[-2000:]
+    finally:
+        stop(process)
+        redis.stop()

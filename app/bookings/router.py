@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
 from app.auth.deps import Attendee, CurrentUser, SettingsDep
 from app.bookings import service
@@ -27,13 +27,16 @@ from app.core.errors import (
     IdempotencyKeyReused,
     NotFound,
     PermissionDenied,
+    RateLimited,
     SoldOut,
     TicketTypeInactive,
 )
 from app.core.metrics import BOOKINGS_CANCELLED, BOOKINGS_CREATED
 from app.core.openapi import problem_responses
 from app.core.pagination import Page, Pagination
+from app.core.ratelimit import Limiter
 from app.core.schemas import QueryDatetime
+from app.notifications import service as notifications
 
 router = APIRouter(tags=["bookings"])
 
@@ -73,18 +76,22 @@ async def booking_filters(
         IdempotencyKeyInUse,
         IdempotencyKeyReused,
         Busy,
+        RateLimited,
     ),
     summary="Book tickets for an event",
     response_description="The booking; `Location` points at it.",
 )
 async def create_booking(
+    request: Request,
     data: BookingCreate,
     user: Attendee,
     uow: UoW,
     settings: SettingsDep,
     response: Response,
+    limiter: Limiter,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> BookingRead:
+    await limiter.hit("bookings", str(user.id))
     result = await service.book_tickets(
         uow,
         user,
@@ -94,6 +101,8 @@ async def create_booking(
     )
     if not result.replayed:
         BOOKINGS_CREATED.inc()
+        # Committed: the confirmation email leaves in the background.
+        notifications.booking_confirmed(request.app, result.booking, user)
     response.headers["Location"] = f"/api/bookings/{result.booking.booking_reference}/"
     return BookingRead.model_validate(result.booking, from_attributes=True)
 
@@ -115,9 +124,12 @@ async def get_booking(booking_reference: uuid.UUID, user: CurrentUser, uow: UoW)
     responses=problem_responses(NotFound, AlreadyCancelled, EventNotBookable, Busy),
     summary="Cancel one of your bookings and release its tickets",
 )
-async def cancel_booking(booking_reference: uuid.UUID, user: CurrentUser, uow: UoW) -> BookingRead:
+async def cancel_booking(
+    request: Request, booking_reference: uuid.UUID, user: CurrentUser, uow: UoW
+) -> BookingRead:
     booking = await service.cancel_booking(uow, user, booking_reference)
     BOOKINGS_CANCELLED.inc()
+    notifications.booking_cancelled(request.app, booking, user)
     return BookingRead.model_validate(booking, from_attributes=True)
 
 
