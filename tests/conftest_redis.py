@@ -36,6 +36,13 @@ async def redis_prefix(redis_url: str) -> AsyncIterator[str]:
     client = Redis.from_url(redis_url)
     try:
         keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=500)]
+        # arq keeps each job under a global "arq:" prefix: drop those of this run's queues.
+        for queue in [k for k in keys if k.endswith(b":emails")]:
+            for job_id in await client.zrange(queue, 0, -1):
+                keys += [
+                    f"arq:{kind}:{job_id.decode()}".encode()
+                    for kind in ("job", "result", "retry", "in-progress")
+                ]
         # The limits library wraps the moving-window keys in braces: "{prefix...}".
         keys += [key async for key in client.scan_iter(match=f"{{{prefix}*", count=500)]
         if keys:

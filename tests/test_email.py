@@ -85,6 +85,7 @@ async def queued(
             queue_name=queue_name(prefix),
             handle_signals=False,
             poll_delay=0.05,
+            keep_result=0,
             ctx={"settings": settings, "retry_first_seconds": 0.2},
         )
         workers.append((worker, asyncio.create_task(worker.async_run())))
