@@ -56,8 +56,8 @@ class Settings(BaseSettings):
         default=None, description="Template with {uidb64} and {token}; default: the API's endpoint."
     )
     public_base_url: str = "http://127.0.0.1:8000"
-    db_pool_size: int = Field(default=10, ge=1, le=500)
-    db_max_overflow: int = Field(default=10, ge=0, le=500)
+    db_pool_size: int = Field(default=20, ge=1, le=500)
+    db_max_overflow: int = Field(default=0, ge=0, le=500)
     db_pool_timeout: float = Field(default=30.0, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
