@@ -23,6 +23,7 @@ async def limited_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]
                 "rate_limit_login_ip": "4/minute",
                 "rate_limit_register": "1/hour",
                 "rate_limit_password_reset": "2/hour",
+                "rate_limit_password_reset_ip": "2/hour",
             }
         )
     )
@@ -42,14 +43,27 @@ def _assert_429(r: httpx.Response) -> None:
 async def test_login_is_limited_per_account_and_per_address(limited_client, create_user) -> None:
     user = await create_user(username="limited")
     body = {"username": "limited", "password": TEST_PASSWORD}
-    assert (await limited_client.post("/api/auth/login/", json=body)).status_code == 200
     wrong = {"username": "LIMITED", "password": "Not-It-123"}
-    assert (await limited_client.post("/api/auth/login/", json=wrong)).status_code == 401
+    for _ in range(2):
+        assert (await limited_client.post("/api/auth/login/", json=wrong)).status_code == 401
+    # The account's attempts are used up: even the right password waits for the window.
     _assert_429(await limited_client.post("/api/auth/login/", json=body))
-    # Another account from the same address still gets through, until the address limit.
+    # Another account from the same address still gets through, until the address has
+    # used up its failed logins (4 per minute here).
     other = {"username": user.email.replace("limited", "other"), "password": "x" * 8}
     assert (await limited_client.post("/api/auth/login/", json=other)).status_code == 401
-    _assert_429(await limited_client.post("/api/auth/login/", json=other))
+    assert (await limited_client.post("/api/auth/login/", json=other)).status_code == 401
+    fresh = {"username": "never-tried", "password": "x" * 8}
+    _assert_429(await limited_client.post("/api/auth/login/", json=fresh))
+
+
+async def test_successful_logins_reset_the_account_counter(limited_client, create_user) -> None:
+    await create_user(username="regular")
+    body = {"username": "regular", "password": TEST_PASSWORD}
+    wrong = {"username": "regular", "password": "Not-It-123"}
+    assert (await limited_client.post("/api/auth/login/", json=wrong)).status_code == 401
+    for _ in range(6):  # well over the 2/minute limit, none refused
+        assert (await limited_client.post("/api/auth/login/", json=body)).status_code == 200
 
 
 async def test_register_is_limited_per_address(limited_client) -> None:

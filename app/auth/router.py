@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Path, Response, status
+from fastapi import APIRouter, BackgroundTasks, Depends, Path, Request, Response, status
 
 from app.auth import service
 from app.auth.deps import CurrentUser, SettingsDep
@@ -29,7 +29,7 @@ from app.core.errors import (
     WrongPassword,
 )
 from app.core.openapi import problem_responses
-from app.core.ratelimit import Limiter, limit_per_ip
+from app.core.ratelimit import Limiter, client_ip, limit_per_ip
 
 # 401 on routes taking a bearer token and 422 on routes with input are documented
 # by app.core.openapi; the responses below add each route's own errors.
@@ -57,13 +57,23 @@ async def register(data: UserRegister, uow: UoW) -> UserRead:
     summary="Log in with username or email and get tokens",
     description="`username` may be the username or the email address, in any case. "
     "Wrong credentials and deactivated accounts get the same 401 `invalid_token`. "
-    "Limited per account (RATE_LIMIT_LOGIN) and per client address (RATE_LIMIT_LOGIN_IP).",
-    dependencies=[Depends(limit_per_ip("login_ip"))],
+    "Limited per account name (RATE_LIMIT_LOGIN, every attempt counts, a successful login "
+    "resets it) and per client address (RATE_LIMIT_LOGIN_IP, failed logins count).",
     responses=problem_responses(InvalidCredentials, RateLimited),
 )
-async def login(data: Login, uow: UoW, settings: SettingsDep, limiter: Limiter) -> TokenPair:
-    await limiter.hit("login", data.username.strip().lower())
-    return await service.login(uow, data, settings)
+async def login(
+    data: Login, request: Request, uow: UoW, settings: SettingsDep, limiter: Limiter
+) -> TokenPair:
+    account, address = data.username.strip().lower(), client_ip(request)
+    await limiter.check("login_ip", address)
+    await limiter.hit("login", account)
+    try:
+        tokens = await service.login(uow, data, settings)
+    except InvalidCredentials:
+        await limiter.record("login_ip", address)
+        raise
+    await limiter.clear("login", account)
+    return tokens
 
 
 @router.post(

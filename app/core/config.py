@@ -43,8 +43,9 @@ class Settings(BaseSettings):
     # generous because many clients can share one address (offices, NAT, proxies).
     rate_limit_login: str = "5/minute"
     rate_limit_login_ip: str = "60/minute"
-    rate_limit_register: str = "500/hour"
+    rate_limit_register: str = "1000/hour"
     rate_limit_password_reset: str = "5/hour"  # noqa: S105 - a rate, not a secret
+    rate_limit_password_reset_ip: str = "100/hour"  # noqa: S105 - a rate, not a secret
     rate_limit_bookings: str = "600/minute"
     smtp_host: str | None = None
     smtp_port: int = Field(default=587, ge=1, le=65535)

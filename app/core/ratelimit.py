@@ -3,10 +3,10 @@
 The counters live in Redis when REDIS_URL is set, so every worker process and
 replica shares them; without Redis each process keeps its own in memory.
 
-Every attempt counts, successful ones included: a login that succeeds still
-uses one of the account's attempts for the window. That is what most services
-do, it needs no second round trip after the password check, and a legitimate
-user never logs in five times a minute.
+Logins are counted so that a brute force is stopped and a legitimate user is not:
+every attempt counts against the account name (a burst of concurrent guesses is cut
+at the limit) and a successful login clears the account's counter; against the
+client address only failed logins count (many users may share one address).
 
 When Redis does not answer, limits fail open: the request goes through, a
 warning is logged (at most once every ``_WARN_EVERY`` seconds) and
@@ -58,9 +58,11 @@ def limits_from_settings(settings: Settings) -> dict[str, RateLimitItem]:
         "login": ("rate_limit_login", settings.rate_limit_login),
         "login_ip": ("rate_limit_login_ip", settings.rate_limit_login_ip),
         "register_ip": ("rate_limit_register", settings.rate_limit_register),
-        # One setting for both keys of a reset request: per email and per client address.
         "password_reset": ("rate_limit_password_reset", settings.rate_limit_password_reset),
-        "password_reset_ip": ("rate_limit_password_reset", settings.rate_limit_password_reset),
+        "password_reset_ip": (
+            "rate_limit_password_reset_ip",
+            settings.rate_limit_password_reset_ip,
+        ),
         "bookings": ("rate_limit_bookings", settings.rate_limit_bookings),
     }
     items: dict[str, RateLimitItem] = {}
@@ -111,8 +113,38 @@ class RateLimiter:
         RATE_LIMITED.labels(limit=name).inc()
         raise RateLimited(math.ceil(reset_at - time.time()))
 
+    async def check(self, name: LimitName, key: str) -> None:
+        """Raise RateLimited when ``key`` has used up ``name``'s window, without counting."""
+        if not self.enabled or time.monotonic() < self._skip_until:
+            return
+        item = self.limits[name]
+        try:
+            if await self._strategy.test(item, name, key):
+                return
+            reset_at, _ = await self._strategy.get_window_stats(item, name, key)
+        except Exception as exc:
+            self._storage_failed(exc)
+            return
+        RATE_LIMITED.labels(limit=name).inc()
+        raise RateLimited(math.ceil(reset_at - time.time()))
+
+    async def record(self, name: LimitName, key: str) -> None:
+        """Count one attempt (a failed login, say) without refusing anything."""
+        if not self.enabled or time.monotonic() < self._skip_until:
+            return
+        try:
+            await self._strategy.hit(self.limits[name], name, key)
+        except Exception as exc:
+            self._storage_failed(exc)
+
     async def clear(self, name: LimitName, key: str) -> None:
-        await self._strategy.clear(self.limits[name], name, key)
+        """Forget ``key``'s attempts for ``name`` (a successful login)."""
+        if not self.enabled or time.monotonic() < self._skip_until:
+            return
+        try:
+            await self._strategy.clear(self.limits[name], name, key)
+        except Exception as exc:
+            self._storage_failed(exc)
 
     def _storage_failed(self, exc: Exception) -> None:
         RATE_LIMIT_ERRORS.inc()
