@@ -57,6 +57,12 @@ def subject_of(email: Email) -> str:
     return SUBJECTS[email.kind].format(**email.context)
 
 
+def render_text(email: Email) -> str:
+    """The plain-text part alone (what the log shows when no SMTP server is configured)."""
+    values = {**email.context, "subject": subject_of(email)}
+    return _environment().get_template(f"{email.kind}.txt").render(values)
+
+
 def render(settings: Settings, email: Email) -> EmailMessage:
     """The email as a multipart/alternative message: plain text, then HTML."""
     env = _environment()

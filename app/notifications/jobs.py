@@ -9,8 +9,8 @@ from typing import Any
 from arq import Retry
 
 from app.core.config import Settings
-from app.notifications.emails import Email, render
-from app.notifications.smtp import TRANSIENT_ERRORS, deliver
+from app.notifications.emails import Email
+from app.notifications.smtp import TRANSIENT_ERRORS, deliver_email
 
 logger = logging.getLogger("app.notifications")
 
@@ -29,7 +29,7 @@ async def send_email(ctx: dict[str, Any], email: Email) -> None:
     job_try: int = ctx.get("job_try", 1)
     to, kind = email.to, email.kind
     try:
-        await deliver(settings, render(settings, email))
+        await deliver_email(settings, email)
     except TRANSIENT_ERRORS as exc:
         max_tries = ctx.get("max_tries", MAX_TRIES)
         if job_try >= max_tries:
@@ -56,10 +56,9 @@ async def send_with_retries(
     first_retry_seconds: float = FIRST_RETRY_SECONDS,
 ) -> bool:
     """Send in this process (no job queue), with the same retries as the queued job."""
-    message = render(settings, email)
     for attempt in range(1, max_tries + 1):
         try:
-            await deliver(settings, message)
+            await deliver_email(settings, email)
             return True
         except TRANSIENT_ERRORS as exc:
             if attempt == max_tries:

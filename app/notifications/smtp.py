@@ -8,6 +8,7 @@ from email.message import EmailMessage
 import aiosmtplib
 
 from app.core.config import Settings
+from app.notifications.emails import Email, render, render_text, subject_of
 
 logger = logging.getLogger("app.notifications")
 
@@ -19,6 +20,22 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 SMTP_TIMEOUT_SECONDS = 30
+
+
+async def deliver_email(settings: Settings, email: Email) -> None:
+    """Send ``email``. Without SMTP_HOST it goes to the log as text, and no MIME message
+    is built: on the booking path without a worker that costs the API's own CPU."""
+    if settings.smtp_host:
+        await deliver(settings, render(settings, email))
+    elif logger.isEnabledFor(logging.INFO):
+        logger.info(
+            "email (SMTP_HOST is unset, not sent) to=%s from=%s subject=%r\n%s",
+            email.to,
+            settings.email_from,
+            subject_of(email),
+            render_text(email),
+            extra={"email_to": email.to, "email_subject": subject_of(email)},
+        )
 
 
 async def deliver(settings: Settings, message: EmailMessage) -> None:
