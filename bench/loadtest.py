@@ -40,6 +40,7 @@ class Result:
     codes: Counter = field(default_factory=Counter)
     latencies: list[float] = field(default_factory=list)
     booked: Counter = field(default_factory=Counter)  # tickets per ticket type id
+    retries: Counter = field(default_factory=Counter)  # transport errors retried
     elapsed: float = 0.0
 
     @property
@@ -131,11 +132,19 @@ async def hammer(http: httpx.AsyncClient, plan: Plan, *, clients: int, duration:
                 "event_id": event["id"],
                 "items": [{"ticket_type_id": tt["id"], "quantity": 1}],
             }
+            # A unique Idempotency-Key per booking makes a retry after a dropped
+            # connection safe: the server replays the booking instead of making another.
+            headers["Idempotency-Key"] = uuid.uuid4().hex
             t0 = time.perf_counter()
-            try:
-                r = await http.post("/api/bookings/", json=payload, headers=headers)
-            except httpx.HTTPError as exc:
-                result.statuses[f"error:{type(exc).__name__}"] += 1
+            r = None
+            for _attempt in range(3):
+                try:
+                    r = await http.post("/api/bookings/", json=payload, headers=headers)
+                    break
+                except httpx.TransportError as exc:
+                    result.retries[type(exc).__name__] += 1
+            if r is None:
+                result.statuses["error:transport"] += 1
                 continue
             result.latencies.append(time.perf_counter() - t0)
             result.statuses[r.status_code] += 1
@@ -193,6 +202,7 @@ def report(result: Result, problems: list[str], *, label: str) -> dict:
         "p99_ms": round(percentile(lat, 99), 1),
         "statuses": {str(k): v for k, v in sorted(result.statuses.items(), key=str)},
         "codes": dict(result.codes),
+        "retried_transport_errors": dict(result.retries),
         "invariants_ok": not problems,
         "problems": problems,
     }
@@ -217,12 +227,14 @@ async def run(args: argparse.Namespace) -> int:
         p50, p95, p99 = summary["p50_ms"], summary["p95_ms"], summary["p99_ms"]
         print(f"  latency ms p50 {p50}  p95 {p95}  p99 {p99}")
         print(f"  statuses {summary['statuses']}  codes {summary['codes']}")
+        if result.retries:
+            print(f"  retried with the same Idempotency-Key: {dict(result.retries)}")
         print(
             "  invariants OK"
             if not problems
             else "  INVARIANTS BROKEN:\n    " + "\n    ".join(problems)
         )
-    server_errors = sum(v for k, v in result.statuses.items() if str(k).startswith("5"))
+    server_errors = sum(v for k, v in result.statuses.items() if str(k).startswith(("5", "error")))
     return 1 if problems or server_errors else 0
 
 
