@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
+from functools import lru_cache
 
 from sqlalchemy import ColumnElement, and_, case, exists, false, func, literal, not_, or_, select
 
@@ -64,13 +65,18 @@ def _not_ended() -> ColumnElement[bool]:
 
 
 def status_filter(statuses: Iterable[EventStatus]) -> ColumnElement[bool]:
-    """Events whose status is one of `statuses`, as the cheapest equivalent predicate.
+    """Events whose status is one of `statuses`, as the cheapest equivalent predicate."""
+    return _status_filter(frozenset(statuses))
+
+
+@lru_cache(maxsize=32)  # 15 possible sets; expressions are immutable and reusable
+def _status_filter(wanted: frozenset[EventStatus]) -> ColumnElement[bool]:
+    """See status_filter.
 
     Same rules as EVENT_STATUS; `upcoming` and `sold_out` together (the list's default)
     only need "not cancelled and not ended", which PostgreSQL answers without looking
     at ticket types.
     """
-    wanted = set(statuses)
     live = and_(Event.cancelled_at.is_(None), _not_ended())
     parts: list[ColumnElement[bool]] = []
     if EventStatus.cancelled in wanted:
