@@ -100,11 +100,27 @@ class RateLimiter:
 
     async def hit(self, name: LimitName, key: str) -> None:
         """Count one attempt against ``name`` for ``key``; raise RateLimited when over."""
-        if not self.enabled or time.monotonic() < self._skip_until:
+        await self._enforce(name, key, count=True)
+
+    async def check(self, name: LimitName, key: str) -> None:
+        """Raise RateLimited when ``key`` has used up ``name``'s window, without counting."""
+        await self._enforce(name, key, count=False)
+
+    async def record(self, name: LimitName, key: str) -> None:
+        """Count one attempt (a failed login, say) without refusing anything."""
+        await self._call_storage(self._strategy.hit, name, key)
+
+    async def clear(self, name: LimitName, key: str) -> None:
+        """Forget ``key``'s attempts for ``name`` (a successful login)."""
+        await self._call_storage(self._strategy.clear, name, key)
+
+    async def _enforce(self, name: LimitName, key: str, *, count: bool) -> None:
+        if not self._active():
             return
         item = self.limits[name]
         try:
-            if await self._strategy.hit(item, name, key):
+            allowed = await (self._strategy.hit if count else self._strategy.test)(item, name, key)
+            if allowed:
                 return
             reset_at, _ = await self._strategy.get_window_stats(item, name, key)
         except Exception as exc:  # any storage failure: let the request through
@@ -113,38 +129,16 @@ class RateLimiter:
         RATE_LIMITED.labels(limit=name).inc()
         raise RateLimited(math.ceil(reset_at - time.time()))
 
-    async def check(self, name: LimitName, key: str) -> None:
-        """Raise RateLimited when ``key`` has used up ``name``'s window, without counting."""
-        if not self.enabled or time.monotonic() < self._skip_until:
-            return
-        item = self.limits[name]
-        try:
-            if await self._strategy.test(item, name, key):
-                return
-            reset_at, _ = await self._strategy.get_window_stats(item, name, key)
-        except Exception as exc:
-            self._storage_failed(exc)
-            return
-        RATE_LIMITED.labels(limit=name).inc()
-        raise RateLimited(math.ceil(reset_at - time.time()))
-
-    async def record(self, name: LimitName, key: str) -> None:
-        """Count one attempt (a failed login, say) without refusing anything."""
-        if not self.enabled or time.monotonic() < self._skip_until:
+    async def _call_storage(self, operation: Any, name: LimitName, key: str) -> None:
+        if not self._active():
             return
         try:
-            await self._strategy.hit(self.limits[name], name, key)
+            await operation(self.limits[name], name, key)
         except Exception as exc:
             self._storage_failed(exc)
 
-    async def clear(self, name: LimitName, key: str) -> None:
-        """Forget ``key``'s attempts for ``name`` (a successful login)."""
-        if not self.enabled or time.monotonic() < self._skip_until:
-            return
-        try:
-            await self._strategy.clear(self.limits[name], name, key)
-        except Exception as exc:
-            self._storage_failed(exc)
+    def _active(self) -> bool:
+        return self.enabled and time.monotonic() >= self._skip_until
 
     def _storage_failed(self, exc: Exception) -> None:
         RATE_LIMIT_ERRORS.inc()
