@@ -82,6 +82,13 @@ TicketTypeName = Annotated[
 ]
 
 
+def _after_start_time(value: datetime | None, info: ValidationInfo) -> datetime | None:
+    start = info.data.get("start_time")
+    if value is not None and start is not None and value <= start:
+        raise ValueError("must be after start_time")
+    return value
+
+
 def _in_future(value: datetime) -> datetime:
     if value <= datetime.now(UTC):
         raise ValueError("must be in the future")
@@ -108,13 +115,7 @@ class EventCreate(BaseModel):
     def _start_in_future(cls, value: datetime) -> datetime:
         return _in_future(value)
 
-    @field_validator("end_time")
-    @classmethod
-    def _end_after_start(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
-        start = info.data.get("start_time")
-        if value is not None and start is not None and value <= start:
-            raise ValueError("must be after start_time")
-        return value
+    _end_after_start = field_validator("end_time")(_after_start_time)
 
 
 class EventUpdate(BaseModel):
@@ -148,13 +149,7 @@ class EventUpdate(BaseModel):
     def _start_in_future(cls, value: datetime) -> datetime:
         return _in_future(value)
 
-    @field_validator("end_time")
-    @classmethod
-    def _end_after_start(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
-        start = info.data.get("start_time")
-        if value is not None and start is not None and value <= start:
-            raise ValueError("must be after start_time")
-        return value
+    _end_after_start = field_validator("end_time")(_after_start_time)
 
     def changes(self) -> dict[str, Any]:
         """The fields the client sent, without `status`."""
