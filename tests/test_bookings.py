@@ -394,3 +394,59 @@ async def test_idempotency_keys_are_kept_24h_then_purged(client, db, attendee, e
         await s.commit()
         keys = (await s.execute(text("SELECT key FROM idempotency_keys"))).scalars().all()
     assert keys == ["recent"]
+
+
+@pytest.mark.parametrize("how", ["deactivated", "password_changed", "deleted"])
+async def test_dead_token_cannot_book_and_writes_nothing(client, db, attendee, event, standard, how):
+    """Booking reads the account in its own first statement; a dead token is still 401."""
+    headers = auth(attendee)  # issued before the change below
+    change = {
+        "deactivated": "UPDATE users SET is_active = false WHERE id = :u",
+        "password_changed": "UPDATE users SET password_changed_at = now() + interval '1 second'"
+        " WHERE id = :u",
+        "deleted": "DELETE FROM users WHERE id = :u",
+    }[how]
+    async with db() as s, s.begin():
+        await s.execute(text(change), {"u": attendee.id})
+    body = {"event_id": event.id, "items": [{"ticket_type_id": standard.id, "quantity": 1}]}
+    r = await client.post("/api/bookings/", json=body, headers=headers)
+    assert r.status_code == 401 and r.json()["code"] == "invalid_token", r.text
+    assert (await counters(db, standard.id))[standard.id] == (8, 0)
+
+
+async def test_deleted_ticket_type_between_read_and_lock_is_422_not_500(
+    client, db, attendee, event, standard, vip, monkeypatch
+):
+    """A ticket type deleted after the lock-free read is caught under the locks."""
+    from app.bookings import service
+
+    real = service._check_and_price
+
+    def after_delete(data, ids, locked):
+        return real(data, ids, [r for r in locked if r["id"] != vip.id])
+
+    monkeypatch.setattr(service, "_check_and_price", after_delete)
+    r = await book(client, attendee, event.id, (standard.id, 1), (vip.id, 1))
+    assert r.status_code == 422 and r.json()["code"] == "validation_error", r.text
+    assert (await counters(db, standard.id, vip.id)) == {standard.id: (8, 0), vip.id: (5, 0)}
+
+
+async def test_driver_connection_given_back_mid_transaction_is_discarded(settings):
+    """A request cancelled inside its transaction must not hand that transaction on."""
+    from app.core.db import UnitOfWork, create_engine, make_sessionmaker
+
+    engine = create_engine(settings, pool_size=1, max_overflow=0)
+    try:
+        uow = UnitOfWork(make_sessionmaker(engine))
+        async with uow.driver() as conn:
+            pid = await conn.fetchval("SELECT pg_backend_pid()")
+        async with uow.driver() as conn:
+            assert await conn.fetchval("SELECT pg_backend_pid()") == pid  # pooled, reused
+            await conn.execute("BEGIN")
+            await conn.execute("CREATE TEMP TABLE left_behind (x int)")
+        async with uow.driver() as conn:
+            assert not conn.is_in_transaction()
+            assert await conn.fetchval("SELECT pg_backend_pid()") != pid
+            assert await conn.fetchval("SELECT to_regclass('pg_temp.left_behind')") is None
+    finally:
+        await engine.dispose()

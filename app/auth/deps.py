@@ -6,14 +6,13 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from jose import jwt
 from sqlalchemy import bindparam, select
 
 from app.auth.models import Role, User
 from app.auth.passwords import password_stamp
 from app.core.config import Settings
 from app.core.errors import InvalidToken, NotAuthenticated, PermissionDenied
-from app.core.security import decode_token
+from app.core.security import TokenClaims, decode_token
 
 bearer_scheme = HTTPBearer(
     auto_error=False,
@@ -44,20 +43,29 @@ async def _load_user(request: Request, user_id: int) -> User | None:
 async def _user_from_token(request: Request, token: str) -> User:
     settings: Settings = request.app.state.settings
     claims = decode_token(token, key=settings.signing_key, expected_type="access")
-    user = await _load_user(request, claims.user_id)
+    return check_token_user(await _load_user(request, claims.user_id), claims, settings)
+
+
+def check_token_user(user: User | None, claims: TokenClaims, settings: Settings) -> User:
+    """The account a verified access token speaks for, if the token is still alive."""
     if user is None or not user.is_active:
         raise InvalidToken()
     # A token issued before the last password change, reset or deactivation is dead.
     # Tokens from login/refresh carry the password version they were issued for
     # (exact, even within one second); others are judged by their issue time.
-    version = jwt.get_unverified_claims(token).get("pwv")  # signature checked above
-    if version is not None:
-        if version != password_stamp(user):
+    if claims.password_version is not None:
+        if claims.password_version != password_stamp(user):
             raise InvalidToken()
         return user
     issued_at = claims.expires_at.timestamp() - settings.access_token_expire_minutes * 60
     if issued_at + 1 < user.password_changed_at.timestamp():
         raise InvalidToken()
+    return user
+
+
+def check_role(user: User, role: Role) -> User:
+    if user.role != role:
+        raise PermissionDenied(f"Only {role.value}s can do this.")
     return user
 
 
@@ -67,6 +75,20 @@ async def get_current_user(request: Request, credentials: Credentials) -> User:
             raise InvalidToken()
         raise NotAuthenticated()
     return await _user_from_token(request, credentials.credentials)
+
+
+async def get_access_claims(request: Request, credentials: Credentials) -> TokenClaims:
+    """The verified claims of the access token, without loading the account.
+
+    For hot paths that read the account in their own first statement; they must
+    pass it through ``check_token_user`` (and ``check_role``) before acting.
+    """
+    if credentials is None:
+        if request.headers.get("authorization"):
+            raise InvalidToken()
+        raise NotAuthenticated()
+    settings: Settings = request.app.state.settings
+    return decode_token(credentials.credentials, key=settings.signing_key, expected_type="access")
 
 
 async def get_optional_user(request: Request, credentials: Credentials) -> User | None:
@@ -80,15 +102,14 @@ async def get_optional_user(request: Request, credentials: Credentials) -> User 
 
 def require_role(role: Role):
     async def dependency(user: Annotated[User, Depends(get_current_user)]) -> User:
-        if user.role != role:
-            raise PermissionDenied(f"Only {role.value}s can do this.")
-        return user
+        return check_role(user, role)
 
     dependency.__name__ = f"require_{role.value}"
     return dependency
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
+AccessClaims = Annotated[TokenClaims, Depends(get_access_claims)]
 OptionalUser = Annotated[User | None, Depends(get_optional_user)]
 Organizer = Annotated[User, Depends(require_role(Role.organizer))]
 Attendee = Annotated[User, Depends(require_role(Role.attendee))]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy import MetaData
@@ -17,6 +18,9 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase
 
 from app.core.config import Settings
+
+if TYPE_CHECKING:
+    import asyncpg
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_N_label)s",
@@ -101,13 +105,41 @@ class UnitOfWork:
         finally:
             await session.close()
         if exc is not None:
-            # A lock wait past LOCK_TIMEOUT_MS (or a deadlock) is reported as 503 busy:
-            # the transaction was rolled back, nothing was written.
-            from app.core.db_errors import translate_db_error
+            _raise_translated(exc)
 
-            busy = translate_db_error(exc)
-            if busy is not None:
-                raise busy from exc
+    @asynccontextmanager
+    async def driver(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection's asyncpg connection, for the hot path of a request.
+
+        Statements go straight to asyncpg (prepared once per connection, no ORM or
+        compilation layer). Outside ``async with conn.transaction():`` each statement
+        commits on its own; inside, leaving the block commits and an exception rolls
+        back. Errors are translated like the session's (503 busy on lock timeouts).
+        A connection given back mid-transaction (a cancelled request) is discarded,
+        never reused.
+        """
+        engine: AsyncEngine = self._sessionmaker.kw["bind"]
+        try:
+            async with engine.connect() as conn:
+                driver = (await conn.get_raw_connection()).driver_connection
+                try:
+                    yield driver
+                finally:
+                    if driver.is_closed() or driver.is_in_transaction():
+                        await conn.invalidate()
+        except Exception as exc:
+            _raise_translated(exc)
+            raise
+
+
+def _raise_translated(exc: BaseException) -> None:
+    # A lock wait past LOCK_TIMEOUT_MS (or a deadlock) is reported as 503 busy:
+    # the transaction was rolled back, nothing was written.
+    from app.core.db_errors import translate_db_error
+
+    busy = translate_db_error(exc)
+    if busy is not None:
+        raise busy from exc
 
 
 async def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:

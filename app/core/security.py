@@ -46,6 +46,7 @@ class TokenClaims:
     expires_at: datetime
     family: str | None = None
     role: str | None = None
+    password_version: int | None = None
 
 
 def create_token(
@@ -95,6 +96,7 @@ def decode_token(token: str, *, key: str, expected_type: TokenType) -> TokenClai
             expires_at=datetime.fromtimestamp(int(payload["exp"]), UTC),
             family=payload.get("fam"),
             role=payload.get("role"),
+            password_version=payload.get("pwv"),
         )
     except (JWTError, KeyError, ValueError, TypeError, AttributeError) as exc:
         raise InvalidToken() from exc

@@ -1,20 +1,26 @@
 -- One booking, statement for statement what POST /api/bookings/ sends (app/bookings/service.py):
--- the lock-free ownership read, the event lock, the ticket-type locks by id, the one
--- write with data-modifying CTEs, commit. One ticket, one ticket type.
+-- the lock-free read of the account and the event's ticket types (outside the transaction),
+-- then BEGIN, the locks (event row, then its ticket types by id, in one statement), the one
+-- write with data-modifying CTEs, COMMIT. One ticket, one ticket type.
 -- Variables (-D): ev_lo, ev_hi (events to pick from: equal for the hot shape),
 -- tt_off (ticket type id = event id + tt_off), u_lo, u_hi (attendee ids).
 \set ev random(:ev_lo, :ev_hi)
 \set tt :ev + :tt_off
 \set uid random(:u_lo, :u_hi)
+SELECT u.id, u.username, u.email, u.role, u.is_active, u.password_changed_at,
+       (SELECT ARRAY(SELECT t.id FROM ticket_types t
+                     WHERE t.event_id = e.id AND t.id = ANY(CAST(ARRAY[:tt] AS bigint[])))
+        FROM events e WHERE e.id = :ev) AS own_ids
+FROM users u WHERE u.id = :uid;
 BEGIN;
-SELECT e.id,
-       ARRAY(SELECT t.id FROM ticket_types t
-             WHERE t.event_id = e.id AND t.id = ANY(CAST(ARRAY[:tt] AS bigint[]))) AS own_ids
-FROM events e WHERE e.id = :ev;
-SELECT name, start_time, cancelled_at, total_capacity, tickets_sold
-FROM events WHERE id = :ev FOR UPDATE;
-SELECT id, name, price, quantity_available, is_active FROM ticket_types
-WHERE id = ANY(CAST(ARRAY[:tt] AS bigint[])) ORDER BY id FOR UPDATE \gset
+SELECT e.name, e.start_time, e.cancelled_at, e.total_capacity, e.tickets_sold,
+       t.id, t.name AS type_name, t.price, t.quantity_available, t.is_active
+FROM (SELECT id, name, start_time, cancelled_at, total_capacity, tickets_sold
+      FROM events WHERE id = :ev FOR UPDATE) e
+CROSS JOIN LATERAL (
+    SELECT id, name, price, quantity_available, is_active FROM ticket_types
+    WHERE event_id = e.id AND id = ANY(CAST(ARRAY[:tt] AS bigint[])) ORDER BY id FOR UPDATE
+) t \gset
 WITH lines AS (
     SELECT * FROM unnest(CAST(ARRAY[:tt] AS bigint[]), CAST(ARRAY[1] AS int[]),
                          CAST(ARRAY[:price] AS numeric[])) AS l(ticket_type_id, quantity, price)
