@@ -397,7 +397,9 @@ async def test_idempotency_keys_are_kept_24h_then_purged(client, db, attendee, e
 
 
 @pytest.mark.parametrize("how", ["deactivated", "password_changed", "deleted"])
-async def test_dead_token_cannot_book_and_writes_nothing(client, db, attendee, event, standard, how):
+async def test_dead_token_cannot_book_and_writes_nothing(
+    client, db, attendee, event, standard, how
+):
     """Booking reads the account in its own first statement; a dead token is still 401."""
     headers = auth(attendee)  # issued before the change below
     change = {
