@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth.models import User
@@ -99,9 +100,18 @@ TABLES = "idempotency_keys, booking_items, bookings, ticket_types, events, refre
 async def _clean_database(db: async_sessionmaker[AsyncSession]) -> AsyncIterator[None]:
     """Tests commit real data (several connections, real servers): truncate after each."""
     yield
-    async with db() as session:
-        await session.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
-        await session.commit()
+    # A background email task of the app may still be reading: TRUNCATE can then be
+    # picked as the victim of a deadlock. Try again; the reader is short.
+    for attempt in range(5):
+        try:
+            async with db() as session:
+                await session.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
+                await session.commit()
+            return
+        except DBAPIError as exc:
+            if attempt == 4 or getattr(exc.orig, "sqlstate", None) != "40P01":
+                raise
+            await asyncio.sleep(0.05)
 
 
 _counter = iter(range(1, 10**9))

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy import MetaData
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -106,6 +107,11 @@ class UnitOfWork:
             await session.close()
         if exc is not None:
             _raise_translated(exc)
+
+    @property
+    def dialect(self) -> Dialect:
+        """The engine's SQLAlchemy dialect (set up once the engine has connected)."""
+        return self._sessionmaker.kw["bind"].dialect
 
     @asynccontextmanager
     async def driver(self) -> AsyncIterator[asyncpg.Connection]:

@@ -51,7 +51,7 @@ async def list_events(uow: UoW, filters: Filters, params: Pagination) -> Page[Ev
     count, rows = await service.list_events(
         uow, filters, offset=params.offset, limit=params.page_size
     )
-    return params.build(count, [EventRead.from_row(row.event, row.status) for row in rows])
+    return params.build(count, [EventRead.from_record(row) for row in rows])
 
 
 @router.post(

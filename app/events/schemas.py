@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -218,6 +219,25 @@ class EventRead(BaseModel):
     @classmethod
     def from_row(cls, event: Event, status: str) -> EventRead:
         return cls(**cls._fields_of(event, status))
+
+    @classmethod
+    def from_record(cls, row: Mapping[str, Any]) -> EventRead:
+        """From a row of the events list (its columns, ``organizer_username``, ``status``)."""
+        return cls(
+            id=row["id"],
+            organizer=OrganizerRead(id=row["organizer_id"], username=row["organizer_username"]),
+            name=row["name"],
+            description=row["description"],
+            location=row["location"],
+            start_time=row["start_time"],
+            end_time=row["end_time"],
+            total_capacity=row["total_capacity"],
+            tickets_sold=row["tickets_sold"],
+            tickets_remaining=row["total_capacity"] - row["tickets_sold"],
+            status=row["status"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+        )
 
 
 class EventDetail(EventRead):

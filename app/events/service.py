@@ -9,19 +9,28 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
+from typing import Any
 
+import asyncpg
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
+    DateTime,
     Select,
+    String,
     Text,
+    bindparam,
     cast,
     delete,
     func,
     insert,
     or_,
     select,
+    true,
     update,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import contains_eager
@@ -94,51 +103,158 @@ def _events_with_status() -> Select[tuple[Event, str]]:
     )
 
 
-def _search_condition(search: str) -> ColumnElement[bool]:
-    if not _HAS_WORD.search(search):
-        pattern = "%" + re.sub(r"([\\%_])", r"\\\1", search) + "%"
+def _search_condition(search: ColumnElement[str] | str, *, words: bool) -> ColumnElement[bool]:
+    """``search`` is the pattern (``words=False``) or the words; see ``_search_params``."""
+    if not words:
         return or_(
-            Event.name.ilike(pattern, escape="\\"), Event.description.ilike(pattern, escape="\\")
+            Event.name.ilike(search, escape="\\"), Event.description.ilike(search, escape="\\")
         )
     # Every word of the search must start a word of the name or description:
     # plainto_tsquery parses the words as the tsvector did, then each lexeme gets `:*`.
-    words = cast(func.plainto_tsquery("simple", search), Text)
-    prefixes = func.to_tsquery("simple", func.regexp_replace(words, r"'(\s|$)", r"':*\1", "g"))
+    tsquery = cast(func.plainto_tsquery("simple", search), Text)
+    prefixes = func.to_tsquery("simple", func.regexp_replace(tsquery, r"'(\s|$)", r"':*\1", "g"))
     return Event.search_vector.op("@@")(prefixes)
 
 
-def _conditions(filters: EventFilters) -> list[ColumnElement[bool]]:
-    conditions = [status_filter(filters.statuses)]
-    if filters.location is not None:
+def _search_params(search: str) -> tuple[bool, str]:
+    """(whether the search has words, the value to bind for it).
+
+    A search with at least one letter or digit goes through the full-text index;
+    anything else (punctuation only, an empty tsquery) is a substring match.
+    """
+    if _HAS_WORD.search(search):
+        return True, search
+    return False, "%" + re.sub(r"([\\%_])", r"\\\1", search) + "%"
+
+
+# ---------------------------------------------------------------- the list
+
+# The list runs as one statement on the unit of work's asyncpg connection: the count
+# and the page (LEFT JOIN LATERAL, so an empty page still brings the count), one
+# snapshot and one now(). SQLAlchemy builds and compiles it once per shape of filters;
+# a request only binds its values. Columns of a page row, as EventRead wants them.
+_LIST_COLUMNS = (
+    Event.id,
+    Event.organizer_id,
+    User.username.label("organizer_username"),
+    Event.name,
+    Event.description,
+    Event.location,
+    Event.start_time,
+    Event.end_time,
+    Event.total_capacity,
+    Event.tickets_sold,
+    EVENT_STATUS.label("status"),
+    Event.created_at,
+    Event.updated_at,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _ListShape:
+    """What decides the SQL of a list (not the values bound into it)."""
+
+    statuses: tuple[EventStatus, ...]
+    location: bool
+    search: bool | None  # None: no search; True: words; False: a substring pattern
+    start_after: bool
+    start_before: bool
+    organizer: bool
+    ordering: str
+
+
+@dataclass(frozen=True, slots=True)
+class _CompiledList:
+    sql: str
+    names: tuple[str, ...]  # bind parameter of each $n, in order
+    defaults: dict[str, Any]  # the constants SQLAlchemy bound (statuses, literals)
+
+    def args(self, values: dict[str, Any]) -> list[Any]:
+        return [values[n] if n in values else self.defaults[n] for n in self.names]
+
+
+def _param(name: str, type_: Any) -> Any:
+    return bindparam(name, None, type_=type_)
+
+
+@lru_cache(maxsize=512)
+def _compiled_list(shape: _ListShape, dialect: Dialect) -> _CompiledList:
+    """The list's SQL for ``dialect``: the engine's, set up by its first connection
+    (how it writes string literals depends on the server's settings)."""
+    conditions = [status_filter(shape.statuses)]
+    if shape.location:
         # Served by the index on lower(location).
-        conditions.append(func.lower(Event.location) == func.lower(filters.location))
-    if filters.search is not None:
-        conditions.append(_search_condition(filters.search))
-    if filters.start_after is not None:
-        conditions.append(Event.start_time > filters.start_after)
-    if filters.start_before is not None:
-        conditions.append(Event.start_time < filters.start_before)
-    if filters.organizer_id is not None:
-        conditions.append(Event.organizer_id == filters.organizer_id)
-    return conditions
+        conditions.append(func.lower(Event.location) == func.lower(_param("location", String)))
+    if shape.search is not None:
+        conditions.append(_search_condition(_param("search", String), words=shape.search))
+    if shape.start_after:
+        conditions.append(Event.start_time > _param("start_after", DateTime(timezone=True)))
+    if shape.start_before:
+        conditions.append(Event.start_time < _param("start_before", DateTime(timezone=True)))
+    if shape.organizer:
+        conditions.append(Event.organizer_id == _param("organizer_id", BigInteger))
+    counted = select(func.count().label("count")).select_from(Event).where(*conditions)
+    page = (
+        select(*_LIST_COLUMNS)
+        .join(User, User.id == Event.organizer_id)
+        .where(*conditions)
+        .order_by(*ORDERINGS[shape.ordering])
+        .limit(_param("limit", BigInteger))
+        .offset(_param("offset", BigInteger))
+        .lateral("page")
+    )
+    c = counted.subquery("c")
+    statement = select(c.c.count, *page.c).select_from(c.outerjoin(page, true()))
+    compiled = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
+    return _CompiledList(
+        sql=compiled.string,
+        names=tuple(compiled.positiontup or ()),
+        defaults=dict(compiled.construct_params()),
+    )
+
+
+def _sort_key(ordering: str) -> tuple[bool, Any]:
+    name = ordering.lstrip("-")
+    return ordering.startswith("-"), lambda r: (r[name], r["id"])
 
 
 async def list_events(
     uow: UnitOfWork, filters: EventFilters, *, offset: int, limit: int
-) -> tuple[int, list[EventRow]]:
-    """The number of matching events and one page of them: two statements, whatever the page."""
-    conditions = _conditions(filters)
-    async with uow:
-        count = await uow.session.scalar(select(func.count()).select_from(Event).where(*conditions))
-        result = await uow.session.execute(
-            _events_with_status()
-            .where(*conditions)
-            .order_by(*ORDERINGS[filters.ordering])
-            .offset(offset)
-            .limit(limit)
-        )
-        rows = [EventRow(event, status) for event, status in result.tuples()]
-    return count or 0, rows
+) -> tuple[int, list[asyncpg.Record]]:
+    """The number of matching events and one page of them: one statement, whatever the page.
+
+    Page rows carry the columns of ``_LIST_COLUMNS`` (``organizer_username``, ``status``).
+    """
+    words: bool | None = None
+    values: dict[str, Any] = {"limit": limit, "offset": offset}
+    if filters.search is not None:
+        words, values["search"] = _search_params(filters.search)
+    if filters.location is not None:
+        values["location"] = filters.location
+    if filters.start_after is not None:
+        values["start_after"] = filters.start_after
+    if filters.start_before is not None:
+        values["start_before"] = filters.start_before
+    if filters.organizer_id is not None:
+        values["organizer_id"] = filters.organizer_id
+    shape = _ListShape(
+        statuses=tuple(sorted(filters.statuses)),
+        location=filters.location is not None,
+        search=words,
+        start_after=filters.start_after is not None,
+        start_before=filters.start_before is not None,
+        organizer=filters.organizer_id is not None,
+        ordering=filters.ordering,
+    )
+    async with uow.driver() as conn:
+        compiled = _compiled_list(shape, uow.dialect)
+        rows = await conn.fetch(compiled.sql, *compiled.args(values))
+    count = rows[0]["count"] if rows else 0
+    page = [r for r in rows if r["id"] is not None]
+    # The page's order is the subquery's; a join does not promise to keep it.
+    descending, key = _sort_key(filters.ordering)
+    page.sort(key=key, reverse=descending)
+    return count, page
 
 
 async def _fetch_event(session: AsyncSession, event_id: int) -> EventRow | None:
