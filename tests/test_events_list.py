@@ -394,3 +394,28 @@ async def test_list_and_detail_use_a_constant_number_of_statements(
             r = await client.get(f"/api/events/{event_id}/")
         assert len(r.json()["ticket_types"]) == expected_types
         assert len(statements) == 2, statements
+
+
+async def test_list_items_are_the_event_as_its_detail_shows_it(client, db, organizer) -> None:
+    """The list reads rows straight from asyncpg; the detail goes through the ORM."""
+    first = await make_event(
+        db, organizer, name="first", start_time=NOW + timedelta(days=1, microseconds=120_000)
+    )
+    second = await make_event(
+        db,
+        organizer,
+        name="second",
+        start_time=NOW + timedelta(days=2),
+        end_time=NOW + timedelta(days=3),
+        description="Talks",
+        location="Berlin",
+    )
+    await make_ticket_type(db, second.id)
+    await set_columns(db, Event, second.id, tickets_sold=second.total_capacity)
+    listed = (await client.get("/api/events/?ordering=-start_time")).json()["results"]
+    assert [e["id"] for e in listed] == [second.id, first.id]
+    for item in listed:
+        detail = (await client.get(f"/api/events/{item['id']}/")).json()
+        detail.pop("ticket_types")
+        assert item == detail
+    assert listed[0]["status"] == "sold_out" and listed[0]["tickets_remaining"] == 0
