@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response, status
 
 from app.auth.deps import Organizer
-from app.core.db import UoW
+from app.core.db import UnitOfWork, UoW
 from app.core.errors import (
     Busy,
     CapacityBelowSold,
@@ -47,9 +47,14 @@ router = APIRouter(prefix="/api/events")
     response_model=Page[EventRead],
     responses=problem_responses(NotAuthenticated),
 )
-async def list_events(uow: UoW, filters: Filters, params: Pagination) -> Page[EventRead]:
+async def list_events(request: Request, filters: Filters, params: Pagination) -> Page[EventRead]:
+    # One statement on the unit of work's asyncpg connection (no session to clean up,
+    # so no UoW dependency).
     count, rows = await service.list_events(
-        uow, filters, offset=params.offset, limit=params.page_size
+        UnitOfWork(request.app.state.sessionmaker),
+        filters,
+        offset=params.offset,
+        limit=params.page_size,
     )
     return params.build(count, [EventRead.from_record(row) for row in rows])
 
