@@ -10,7 +10,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test migrate migrations createsuperuser shell worker lint format \
+.PHONY: help install run test migrate migrations createsuperuser shell worker lint format profile \
 	bench up up-d down build rebuild
 
 help: ## List the targets
@@ -59,6 +59,9 @@ format: $(VENV)/.synced ## Fix what ruff can fix and format the code
 
 bench: $(VENV)/.synced ## Run the benchmarks
 	$(BIN)/python -m bench
+
+profile: $(VENV)/.synced ## CPU per request and its shares by package (in-process, cProfile)
+	$(BIN)/python -m bench.profile
 
 COMPOSE ?= docker compose
 

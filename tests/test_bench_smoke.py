@@ -67,3 +67,24 @@ def test_invariant_check_reports_a_counter_out_of_step(bench_server: str) -> Non
         assert any("!= 1 sold over its ticket types" in p for p in problems)
     finally:
         bench.drop_database(bench_server, name)
+
+
+def test_profile_prints_cpu_and_shares_per_endpoint(bench_server: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DATABASE_URL": bench_server}
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.profile", "--requests", "20"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    for label in ("POST /api/bookings/", "GET /api/events/", "GET /health/live"):
+        line = next(x for x in done.stdout.splitlines() if x.startswith(f"{label}: "))
+        assert float(line.split(": ")[1].split(" ms")[0]) > 0
+    assert "fastapi" in done.stdout and "%" in done.stdout
