@@ -8,7 +8,8 @@ import sys
 import httpx
 from sqlalchemy import text
 
-from tests.conftest import ROOT
+from app.auth.models import User
+from tests.conftest import ROOT, auth
 
 
 async def test_live_and_ready(client: httpx.AsyncClient) -> None:
@@ -47,8 +48,15 @@ async def test_ready_is_503_when_database_is_down(settings) -> None:
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
             r = await c.get("/health/ready")
             listing = await c.get("/api/events/")
-    assert listing.status_code == 503, listing.text
-    assert listing.headers["content-type"] == "application/problem+json"
+            booking = await c.post(
+                "/api/bookings/",
+                json={"event_id": 1, "items": [{"ticket_type_id": 1, "quantity": 1}]},
+                headers=auth(User(id=1)),
+            )
+    for answer in (listing, booking):  # both hot paths run on the asyncpg connection
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert answer.json()["code"] == "service_unavailable"
     assert r.status_code == 503
     assert r.headers["content-type"] == "application/problem+json"
     assert r.json()["code"] == "service_unavailable"
