@@ -93,6 +93,15 @@ async def test_organizer_cannot_book(client, organizer, event, standard):
     assert r.status_code == 403 and r.json()["code"] == "permission_denied"
 
 
+async def test_organizer_is_refused_before_the_body_is_validated(client, organizer):
+    """A login token names its role: 403 comes before 422, as authorization should."""
+    from tests.factories_auth import bearer, login
+
+    tokens = await login(client, organizer.username)
+    r = await client.post("/api/bookings/", json={"items": []}, headers=bearer(tokens["access"]))
+    assert r.status_code == 403 and r.json()["code"] == "permission_denied", r.text
+
+
 async def test_anonymous_cannot_book(client, event, standard):
     body = {"event_id": event.id, "items": [{"ticket_type_id": standard.id, "quantity": 1}]}
     r = await client.post("/api/bookings", json=body)

@@ -91,6 +91,20 @@ async def get_access_claims(request: Request, credentials: Credentials) -> Token
     return decode_token(credentials.credentials, key=settings.signing_key, expected_type="access")
 
 
+async def get_attendee_claims(request: Request, credentials: Credentials) -> TokenClaims:
+    """Access claims of an attendee's token, checked without the database.
+
+    Tokens from login carry the account's role, so an organizer is refused here,
+    before the request body is validated, as with the Attendee dependency. The
+    account itself (active, token not older than its password, its role) is still
+    checked by the caller's first statement.
+    """
+    claims = await get_access_claims(request, credentials)
+    if claims.role is not None and claims.role != Role.attendee:
+        raise PermissionDenied(f"Only {Role.attendee.value}s can do this.")
+    return claims
+
+
 async def get_optional_user(request: Request, credentials: Credentials) -> User | None:
     """The caller if a token was sent (and it must then be valid), else None."""
     if credentials is None:
@@ -110,6 +124,7 @@ def require_role(role: Role):
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
 AccessClaims = Annotated[TokenClaims, Depends(get_access_claims)]
+AttendeeClaims = Annotated[TokenClaims, Depends(get_attendee_claims)]
 OptionalUser = Annotated[User | None, Depends(get_optional_user)]
 Organizer = Annotated[User, Depends(require_role(Role.organizer))]
 Attendee = Annotated[User, Depends(require_role(Role.attendee))]

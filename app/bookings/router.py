@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
-from app.auth.deps import AccessClaims, CurrentUser
+from app.auth.deps import AttendeeClaims, CurrentUser
 from app.bookings import service
 from app.bookings.schemas import (
     BookingCreate,
@@ -84,7 +84,7 @@ async def booking_filters(
 async def create_booking(
     request: Request,
     data: BookingCreate,
-    claims: AccessClaims,
+    claims: AttendeeClaims,
     response: Response,
     limiter: Limiter,
     idempotency_key: IdempotencyKeyHeader = None,
