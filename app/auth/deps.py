@@ -40,10 +40,23 @@ async def _load_user(request: Request, user_id: int) -> User | None:
     return User(**row._mapping) if row is not None else None
 
 
-async def _user_from_token(request: Request, token: str) -> User:
+def _required_token(request: Request, credentials: HTTPAuthorizationCredentials | None) -> str:
+    if credentials is None:
+        if request.headers.get("authorization"):
+            raise InvalidToken()
+        raise NotAuthenticated()
+    return credentials.credentials
+
+
+def _access_claims(request: Request, token: str) -> TokenClaims:
     settings: Settings = request.app.state.settings
-    claims = decode_token(token, key=settings.signing_key, expected_type="access")
-    return check_token_user(await _load_user(request, claims.user_id), claims, settings)
+    return decode_token(token, key=settings.signing_key, expected_type="access")
+
+
+async def _user_from_token(request: Request, token: str) -> User:
+    claims = _access_claims(request, token)
+    user = await _load_user(request, claims.user_id)
+    return check_token_user(user, claims, request.app.state.settings)
 
 
 def check_token_user(user: User | None, claims: TokenClaims, settings: Settings) -> User:
@@ -63,18 +76,18 @@ def check_token_user(user: User | None, claims: TokenClaims, settings: Settings)
     return user
 
 
+def _only(role: Role) -> PermissionDenied:
+    return PermissionDenied(f"Only {role.value}s can do this.")
+
+
 def check_role(user: User, role: Role) -> User:
     if user.role != role:
-        raise PermissionDenied(f"Only {role.value}s can do this.")
+        raise _only(role)
     return user
 
 
 async def get_current_user(request: Request, credentials: Credentials) -> User:
-    if credentials is None:
-        if request.headers.get("authorization"):
-            raise InvalidToken()
-        raise NotAuthenticated()
-    return await _user_from_token(request, credentials.credentials)
+    return await _user_from_token(request, _required_token(request, credentials))
 
 
 async def get_access_claims(request: Request, credentials: Credentials) -> TokenClaims:
@@ -83,12 +96,7 @@ async def get_access_claims(request: Request, credentials: Credentials) -> Token
     For hot paths that read the account in their own first statement; they must
     pass it through ``check_token_user`` (and ``check_role``) before acting.
     """
-    if credentials is None:
-        if request.headers.get("authorization"):
-            raise InvalidToken()
-        raise NotAuthenticated()
-    settings: Settings = request.app.state.settings
-    return decode_token(credentials.credentials, key=settings.signing_key, expected_type="access")
+    return _access_claims(request, _required_token(request, credentials))
 
 
 async def get_attendee_claims(request: Request, credentials: Credentials) -> TokenClaims:
@@ -101,7 +109,7 @@ async def get_attendee_claims(request: Request, credentials: Credentials) -> Tok
     """
     claims = await get_access_claims(request, credentials)
     if claims.role is not None and claims.role != Role.attendee:
-        raise PermissionDenied(f"Only {Role.attendee.value}s can do this.")
+        raise _only(Role.attendee)
     return claims
 
 
