@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from app.core.db import create_engine, make_sessionmaker
 from app.core.migrate import upgrade_head
 from app.core.security import create_token, pwd_context
 from tests import pg
+from tests.redis_server import free_port
 
 pytest_plugins = ["tests.conftest_redis"]
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,16 +166,26 @@ async def attendee(create_user: Callable[..., object]) -> User:
     return await create_user("attendee")  # type: ignore[misc]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def wait_until_ready(base: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """Poll /health/ready until it answers 200; fail if the server exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server at {base} exited with {proc.returncode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the server at {base} was not ready within {timeout:.0f} s")
+        time.sleep(0.2)
 
 
 @pytest.fixture(scope="session")
 def live_server(database_url: str) -> Iterator[str]:
     """The real service under uvicorn with 2 worker processes, on the test database."""
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
@@ -206,17 +216,11 @@ def live_server(database_url: str) -> Iterator[str]:
         env=env,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError("the live server did not start")
-        time.sleep(0.2)
+    try:
+        wait_until_ready(base, proc, timeout=30)
+    except RuntimeError:
+        proc.kill()
+        raise
     try:
         yield base
     finally:

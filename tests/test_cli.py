@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from tests import pg
-from tests.conftest import ROOT, TEST_SECRET_KEY
+from tests.conftest import ROOT, TEST_SECRET_KEY, wait_until_ready
+from tests.redis_server import free_port
 
 
 def run_cli(
@@ -176,12 +177,7 @@ def test_serve_takes_workers_from_web_concurrency() -> None:
 def test_serve_with_workers_on_the_embedded_database(tmp_path) -> None:
     """No DATABASE_URL and two workers: the parent starts and migrates the embedded server,
     the workers share it, and /metrics adds up the counters of both workers."""
-    import socket
-    import time
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {
         **os.environ,
         "DATA_DIR": str(tmp_path / "data"),
@@ -199,16 +195,7 @@ def test_serve_with_workers_on_the_embedded_database(tmp_path) -> None:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, "serve exited"
-            assert time.monotonic() < deadline, "serve did not become ready"
-            time.sleep(0.3)
+        wait_until_ready(base, proc, timeout=90)
         with httpx.Client(base_url=base) as client:
             for _ in range(20):  # new connections: both workers get some
                 assert httpx.get(f"{base}/api/events/", timeout=5).status_code == 200
