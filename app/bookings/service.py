@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -229,13 +229,7 @@ async def book_tickets(
         own_ids = row["own_ids"]
         if own_ids is None:
             raise NotFound("No event with this id.")
-        own = set(own_ids)
-        for index, item in enumerate(data.items):
-            if item.ticket_type_id not in own:
-                raise ValidationFailed(
-                    "This ticket type does not belong to the event.",
-                    field=f"body.items.{index}.ticket_type_id",
-                )
+        _check_owned(data, set(own_ids))
 
         replay: int | None = None
         async with conn.transaction():
@@ -249,8 +243,8 @@ async def book_tickets(
                 written = await conn.fetch(
                     _WRITE_BOOKING,
                     ids,
-                    booking.quantities,
-                    booking.prices,
+                    [booking.wanted[i] for i in ids],
+                    [booking.unit_prices[i] for i in ids],
                     booking.total,
                     data.event_id,
                     user.id,
@@ -287,14 +281,21 @@ async def book_tickets(
     )
 
 
+def _check_owned(data: BookingCreate, owned: Collection[int]) -> None:
+    for index, item in enumerate(data.items):
+        if item.ticket_type_id not in owned:
+            raise ValidationFailed(
+                "This ticket type does not belong to the event.",
+                field=f"body.items.{index}.ticket_type_id",
+            )
+
+
 @dataclass(slots=True)
 class _PricedBooking:
     event_name: str
     wanted: dict[int, int]
     names: dict[int, str]
     unit_prices: dict[int, Decimal]
-    quantities: list[int]
-    prices: list[Decimal]
     total: int
     total_price: Decimal
 
@@ -308,12 +309,7 @@ def _check_and_price(
         raise NotFound("No event with this id.")
     event = locked[0]
     types = {r["id"]: r for r in locked}
-    for index, item in enumerate(data.items):
-        if item.ticket_type_id not in types:
-            raise ValidationFailed(
-                "This ticket type does not belong to the event.",
-                field=f"body.items.{index}.ticket_type_id",
-            )
+    _check_owned(data, types.keys())  # a type deleted since the lock-free read
     if event["cancelled_at"] is not None or event["start_time"] <= datetime.now(UTC):
         raise EventNotBookable()
     wanted = {item.ticket_type_id: item.quantity for item in data.items}
@@ -337,8 +333,6 @@ def _check_and_price(
         wanted=wanted,
         names={i: types[i]["type_name"] for i in ids},
         unit_prices=unit_prices,
-        quantities=[wanted[i] for i in ids],
-        prices=[unit_prices[i] for i in ids],
         total=total,
         total_price=sum((unit_prices[i] * wanted[i] for i in ids), start=Decimal("0.00")),
     )
