@@ -103,7 +103,7 @@ def _events_with_status() -> Select[tuple[Event, str]]:
     )
 
 
-def _search_condition(search: ColumnElement[str] | str, *, words: bool) -> ColumnElement[bool]:
+def _search_condition(search: ColumnElement[str], *, words: bool) -> ColumnElement[bool]:
     """``search`` is the pattern (``words=False``) or the words; see ``_search_params``."""
     if not words:
         return or_(
