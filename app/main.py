@@ -23,6 +23,7 @@ from app.core.middleware import StripTrailingSlashMiddleware
 from app.core.observability import install_observability
 from app.core.openapi import install_openapi
 from app.events.router import router as events_router
+from app.holds.router import router as holds_router
 
 logger = logging.getLogger("app")
 
@@ -59,10 +60,27 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     purger = asyncio.create_task(
         purge_idempotency_keys_forever(app.state.sessionmaker, settings.idempotency_key_ttl_hours)
     )
+    tasks = [purger]
+    if not settings.redis_url:
+        # Without Redis there is no worker: expired holds are swept by this process
+        # (with Redis, by the worker's cron job).
+        from app.holds.maintenance import sweep_forever
+        from app.notifications import service as notifications
+
+        tasks.append(
+            asyncio.create_task(
+                sweep_forever(
+                    app.state.sessionmaker,
+                    settings,
+                    lambda offers: notifications.waitlist_offered(app, offers),
+                )
+            )
+        )
     try:
         yield
     finally:
-        purger.cancel()
+        for task in tasks:
+            task.cancel()
         await outbox.close()
         if app.state.redis is not None:
             await app.state.redis.aclose()
@@ -88,6 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(auth_router)
     app.include_router(events_router)
     app.include_router(bookings_router)
+    app.include_router(holds_router)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

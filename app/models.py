@@ -4,14 +4,19 @@ from app.auth.models import RefreshToken, User
 from app.bookings.models import Booking, BookingItem, IdempotencyKey
 from app.core.db import Base
 from app.events.models import Event, TicketType
+from app.holds.models import Hold, HoldItem
+from app.waitlist.models import WaitlistEntry
 
 __all__ = [
     "Base",
     "Booking",
     "BookingItem",
     "Event",
+    "Hold",
+    "HoldItem",
     "IdempotencyKey",
     "RefreshToken",
     "TicketType",
     "User",
+    "WaitlistEntry",
 ]

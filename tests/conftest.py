@@ -93,7 +93,10 @@ def db(engine: object) -> async_sessionmaker[AsyncSession]:
     return make_sessionmaker(engine)  # type: ignore[arg-type]
 
 
-TABLES = "idempotency_keys, booking_items, bookings, ticket_types, events, refresh_tokens, users"
+TABLES = (
+    "waitlist_entries, idempotency_keys, hold_items, holds, booking_items, bookings, "
+    "ticket_types, events, refresh_tokens, users"
+)
 
 
 @pytest.fixture(autouse=True)

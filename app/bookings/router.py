@@ -103,6 +103,7 @@ async def create_booking(
         BOOKINGS_CREATED.inc()
         # Committed: the confirmation email leaves in the background.
         notifications.booking_confirmed(request.app, result.booking, result.user)
+        notifications.waitlist_offered(request.app, result.aftermath.offers)
     response.headers["Location"] = f"/api/bookings/{result.booking.booking_reference}/"
     return BookingRead.model_validate(result.booking, from_attributes=True)
 
@@ -127,9 +128,12 @@ async def get_booking(booking_reference: uuid.UUID, user: CurrentUser, uow: UoW)
 async def cancel_booking(
     request: Request, booking_reference: uuid.UUID, user: CurrentUser, uow: UoW
 ) -> BookingRead:
-    booking = await service.cancel_booking(uow, user, booking_reference)
+    booking, aftermath = await service.cancel_booking(
+        uow, user, booking_reference, settings=request.app.state.settings
+    )
     BOOKINGS_CANCELLED.inc()
     notifications.booking_cancelled(request.app, booking, user)
+    notifications.waitlist_offered(request.app, aftermath.offers)
     return BookingRead.model_validate(booking, from_attributes=True)
 
 

@@ -178,7 +178,15 @@ async def create_ticket_type(uow: UoW, row: OwnedEvent, body: TicketTypeCreate) 
     ),
 )
 async def update_ticket_type(
-    uow: UoW, row: OwnedEvent, ticket_type_id: TicketTypeId, body: TicketTypeUpdate
+    request: Request,
+    uow: UoW,
+    row: OwnedEvent,
+    ticket_type_id: TicketTypeId,
+    body: TicketTypeUpdate,
 ) -> TicketTypeRead:
-    ticket_type = await service.update_ticket_type(uow, row.event.id, ticket_type_id, body)
+    ticket_type, aftermath = await service.update_ticket_type(
+        uow, row.event.id, ticket_type_id, body, settings=request.app.state.settings
+    )
+    # Committed: tickets added went to the waiting list first; tell those offered.
+    notifications.waitlist_offered(request.app, aftermath.offers)
     return TicketTypeRead.model_validate(ticket_type)
