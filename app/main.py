@@ -24,6 +24,7 @@ from app.core.observability import install_observability
 from app.core.openapi import install_openapi
 from app.events.router import router as events_router
 from app.holds.router import router as holds_router
+from app.waitlist.router import router as waitlist_router
 
 logger = logging.getLogger("app")
 
@@ -107,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(events_router)
     app.include_router(bookings_router)
     app.include_router(holds_router)
+    app.include_router(waitlist_router)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -458,3 +458,35 @@ SET_QUANTITY_AVAILABLE = _bound(
     param("quantity", Integer),
     param("ticket_type_id", BigInteger),
 )
+
+# Joining a line: the event row, then the ticket type's, locked; what a booking of it
+# would find now.
+LOCK_EVENT_AND_TYPE = _bound(
+    """
+    SELECT e.start_time, e.cancelled_at, e.total_capacity - e.tickets_sold - e.tickets_held
+             AS room,
+           t.id AS ticket_type_id, t.event_id AS type_event_id, t.quantity_available,
+           t.is_active
+    FROM (SELECT * FROM events WHERE id = :event_id FOR UPDATE) e
+    LEFT JOIN LATERAL (SELECT id, event_id, quantity_available, is_active FROM ticket_types
+                       WHERE id = :ticket_type_id FOR UPDATE) t ON true
+    """,
+    param("event_id", BigInteger),
+    param("ticket_type_id", BigInteger),
+)
+
+# A waiting entry, locked after its event's row; its offered hold, if active.
+LOCK_ENTRY = _bound(
+    """
+    SELECT w.id, w.status, w.hold_id FROM waitlist_entries w WHERE w.id = :entry_id FOR UPDATE
+    """,
+    param("entry_id", BigInteger),
+)
+
+LEAVE_ENTRY = _bound(
+    """
+    UPDATE waitlist_entries SET status = 'left', ended_at = now()
+    WHERE id = :entry_id AND status IN ('waiting', 'offered')
+    """,
+    param("entry_id", BigInteger),
+)

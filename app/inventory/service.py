@@ -42,6 +42,7 @@ from app.core.errors import (
     HoldNotActive,
     NotFound,
     SoldOut,
+    TicketsAvailable,
     TicketTypeInactive,
     ValidationFailed,
 )
@@ -578,3 +579,74 @@ async def set_quantity_available(
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+async def lock_for_waiting(
+    conn: asyncpg.Connection,
+    event_id: int,
+    ticket_type_id: int,
+    *,
+    offer_ttl: int,
+    aftermath: Aftermath,
+) -> None:
+    """Lock the event and the ticket type for a new waiting entry: 404 for an unknown
+    event, 422 for a type of another event, ``event_not_bookable`` once it is cancelled
+    or started. Expired holds are released first (their tickets are on sale, offered to
+    those already waiting)."""
+    lock = compile_statement(sql.LOCK_EVENT_AND_TYPE)
+    row = await lock.fetchrow(conn, event_id=event_id, ticket_type_id=ticket_type_id)
+    if row is None:
+        raise NotFound("No event with this id.")
+    if row["type_event_id"] != event_id:
+        raise ValidationFailed(
+            "This ticket type does not belong to the event.", field="body.ticket_type_id"
+        )
+    if row["cancelled_at"] is not None or row["start_time"] <= _now():
+        raise EventNotBookable()
+    await _expire_and_offer(conn, event_id, offer_ttl, aftermath)
+
+
+async def check_nothing_on_sale(
+    conn: asyncpg.Connection, event_id: int, ticket_type_id: int, quantity: int
+) -> None:
+    """``tickets_available`` when a booking of ``quantity`` tickets of the type would not be
+    refused for lack of them (its type's and the event's), under the caller's locks."""
+    row = await compile_statement(sql.LOCK_EVENT_AND_TYPE).fetchrow(
+        conn, event_id=event_id, ticket_type_id=ticket_type_id
+    )
+    assert row is not None
+    if row["quantity_available"] >= quantity and row["room"] >= quantity:
+        raise TicketsAvailable(
+            f"{min(row['quantity_available'], row['room'])} tickets of this type are on sale: "
+            "book them instead."
+        )
+
+
+async def leave_waitlist(
+    conn: asyncpg.Connection,
+    event_id: int,
+    entry_id: int,
+    *,
+    offer_ttl: int,
+    aftermath: Aftermath,
+) -> None:
+    """A waiting entry leaves the line; its offered hold, if still active, is released
+    and its tickets go to the next entry. Under the event's lock, then the entry's and
+    the hold's rows."""
+    await lock_event(conn, event_id)
+    entry = await compile_statement(sql.LOCK_ENTRY).fetchrow(conn, entry_id=entry_id)
+    if entry is None or entry["status"] not in ("waiting", "offered"):
+        return
+    hold = None
+    if entry["status"] == "offered" and entry["hold_id"] is not None:
+        hold = await compile_statement(sql.LOCK_HOLD).fetchrow(conn, hold_id=entry["hold_id"])
+    if hold is not None and hold["status"] == "active" and hold["expired"]:
+        # The offer had run out already: it expires (the entry reads so), not "left".
+        await expire_holds(conn, event_id, [hold["id"]])
+    else:
+        await compile_statement(sql.LEAVE_ENTRY).execute(conn, entry_id=entry_id)
+        if hold is not None and hold["status"] == "active":
+            await _end_holds(conn, event_id, [hold["id"]], "released")
+        else:
+            return
+    await offer_to_waitlist(conn, event_id, offer_ttl, aftermath)
