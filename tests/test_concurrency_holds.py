@@ -227,3 +227,93 @@ async def test_event_cancel_during_a_hold_storm_releases_every_hold(http, db, or
     assert {s for s, _ in statuses.values()} <= {"released"}
     assert await type_counters(db, tt.id) == {tt.id: (100, 0, 0)}
     await check_invariants(db, {tt.id: 100})
+
+
+async def join_line(http, user, event_id, ticket_type_id, quantity):
+    r = await http.post(
+        f"/api/events/{event_id}/waitlist/",
+        json={"ticket_type_id": ticket_type_id, "quantity": quantity},
+        headers=auth(user),
+    )
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+async def test_cancellations_free_tickets_for_waiting_attendees_not_for_others(
+    http, db, organizer, attendees
+):
+    event = await add_event(db, organizer.id, total_capacity=100)
+    tt = await add_ticket_type(db, event.id, quantity_available=12)
+    owners, waiting, others = attendees[:6], attendees[6:14], attendees[14:40]
+    refs = []
+    for u in owners:
+        r = await http.post("/api/bookings/", json=order(event.id, (tt.id, 2)), headers=auth(u))
+        refs.append((u, r.json()["booking_reference"]))
+    entries = [await join_line(http, u, event.id, tt.id, 1 + i % 2) for i, u in enumerate(waiting)]
+    requests = [("PUT", f"/api/bookings/{ref}/cancel/", None, auth(u)) for u, ref in refs]
+    requests += [("POST", "/api/bookings/", order(event.id, (tt.id, 1)), auth(u)) for u in others]
+    random.Random(4).shuffle(requests)
+    responses = await asyncio.gather(
+        *(http.request(m, p, json=b, headers=h) for m, p, b, h in requests)
+    )
+    codes = Counter(r.status_code for r in responses)
+    assert codes[200] == 6, codes
+    # Everything that came back fits the line (12 tickets, 12 waited for): nobody
+    # outside the line got any.
+    assert codes.get(201, 0) == 0, codes
+    assert {r.json()["code"] for r in responses if r.status_code == 409} == {"sold_out"}
+    async with db() as s:
+        line = (
+            await s.execute(text("SELECT status, count(*) FROM waitlist_entries GROUP BY status"))
+        ).all()
+    assert dict(line) == {"offered": len(entries)}
+    assert await type_counters(db, tt.id) == {tt.id: (0, 12, 0)}
+    await check_invariants(db, {tt.id: 12})
+
+
+async def test_event_cancel_with_active_holds_and_waiting_entries_racing_checkouts(
+    http, db, organizer, attendees
+):
+    event = await add_event(db, organizer.id, total_capacity=100)
+    tt = await add_ticket_type(db, event.id, quantity_available=10)
+    holders, waiting = attendees[:10], attendees[10:20]
+    refs = [await place(http, u, event.id, (tt.id, 1)) for u in holders]
+    entries = [await join_line(http, u, event.id, tt.id, 1) for u in waiting]
+    requests = [
+        ("POST", f"/api/holds/{ref}/checkout/", {}, auth(u))
+        for u, ref in zip(holders, refs, strict=True)
+    ]
+    requests += [
+        ("DELETE", f"/api/holds/{ref}/", None, auth(u))
+        for u, ref in zip(holders[:3], refs[:3], strict=True)
+    ]
+    random.Random(6).shuffle(requests)
+    requests.insert(
+        6, ("PATCH", f"/api/events/{event.id}/", {"status": "cancelled"}, auth(organizer))
+    )
+    responses = await asyncio.gather(
+        *(http.request(m, p, json=b, headers=h) for m, p, b, h in requests)
+    )
+    assert responses[6].status_code == 200
+    assert {r.status_code for r in responses} <= {200, 201, 204, 409}
+    conflicts = {r.json()["code"] for r in responses if r.status_code == 409}
+    assert conflicts <= {"hold_not_active"}, conflicts
+    statuses = Counter(s for s, _ in (await hold_statuses(db)).values())
+    # Checked out before the cancellation (whose booking it then cancelled) or released.
+    assert set(statuses) <= {"released", "converted"}, statuses
+    assert statuses["converted"] == sum(r.status_code == 201 for r in responses)
+    async with db() as s:
+        confirmed = (
+            await s.execute(text("SELECT count(*) FROM bookings WHERE status = 'confirmed'"))
+        ).scalar_one()
+        line = dict(
+            (
+                await s.execute(
+                    text("SELECT status, count(*) FROM waitlist_entries GROUP BY status")
+                )
+            ).all()
+        )
+    assert confirmed == 0
+    assert set(line) <= {"left"} and sum(line.values()) == len(entries)
+    assert await type_counters(db, tt.id) == {tt.id: (10, 0, 0)}
+    await check_invariants(db, {tt.id: 10})
