@@ -333,7 +333,16 @@ class BookingAdmin(ConsoleView, model=Booking):
         Booking.updated_at,
         Booking.cancelled_at,
     ]
-    column_labels = {"event_name": "Event", "attendee": "Attendee", "lines": "Tickets"}
+    column_labels = {
+        Booking.booking_reference: "Reference",
+        Booking.status: "Status",
+        "event_name": "Event",
+        "attendee": "Attendee",
+        "lines": "Tickets",
+        Booking.total_price: "Total",
+        Booking.created_at: "Booked at",
+        Booking.cancelled_at: "Cancelled at",
+    }
     column_sortable_list = [Booking.created_at, Booking.total_price]
     column_default_sort = (Booking.created_at, True)
     column_filters = [
