@@ -94,8 +94,8 @@ def db(engine: object) -> async_sessionmaker[AsyncSession]:
 
 
 TABLES = (
-    "waitlist_entries, idempotency_keys, hold_items, holds, booking_items, bookings, "
-    "ticket_types, events, refresh_tokens, users"
+    "audit_log, waitlist_entries, idempotency_keys, hold_items, holds, booking_items, "
+    "bookings, ticket_types, events, refresh_tokens, users"
 )
 
 
@@ -128,6 +128,7 @@ def create_user(db: async_sessionmaker[AsyncSession]) -> Callable[..., object]:
         email: str | None = None,
         password: str | None = None,
         is_active: bool = True,
+        is_staff: bool = False,
     ) -> User:
         n = next(_counter)
         username = username or f"{role}{n}"
@@ -138,6 +139,7 @@ def create_user(db: async_sessionmaker[AsyncSession]) -> Callable[..., object]:
             hashed_password=hashed,
             role=role,
             is_active=is_active,
+            is_staff=is_staff,
         )
         async with db() as session:
             session.add(user)

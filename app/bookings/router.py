@@ -36,6 +36,7 @@ from app.core.openapi import problem_responses
 from app.core.pagination import Page, Pagination
 from app.core.ratelimit import Limiter
 from app.core.schemas import QueryDatetime
+from app.inventory.service import Aftermath
 from app.notifications import service as notifications
 
 router = APIRouter(tags=["bookings"])
@@ -128,8 +129,9 @@ async def get_booking(booking_reference: uuid.UUID, user: CurrentUser, uow: UoW)
 async def cancel_booking(
     request: Request, booking_reference: uuid.UUID, user: CurrentUser, uow: UoW
 ) -> BookingRead:
-    booking, aftermath = await service.cancel_booking(
-        uow, user, booking_reference, settings=request.app.state.settings
+    aftermath = Aftermath()
+    booking = await service.cancel_booking(
+        uow, user, booking_reference, settings=request.app.state.settings, aftermath=aftermath
     )
     BOOKINGS_CANCELLED.inc()
     notifications.booking_cancelled(request.app, booking, user)

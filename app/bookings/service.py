@@ -225,11 +225,15 @@ async def book_tickets(
 
 
 async def cancel_booking(
-    uow: UnitOfWork, user: User, reference: uuid.UUID, *, settings: Settings
-) -> tuple[BookingView, Aftermath]:
+    uow: UnitOfWork,
+    user: User,
+    reference: uuid.UUID,
+    *,
+    settings: Settings,
+    aftermath: Aftermath | None = None,
+) -> BookingView:
     """Cancel one's own confirmed booking and release its tickets, exactly once (to the
-    waiting list first: the offers made are in the aftermath, emailed after commit)."""
-    aftermath = Aftermath()
+    waiting list first: the offers made go into ``aftermath``, to email after commit)."""
     async with uow:
         booking = await load_booking(uow.session, reference=reference, user_id=user.id)
         conn = await raw_connection(uow.session)
@@ -238,12 +242,12 @@ async def cancel_booking(
             booking.id,
             booking.event_id,
             offer_ttl=settings.waitlist_offer_ttl_seconds,
-            aftermath=aftermath,
+            aftermath=aftermath if aftermath is not None else Aftermath(),
         )
     booking.status = "cancelled"
     booking.cancelled_at = changed["cancelled_at"]
     booking.updated_at = changed["updated_at"]
-    return booking, aftermath
+    return booking
 
 
 async def event_has_confirmed_bookings(session: AsyncSession, event_id: int) -> bool:

@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     waitlist_offer_ttl_seconds: int = Field(default=3600, ge=1, le=30 * 24 * 3600)
     # How often expired holds are swept back on sale (the contract: within 10 s).
     hold_sweep_interval_seconds: float = Field(default=5.0, gt=0, le=10)
+    # The staff console's session cookie: sent over HTTPS only when true (set it
+    # behind a TLS-terminating proxy); a console session lasts this many minutes.
+    admin_cookie_secure: bool = False
+    admin_session_minutes: int = Field(default=8 * 60, ge=1, le=7 * 24 * 60)
 
     @field_validator("cors_origins", mode="before")
     @classmethod
