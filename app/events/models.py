@@ -35,9 +35,9 @@ class Event(Base):
         CheckConstraint(
             "tickets_sold >= 0 AND tickets_sold <= total_capacity", name="tickets_sold_in_capacity"
         ),
+        CheckConstraint("tickets_held >= 0", name="tickets_held_nonnegative"),
         CheckConstraint(
-            "tickets_held >= 0 AND tickets_sold + tickets_held <= total_capacity",
-            name="tickets_held_in_capacity",
+            "tickets_sold + tickets_held <= total_capacity", name="tickets_within_capacity"
         ),
         CheckConstraint("end_time IS NULL OR end_time > start_time", name="end_after_start"),
         CheckConstraint("char_length(name) >= 1", name="name_not_empty"),

@@ -358,13 +358,15 @@ async def _write_hold(
     return hold
 
 
-async def _lock_hold(conn: asyncpg.Connection, hold_id: int, event_id: int) -> asyncpg.Record:
+async def _lock_hold(
+    conn: asyncpg.Connection, hold_id: int, event_id: int
+) -> tuple[asyncpg.Record, asyncpg.Record]:
     """The event row, then the hold's row (the global order); 404 if either is gone."""
-    await lock_event(conn, event_id)
+    event = await lock_event(conn, event_id)
     hold = await compile_statement(sql.LOCK_HOLD).fetchrow(conn, hold_id=hold_id)
     if hold is None:
         raise NotFound("No hold with this reference.")
-    return hold
+    return event, hold
 
 
 async def checkout_hold(
@@ -378,13 +380,15 @@ async def checkout_hold(
     between) into a booking at the hold's prices. Returns (booking id, created now);
     a hold already checked out returns its booking. Under the event's and the hold's
     locks, so of concurrent checkouts, deletes and expiries exactly one wins."""
-    hold = await _lock_hold(conn, hold_id, event_id)
+    event, hold = await _lock_hold(conn, hold_id, event_id)
     if hold["status"] == "converted":
         return hold["booking_id"], False
     if hold["status"] == "expired" or hold["expired"]:
         raise HoldExpired()
     if hold["status"] != "active":
         raise HoldNotActive()
+    if event["start_time"] <= _now():
+        raise EventNotBookable("The event has started; the hold can no longer be checked out.")
     booking_id = await compile_statement(sql.CHECKOUT_HOLD).fetchval(
         conn, hold_id=hold_id, event_id=event_id, payment_reference=payment_reference
     )
@@ -409,7 +413,7 @@ async def release_hold(
     """A hold is released by its owner: its tickets go back (to the waiting list first);
     an offered waiting entry of it has ``left``. 409 ``hold_not_active`` when it already
     ended or reads expired."""
-    hold = await _lock_hold(conn, hold_id, event_id)
+    _, hold = await _lock_hold(conn, hold_id, event_id)
     if hold["status"] != "active" or hold["expired"]:
         raise HoldNotActive()
     await compile_statement(sql.END_OFFERS).execute(conn, status="left", hold_ids=[hold_id])
