@@ -21,6 +21,8 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase
 
 from app.core.config import Settings
+from app.core.errors import ServiceUnavailable
+from app.core.openapi import raises
 
 if TYPE_CHECKING:
     import asyncpg
@@ -175,6 +177,7 @@ async def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]
     return request.app.state.sessionmaker
 
 
+@raises(ServiceUnavailable)
 async def get_uow(request: Request) -> AsyncIterator[UnitOfWork]:
     uow = UnitOfWork(request.app.state.sessionmaker)
     try:
