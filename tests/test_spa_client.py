@@ -4,7 +4,8 @@ tests/spa/ holds a strict TypeScript program (openapi-fetch over openapi-typescr
 that walks the journey an SPA makes. These tests generate its types from the running
 service, type-check it, prove that a `switch` over an error code the operation never answers
 does not compile, run it against a live uvicorn, check that @hey-api/openapi-ts reads the
-schema alike, and lint the schema with Redocly's recommended rules. They skip, saying why, where node/npm are missing (.ci/run installs them).
+schema alike, and lint the schema with Redocly's recommended rules. They skip, saying why,
+where node/npm are missing (.ci/run installs them).
 """
 
 from __future__ import annotations
