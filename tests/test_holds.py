@@ -38,7 +38,7 @@ async def test_hold_is_201_with_location_and_takes_tickets_off_sale(
     r = await hold(client, attendee, event.id, (vip.id, 1), (standard.id, 2))
     assert r.status_code == 201, r.text
     body = r.json()
-    assert r.headers["location"] == f"/api/holds/{body['hold_reference']}/"
+    assert r.headers["location"] == f"http://testserver/api/holds/{body['hold_reference']}/"
     assert body["status"] == "active" and body["booking_reference"] is None
     assert body["event_id"] == event.id and body["event_name"] == "Concert"
     assert body["total_price"] == "149.50"
@@ -171,7 +171,7 @@ async def test_checkout_is_201_booking_at_the_holds_prices_with_payment_referenc
     done = await checkout(client, attendee, ref, payment_reference="pi_42")
     assert done.status_code == 201, done.text
     booking = done.json()
-    assert done.headers["location"] == f"/api/bookings/{booking['booking_reference']}/"
+    assert done.headers["location"] == f"http://testserver/api/bookings/{booking['booking_reference']}/"
     assert booking["status"] == "confirmed" and booking["payment_reference"] == "pi_42"
     assert booking["total_price"] == "149.50"
     assert {

@@ -57,7 +57,7 @@ async def test_joining_a_sold_out_type_is_201_with_location_and_position(
     r = await join(client, waiters[0], event.id, standard.id, 2)
     assert r.status_code == 201, r.text
     body = r.json()
-    assert r.headers["location"] == f"/api/waitlist/{body['id']}/"
+    assert r.headers["location"] == f"http://testserver/api/waitlist/{body['id']}/"
     assert set(body) == {
         "id", "event_id", "ticket_type_id", "quantity", "status", "position",
         "hold_reference", "created_at", "offered_at",

@@ -26,9 +26,10 @@ from app.core.errors import (
     SoldOut,
     TicketTypeInactive,
 )
+from app.core.links import created
 from app.core.metrics import BOOKINGS_CREATED
 from app.core.openapi import problem_responses
-from app.core.pagination import Page, Pagination
+from app.core.pagination import Page, Pagination, paginate
 from app.core.ratelimit import Limiter
 from app.holds import service
 from app.holds.schemas import CheckoutRequest, HoldRead, HoldStatus
@@ -75,7 +76,7 @@ async def create_hold(
         idempotency_key=idempotency_key,
     )
     notifications.waitlist_offered(request.app, result.aftermath.offers)
-    response.headers["Location"] = f"/api/holds/{result.hold.hold_reference}/"
+    created(request, response, f"/api/holds/{result.hold.hold_reference}/")
     return HoldRead.model_validate(result.hold, from_attributes=True)
 
 
@@ -127,16 +128,16 @@ async def checkout_hold(
     response: Response,
     body: CheckoutRequest | None = None,
 ) -> BookingRead:
-    booking, created = await service.checkout_hold(
+    booking, is_new = await service.checkout_hold(
         uow,
         user,
         hold_reference,
         payment_reference=body.payment_reference if body is not None else None,
     )
-    if created:
+    if is_new:
         BOOKINGS_CREATED.inc()
         notifications.booking_confirmed(request.app, booking, user)
-        response.headers["Location"] = f"/api/bookings/{booking.booking_reference}/"
+        created(request, response, f"/api/bookings/{booking.booking_reference}/")
     else:
         response.status_code = 200
     return BookingRead.model_validate(booking, from_attributes=True)
@@ -154,6 +155,6 @@ async def list_my_holds(
     status: Annotated[HoldStatus | None, Query()] = None,
 ) -> Page[HoldRead]:
     count, holds = await service.list_holds(
-        uow, user, offset=page.offset, limit=page.page_size, status=status
+        uow, user, offset=page.offset, limit=page.limit, status=status
     )
-    return page.build(count, [HoldRead.model_validate(h, from_attributes=True) for h in holds])
+    return paginate(page, count, [HoldRead.model_validate(h, from_attributes=True) for h in holds])

@@ -17,8 +17,9 @@ from app.core.errors import (
     PermissionDenied,
     TicketsAvailable,
 )
+from app.core.links import created
 from app.core.openapi import problem_responses
-from app.core.pagination import Page, Pagination
+from app.core.pagination import Page, Pagination, paginate
 from app.events.deps import OwnedEvent
 from app.notifications import service as notifications
 from app.waitlist import service
@@ -54,7 +55,7 @@ async def join_waitlist(
         uow, user, event_id, data, settings=request.app.state.settings
     )
     notifications.waitlist_offered(request.app, aftermath.offers)
-    response.headers["Location"] = f"/api/waitlist/{entry['id']}/"
+    created(request, response, f"/api/waitlist/{entry['id']}/")
     return WaitlistEntryRead.model_validate(entry)
 
 
@@ -88,8 +89,8 @@ async def leave_waitlist(request: Request, entry_id: Id, user: CurrentUser, uow:
     summary="List your waiting-list entries, newest first",
 )
 async def list_my_entries(user: CurrentUser, uow: UoW, page: Pagination) -> Page[WaitlistEntryRead]:
-    count, entries = await service.list_mine(uow, user, offset=page.offset, limit=page.page_size)
-    return page.build(count, [WaitlistEntryRead.model_validate(e) for e in entries])
+    count, entries = await service.list_mine(uow, user, offset=page.offset, limit=page.limit)
+    return paginate(page, count, [WaitlistEntryRead.model_validate(e) for e in entries])
 
 
 @router.get(
@@ -106,6 +107,6 @@ async def list_event_line(
     status: Annotated[EntryStatus | None, Query()] = None,
 ) -> Page[EventWaitlistEntryRead]:
     count, entries = await service.list_line(
-        uow, row.event.id, offset=page.offset, limit=page.page_size, status=status
+        uow, row.event.id, offset=page.offset, limit=page.limit, status=status
     )
-    return page.build(count, [EventWaitlistEntryRead.model_validate(e) for e in entries])
+    return paginate(page, count, [EventWaitlistEntryRead.model_validate(e) for e in entries])
