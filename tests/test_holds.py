@@ -171,7 +171,10 @@ async def test_checkout_is_201_booking_at_the_holds_prices_with_payment_referenc
     done = await checkout(client, attendee, ref, payment_reference="pi_42")
     assert done.status_code == 201, done.text
     booking = done.json()
-    assert done.headers["location"] == f"http://testserver/api/bookings/{booking['booking_reference']}/"
+    assert (
+        done.headers["location"]
+        == f"http://testserver/api/bookings/{booking['booking_reference']}/"
+    )
     assert booking["status"] == "confirmed" and booking["payment_reference"] == "pi_42"
     assert booking["total_price"] == "149.50"
     assert {
