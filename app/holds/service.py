@@ -13,7 +13,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import case, func, literal, select
+from sqlalchemy import BigInteger, Uuid, case, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.models import User
@@ -21,7 +21,7 @@ from app.bookings import service as bookings
 from app.bookings.models import Booking
 from app.bookings.schemas import BookingCreate
 from app.core.config import Settings
-from app.core.db import UnitOfWork, raw_connection
+from app.core.db import UnitOfWork, param, raw_connection
 from app.core.errors import NotFound
 from app.core.security import TokenClaims
 from app.events.models import Event, TicketType
@@ -189,13 +189,16 @@ async def list_holds(
 # ---------------------------------------------------------------- reading
 
 
+# Lock-free: the caller's hold by its reference (someone else's is not found).
+FIND_HOLD = select(Hold.id, Hold.event_id).where(
+    Hold.hold_reference == param("hold_reference", Uuid),
+    Hold.user_id == param("user_id", BigInteger),
+)
+
+
 async def _find_hold(session: AsyncSession, reference: uuid.UUID, user_id: int) -> Any:
     row = (
-        await session.execute(
-            select(Hold.id, Hold.event_id).where(
-                Hold.hold_reference == reference, Hold.user_id == user_id
-            )
-        )
+        await session.execute(FIND_HOLD, {"hold_reference": reference, "user_id": user_id})
     ).first()
     if row is None:
         raise NotFound("No hold with this reference.")
