@@ -414,3 +414,10 @@ async def test_checkout_after_the_event_started_is_409_event_not_bookable(
     r = await checkout(client, attendee, ref)
     assert r.status_code == 409 and r.json()["code"] == "event_not_bookable"
     assert await type_counters(db, standard.id) == {standard.id: (7, 1, 0)}
+
+
+async def test_payment_reference_with_a_nul_character_is_422(client, db, attendee, event, standard):
+    ref = (await hold(client, attendee, event.id, (standard.id, 1))).json()["hold_reference"]
+    r = await checkout(client, attendee, ref, payment_reference="pi\x00x")
+    assert r.status_code == 422 and r.json()["code"] == "validation_error"
+    assert await type_counters(db, standard.id) == {standard.id: (7, 1, 0)}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from app.core.schemas import Money, UtcDatetime
 
@@ -49,6 +49,14 @@ class CheckoutRequest(BaseModel):
         "booking.",
         examples=["pi_3Nc8x2"],
     )
+
+    @field_validator("payment_reference")
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        # PostgreSQL text cannot hold NUL: refuse it here (422), not in the database (500).
+        if value is not None and "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        return value
 
 
 class HoldFilters(BaseModel):
