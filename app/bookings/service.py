@@ -376,10 +376,8 @@ async def purge_expired_idempotency_keys(session: AsyncSession, ttl_hours: int) 
     return result.rowcount or 0
 
 
-async def list_event_bookings(
-    uow: UnitOfWork, user: User, event_id: int, page: PageParams, filters: BookingFilters
-) -> tuple[int, list[BookingView]]:
-    """The bookings of an event, for its organizer only."""
+async def check_event_organizer(uow: UnitOfWork, user: User, event_id: int) -> None:
+    """Only the event's organizer reads its bookings (404 for an unknown event)."""
     async with uow:
         organizer_id = await uow.session.scalar(
             select(Event.organizer_id).where(Event.id == event_id)
@@ -388,4 +386,11 @@ async def list_event_bookings(
         raise NotFound("No event with this id.")
     if organizer_id != user.id:
         raise PermissionDenied("Only the event's organizer can see its bookings.")
+
+
+async def list_event_bookings(
+    uow: UnitOfWork, user: User, event_id: int, page: PageParams, filters: BookingFilters
+) -> tuple[int, list[BookingView]]:
+    """The bookings of an event, for its organizer only."""
+    await check_event_organizer(uow, user, event_id)
     return await list_bookings(uow, page, event_id=event_id, filters=filters)
