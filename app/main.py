@@ -15,7 +15,12 @@ from app.auth.router import router as auth_router
 from app.bookings.router import router as bookings_router
 from app.core import health
 from app.core.config import Settings, get_settings
-from app.core.db import create_engine, make_sessionmaker, resolve_database_url
+from app.core.db import (
+    create_engine,
+    make_sessionmaker,
+    resolve_database_url,
+    single_statement_engine,
+)
 from app.core.docs import install_docs
 from app.core.errors import install_error_handlers
 from app.core.logging import configure_logging
@@ -41,7 +46,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     engine = create_engine(settings, url)
     app.state.engine = engine
     # The same pool, for single-statement reads that need no transaction.
-    app.state.autocommit_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+    app.state.autocommit_engine = single_statement_engine(engine, settings)
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.redis = None
     if settings.redis_url:

@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     password_reset_expire_minutes: int = Field(default=60, ge=1)
     max_tickets_per_booking: int = Field(default=10, ge=1, le=1000)
     lock_timeout_ms: int = Field(default=5000, ge=1)
+    # "pgbouncer": DATABASE_URL is a PgBouncer in transaction mode (no prepared statements
+    # across transactions, session settings applied per transaction).
+    db_pooler: Literal["none", "pgbouncer"] = "none"
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     rate_limit_enabled: bool = True
     # Limits in the `limits` notation ("5/minute", "100/hour"). Per-address limits are
