@@ -27,6 +27,7 @@ from app.core.logging import configure_logging
 from app.core.middleware import StripTrailingSlashMiddleware
 from app.core.observability import install_observability
 from app.core.openapi import install_openapi
+from app.core.replica import create_read_engine
 from app.events.router import router as events_router
 
 logger = logging.getLogger("app")
@@ -48,6 +49,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # The same pool, for single-statement reads that need no transaction.
     app.state.autocommit_engine = single_statement_engine(engine, settings)
     app.state.sessionmaker = make_sessionmaker(engine)
+    # Anonymous catalogue reads on the replica (DATABASE_READ_URL), when there is one.
+    read_engine = create_read_engine(settings, url)
+    app.state.read_sessionmaker = make_sessionmaker(read_engine) if read_engine else None
     app.state.redis = None
     if settings.redis_url:
         from redis.asyncio import Redis
@@ -72,6 +76,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if app.state.redis is not None:
             await app.state.redis.aclose()
         await engine.dispose()
+        if read_engine is not None:
+            await read_engine.dispose()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

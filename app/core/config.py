@@ -28,6 +28,10 @@ class Settings(BaseSettings):
         default=None,
         description="postgresql+asyncpg://user:pass@host:port/db; unset starts an embedded server.",
     )
+    database_read_url: str | None = Field(
+        default=None,
+        description="A read replica for anonymous catalogue reads; unset: the primary only.",
+    )
     redis_url: str | None = Field(
         default=None, description="redis://host:port/db; unset: in-process fallbacks."
     )
@@ -78,7 +82,7 @@ class Settings(BaseSettings):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
 
-    @field_validator("database_url")
+    @field_validator("database_url", "database_read_url")
     @classmethod
     def _check_database_url(cls, value: str | None) -> str | None:
         if value in (None, ""):

@@ -18,8 +18,9 @@ from app.core.errors import (
 )
 from app.core.openapi import problem_responses
 from app.core.pagination import Page, Pagination
+from app.core.replica import CatalogueUoW, catalogue_sessionmaker
 from app.events import service
-from app.events.deps import Filters, OwnedEvent, TicketTypeId, ValidEvent
+from app.events.deps import CatalogueEvent, Filters, OwnedEvent, TicketTypeId
 from app.events.schemas import (
     EventCreate,
     EventDetail,
@@ -49,9 +50,9 @@ router = APIRouter(prefix="/api/events")
 )
 async def list_events(request: Request, filters: Filters, params: Pagination) -> Page[EventRead]:
     # One statement on the unit of work's asyncpg connection (no session to clean up,
-    # so no UoW dependency).
+    # so no UoW dependency); on the read replica for an anonymous request.
     count, rows = await service.list_events(
-        UnitOfWork(request.app.state.sessionmaker),
+        UnitOfWork(catalogue_sessionmaker(request)),
         filters,
         offset=params.offset,
         limit=params.page_size,
@@ -84,7 +85,7 @@ async def create_event(uow: UoW, user: Organizer, body: EventCreate) -> EventRea
     response_model=EventDetail,
     responses=problem_responses(NotFound),
 )
-async def retrieve_event(uow: UoW, row: ValidEvent) -> EventDetail:
+async def retrieve_event(uow: CatalogueUoW, row: CatalogueEvent) -> EventDetail:
     ticket_types = await service.list_ticket_types(uow, row.event.id)
     return EventDetail.from_detail(row.event, row.status, ticket_types)
 
@@ -140,7 +141,7 @@ async def delete_event(uow: UoW, row: OwnedEvent) -> Response:
     response_model=list[TicketTypeRead],
     responses=problem_responses(NotFound),
 )
-async def list_ticket_types(uow: UoW, row: ValidEvent) -> list[TicketTypeRead]:
+async def list_ticket_types(uow: CatalogueUoW, row: CatalogueEvent) -> list[TicketTypeRead]:
     ticket_types = await service.list_ticket_types(uow, row.event.id)
     return [TicketTypeRead.model_validate(tt) for tt in ticket_types]
 
