@@ -204,3 +204,215 @@ def pg_binaries() -> Path | None:
         if (Path(candidate) / "pg_basebackup").exists():
             return Path(candidate)
     return None
+
+
+# --- PostgreSQL: a primary and a streaming replica -----------------------------------
+
+
+def _pg_run(argv: list[str], log: Path) -> None:
+    """Run a PostgreSQL tool to completion as the service account."""
+    user = service_user()
+    with log.open("ab") as handle:
+        done = subprocess.run(argv, stdout=handle, stderr=subprocess.STDOUT, user=user, check=False)
+    if done.returncode != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+        raise RuntimeError(f"{Path(argv[0]).name} failed ({done.returncode}):\n{tail}")
+
+
+def _pg_bin(name: str) -> str:
+    directory = pg_binaries()
+    if directory is None:
+        raise FileNotFoundError("no PostgreSQL binaries (the pgserver wheel, or postgresql)")
+    return str(directory / name)
+
+
+def _start_postgres(name: str, datadir: Path, port: int, log: Path, timeout: float) -> Service:
+    argv = [
+        _pg_bin("postgres"),
+        *("-D", str(datadir), "-p", str(port), "-h", "127.0.0.1"),
+        *("-c", "unix_socket_directories=", "-c", "listen_addresses=127.0.0.1"),
+    ]
+    process = _spawn(argv, log, user=service_user(), start_new_session=True)
+    url = f"postgresql+asyncpg://postgres@127.0.0.1:{port}/postgres"
+    service = Service(name, process, port, url, log, {"datadir": str(datadir)})
+    try:
+        _wait_for_postgres(port, process, name, timeout)
+    except RuntimeError as exc:
+        service.stop(sig=signal.SIGINT)
+        raise RuntimeError(f"{exc}\n{service.tail()}") from None
+    return service
+
+
+def _wait_for_postgres(port: int, process: subprocess.Popen[bytes], what: str, timeout: float):
+    deadline = time.monotonic() + timeout
+    while True:
+        ready = subprocess.run(
+            [_pg_bin("pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port)], check=False
+        )
+        if ready.returncode == 0:
+            return
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} was not ready on port {port} within {timeout:.0f} s")
+        time.sleep(0.1)
+
+
+def start_primary(workdir: Path, *, port: int | None = None, timeout: float = 60) -> Service:
+    """A fresh PostgreSQL primary (initdb, trust on 127.0.0.1, WAL for a replica).
+
+    Tuned for a throwaway local cluster: fsync off (a crash loses the cluster, which is
+    recreated at every start anyway).
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    give_to_service_user(workdir)
+    datadir = workdir / "primary"
+    log = workdir / "primary.log"
+    _pg_run(
+        [
+            _pg_bin("initdb"),
+            "-D",
+            str(datadir),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-instructions",
+            "--locale=C",
+        ],
+        log,
+    )
+    with (datadir / "postgresql.conf").open("a") as conf:
+        conf.write(
+            "\n# make cluster\nwal_level = replica\nmax_wal_senders = 5\nhot_standby = on\n"
+            "max_connections = 200\nfsync = off\nfull_page_writes = off\n"
+            "shared_buffers = 128MB\n"
+        )
+    give_to_service_user(workdir)
+    return _start_postgres("postgres-primary", datadir, port or free_port(), log, timeout)
+
+
+def start_replica(
+    workdir: Path, primary: Service, *, port: int | None = None, timeout: float = 60
+) -> Service:
+    """A streaming replica of ``primary``: pg_basebackup -R, then a hot standby."""
+    datadir = workdir / "replica"
+    log = workdir / "replica.log"
+    _pg_run(
+        [
+            _pg_bin("pg_basebackup"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(primary.port),
+            "-U",
+            "postgres",
+            "-D",
+            str(datadir),
+            "-R",
+            "-X",
+            "stream",
+            "-c",
+            "fast",
+        ],
+        log,
+    )
+    return _start_postgres("postgres-replica", datadir, port or free_port(), log, timeout)
+
+
+# --- Redis ---------------------------------------------------------------------------
+
+
+def start_redis(workdir: Path, *, port: int | None = None, timeout: float = 15) -> Service:
+    binary = find_binary("redis-server")
+    if binary is None:
+        raise FileNotFoundError("redis-server is not installed (Debian: apt-get install redis)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    argv += ["--appendonly", "no", "--dir", str(workdir), "--daemonize", "no"]
+    log = workdir / "redis.log"
+    process = _spawn(argv, log)
+    service = Service("redis", process, port, f"redis://127.0.0.1:{port}/0", log)
+    try:
+        wait_for_port(port, process, "redis-server", timeout)
+    except RuntimeError as exc:
+        service.stop()
+        raise RuntimeError(f"{exc}\n{service.tail()}") from None
+    return service
+
+
+# --- HAProxy -------------------------------------------------------------------------
+
+
+def start_haproxy(
+    workdir: Path,
+    backends: list[int],
+    *,
+    port: int | None = None,
+    stats_port: int | None = None,
+    timeout: float = 15,
+) -> Service:
+    """HAProxy on ``port``, round robin over the app instances on ``backends`` (ports).
+
+    Instances are checked on /health/ready every second and taken out after two
+    failures; a request whose connection to an instance fails is sent to another
+    (``retry-on conn-failure`` + ``redispatch``: safe for any method, the request never
+    reached the first). A request in flight on an instance that dies is answered 502:
+    a client retries it with its Idempotency-Key.
+    """
+    binary = find_binary("haproxy")
+    if binary is None:
+        raise FileNotFoundError("haproxy is not installed (Debian: apt-get install haproxy)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    stats_port = stats_port or free_port()
+    servers = "\n".join(
+        f"    server app{i + 1} 127.0.0.1:{p} check inter 1s fall 2 rise 1"
+        for i, p in enumerate(backends)
+    )
+    config = workdir / "haproxy.cfg"
+    config.write_text(
+        f"""global
+    maxconn 4096
+
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+    timeout http-keep-alive 60s
+    option http-keep-alive
+    retries 3
+    option redispatch 1
+    retry-on conn-failure
+
+frontend api
+    bind 127.0.0.1:{port}
+    option forwardfor
+    default_backend apps
+
+backend apps
+    balance roundrobin
+    option httpchk GET /health/ready
+    http-check expect status 200
+{servers}
+
+listen stats
+    bind 127.0.0.1:{stats_port}
+    stats enable
+    stats uri /
+    stats refresh 2s
+"""
+    )
+    log = workdir / "haproxy.log"
+    process = _spawn([binary, "-f", str(config), "-db"], log)
+    service = Service("haproxy", process, port, f"http://127.0.0.1:{port}", log)
+    service.extra["stats"] = f"http://127.0.0.1:{stats_port}/"
+    try:
+        wait_for_port(port, process, "haproxy", timeout)
+    except RuntimeError as exc:
+        service.stop()
+        raise RuntimeError(f"{exc}\n{service.tail()}") from None
+    return service
