@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     data_dir: Path = PROJECT_ROOT / ".data"
     idempotency_key_ttl_hours: int = Field(default=24, ge=24)
+    # The staff console's session cookie: sent over HTTPS only when true (set it
+    # behind a TLS-terminating proxy); a console session lasts this many minutes.
+    admin_cookie_secure: bool = False
+    admin_session_minutes: int = Field(default=8 * 60, ge=1, le=7 * 24 * 60)
 
     @field_validator("cors_origins", mode="before")
     @classmethod
