@@ -10,6 +10,7 @@ from pydantic import BeforeValidator
 from app.auth.deps import CurrentUser, OptionalUser
 from app.core.db import UoW
 from app.core.errors import NotAuthenticated, NotFound, PermissionDenied, ValidationFailed
+from app.core.openapi import raises
 from app.core.replica import CatalogueUoW
 from app.core.schemas import QueryDatetime
 from app.events import service
@@ -28,6 +29,7 @@ def _known_id(value: int) -> bool:
     return 1 <= value <= BIGINT_MAX
 
 
+@raises(NotFound)
 async def valid_event_id(
     event_id: Annotated[int, Path(description="The event's id.", examples=[3])], uow: UoW
 ) -> EventRow:
@@ -41,6 +43,7 @@ async def valid_event_id(
 ValidEvent = Annotated[EventRow, Depends(valid_event_id)]
 
 
+@raises(NotFound)
 async def catalogue_event(
     event_id: Annotated[int, Path(description="The event's id.", examples=[3])],
     uow: CatalogueUoW,
@@ -52,6 +55,7 @@ async def catalogue_event(
 CatalogueEvent = Annotated[EventRow, Depends(catalogue_event)]
 
 
+@raises(PermissionDenied)
 async def owned_event(user: CurrentUser, row: ValidEvent) -> EventRow:
     """The event in the path, if the caller is its organizer (401 first, then 404, then 403)."""
     if row.event.organizer_id != user.id:
@@ -62,6 +66,7 @@ async def owned_event(user: CurrentUser, row: ValidEvent) -> EventRow:
 OwnedEvent = Annotated[EventRow, Depends(owned_event)]
 
 
+@raises(NotFound)
 async def valid_ticket_type_id(
     ticket_type_id: Annotated[int, Path(description="The ticket type's id.", examples=[12])],
 ) -> int:
@@ -86,6 +91,7 @@ def _split_commas(values: object) -> object:
     return values
 
 
+@raises(NotAuthenticated, ValidationFailed)
 async def event_filters(
     user: OptionalUser,
     status: Annotated[
