@@ -582,3 +582,19 @@ async def test_every_asset_the_console_loads_is_served_by_the_app(
             for ref in re.findall(r"url\(([^)]*)\)", r.text):
                 ref = ref.strip("'\"")
                 assert not ref.startswith(("http:", "https:", "//")), (url, ref)
+
+
+async def test_session_cookie_is_secure_when_configured(
+    database_url: str, create_user: Callable[..., Any]
+) -> None:
+    from app.main import create_app
+
+    await create_user("organizer", username="tls", is_staff=True)
+    application = create_app(make_settings(database_url, admin_cookie_secure=True))
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as c:
+            r = await sign_in(c, "tls")
+            assert r.status_code == 302
+            cookie = r.headers["set-cookie"].lower()
+            assert "secure" in cookie and "httponly" in cookie and "samesite=lax" in cookie
