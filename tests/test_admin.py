@@ -13,6 +13,7 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.admin.models import AuditLog
+from app.admin.views import VIEWS
 from app.auth.models import User
 from app.events.models import Event
 from tests.conftest import TEST_PASSWORD, auth, make_settings
@@ -598,3 +599,26 @@ async def test_session_cookie_is_secure_when_configured(
             assert r.status_code == 302
             cookie = r.headers["set-cookie"].lower()
             assert "secure" in cookie and "httponly" in cookie and "samesite=lax" in cookie
+
+
+SECRET_COLUMNS = {"hashed_password", "secret", "password", "token", "request_hash"}
+COUNTERS = {"tickets_sold", "quantity_available", "quantity_sold", "quantity_held", "status"}
+
+
+@pytest.mark.parametrize("view", VIEWS, ids=lambda view: view.identity)
+async def test_every_view_hides_secrets_and_has_no_form(
+    app: Any, console: httpx.AsyncClient, view: type[Any]
+) -> None:
+    (instance,) = [v for v in app.state.console.views if type(v) is view]
+    shown = set(instance._list_prop_names) | set(instance._details_prop_names)
+    assert not shown & SECRET_COLUMNS, shown & SECRET_COLUMNS
+    assert not (view.can_create or view.can_edit or view.can_delete or view.can_import)
+    assert not view.can_export
+    # Whatever a form would post, there is no form to post it to.
+    token = csrf_from((await console.get("/admin/login")).text)
+    for path in (f"/admin/{view.identity}/create", f"/admin/{view.identity}/edit/1"):
+        r = await console.post(path, data={**dict.fromkeys(COUNTERS, "0"), "csrf_token": token})
+        assert r.status_code == 403, (path, r.status_code)
+    r = await console.get(f"/admin/{view.identity}/list")
+    assert r.status_code == 200
+    assert "$argon2" not in r.text
