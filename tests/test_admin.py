@@ -622,3 +622,27 @@ async def test_every_view_hides_secrets_and_has_no_form(
     r = await console.get(f"/admin/{view.identity}/list")
     assert r.status_code == 200
     assert "$argon2" not in r.text
+
+
+async def test_odd_input_in_the_console_is_never_a_server_error(
+    console: httpx.AsyncClient, booked: dict[str, Any]
+) -> None:
+    for path in (
+        "/admin/booking/details/abc",
+        "/admin/booking/details/99999999999999999999",
+        "/admin/user/details/-1",
+        "/admin/event/details/1.5",
+    ):
+        assert (await console.get(path)).status_code == 404, path
+    for identity in ("booking", "user", "event", "ticket-type", "audit-log"):
+        r = await console.get(f"/admin/{identity}/list", params={"search": "a\x00b%_\\"})
+        assert r.status_code == 200, identity
+    r = await console.get("/admin/booking/action/cancel", params={"pks": "x,99999999999999999999"})
+    assert r.status_code == 200
+    token = csrf_from(r.text)
+    for identity, action in (("booking", "cancel"), ("event", "cancel"), ("user", "deactivate")):
+        r = await console.post(
+            f"/admin/{identity}/{action}",
+            data={"pks": ["abc", "99999999999999999999"], "csrf_token": token},
+        )
+        assert r.status_code == 303, (identity, r.status_code)
