@@ -322,3 +322,15 @@ async def test_an_offer_is_emailed_with_the_hold_reference_and_deadline(
             )
         ).scalar_one()
     assert deadline.astimezone(UTC).strftime("%d %b %Y, %H:%M UTC") in body
+
+
+async def test_a_new_hold_whose_release_makes_an_offer_to_the_same_attendee_is_409_not_500(
+    client, db, attendee, event, standard
+):
+    ref = (await hold(client, attendee, event.id, (standard.id, 4))).json()["hold_reference"]
+    assert (await join(client, attendee, event.id, standard.id, 4)).status_code == 201
+    await expire(db, ref)
+    # Releasing the expired hold offers its tickets to the line, whose first entry is theirs.
+    r = await hold(client, attendee, event.id, (standard.id, 1))
+    assert r.status_code == 409 and r.json()["code"] == "hold_exists"
+    await check_invariants(db, {standard.id: 4})

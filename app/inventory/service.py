@@ -140,22 +140,31 @@ async def lock_and_check(
     ids = sorted(line.ticket_type_id for line in lines)
     lock = compile_statement(sql.LOCK_EVENT_AND_TYPES)
     locked = await lock.fetch(conn, event_id=event_id, ids=ids)
-    if holder_id is not None and locked:
-        current = await compile_statement(sql.ACTIVE_HOLD_OF_USER).fetchrow(
-            conn, user_id=holder_id, event_id=event_id
-        )
-        if current is not None and not current["expired"]:
-            raise HoldExists()
-        if current is not None:  # expired, not swept yet: it ends now, before the new one
-            await _expire_and_offer(conn, event_id, offer_ttl, aftermath)
-            locked = await lock.fetch(conn, event_id=event_id, ids=ids)
+    if holder_id is not None and locked and await _holds_already(conn, holder_id, event_id):
+        # Their own hold had expired (not swept yet): it ended, the line was served.
+        await _expire_and_offer(conn, event_id, offer_ttl, aftermath)
+        await _holds_already(conn, holder_id, event_id)  # an offer made just now?
+        locked = await lock.fetch(conn, event_id=event_id, ids=ids)
     try:
         return _check_and_price(event_id, lines, ids, locked)
     except (SoldOut, CapacityExceeded):
         if not await _expire_and_offer(conn, event_id, offer_ttl, aftermath):
             raise
+    if holder_id is not None:
+        await _holds_already(conn, holder_id, event_id)
     locked = await lock.fetch(conn, event_id=event_id, ids=ids)
     return _check_and_price(event_id, lines, ids, locked)
+
+
+async def _holds_already(conn: asyncpg.Connection, user_id: int, event_id: int) -> bool:
+    """``hold_exists`` when the attendee has a live hold on the event; whether they have
+    one that expired without being released yet."""
+    current = await compile_statement(sql.ACTIVE_HOLD_OF_USER).fetchrow(
+        conn, user_id=user_id, event_id=event_id
+    )
+    if current is not None and not current["expired"]:
+        raise HoldExists()
+    return current is not None
 
 
 def _check_and_price(
