@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, BackgroundTasks, Depends, Path, Request, Response, status
 
 from app.auth import service
 from app.auth.deps import CurrentUser, SettingsDep
 from app.auth.schemas import (
     ChangePassword,
+    DeactivateAccount,
     Detail,
     Login,
     PasswordResetConfirm,
@@ -30,6 +33,7 @@ from app.core.errors import (
 )
 from app.core.openapi import problem_responses
 from app.core.ratelimit import Limiter, client_ip, limit_per_ip
+from app.core.schemas import Line
 
 # 401 on routes taking a bearer token and 422 on routes with input are documented
 # by app.core.openapi; the responses below add each route's own errors.
@@ -111,7 +115,8 @@ async def read_profile(user: CurrentUser) -> UserRead:
 
 _PROFILE_UPDATE_DESCRIPTION = (
     "Changes the username and/or the email; fields left out (or null) keep their value. "
-    "`role` is read-only and ignored if sent."
+    "`role` is read-only and ignored if sent. Changing the email needs `current_password` "
+    "(422 `validation_error` without it, 422 `wrong_password` when it is wrong)."
 )
 
 
@@ -120,7 +125,7 @@ _PROFILE_UPDATE_DESCRIPTION = (
     operation_id="auth_profile_replace",
     summary="Update the current user's username and email",
     description=_PROFILE_UPDATE_DESCRIPTION,
-    responses=problem_responses(UsernameTaken, EmailTaken),
+    responses=problem_responses(UsernameTaken, EmailTaken, WrongPassword),
 )
 async def replace_profile(data: ProfileUpdate, user: CurrentUser, uow: UoW) -> UserRead:
     return UserRead.model_validate(await service.update_profile(uow, user, data))
@@ -131,7 +136,7 @@ async def replace_profile(data: ProfileUpdate, user: CurrentUser, uow: UoW) -> U
     operation_id="auth_profile_update",
     summary="Partially update the current user's username or email",
     description=_PROFILE_UPDATE_DESCRIPTION,
-    responses=problem_responses(UsernameTaken, EmailTaken),
+    responses=problem_responses(UsernameTaken, EmailTaken, WrongPassword),
 )
 async def update_profile(data: ProfileUpdate, user: CurrentUser, uow: UoW) -> UserRead:
     return UserRead.model_validate(await service.update_profile(uow, user, data))
@@ -190,8 +195,8 @@ async def password_reset_confirm(
     data: PasswordResetConfirm,
     uow: UoW,
     settings: SettingsDep,
-    uidb64: str = Path(description="The user id, URL-safe base64 without padding."),
-    token: str = Path(description="The token from the reset email."),
+    uidb64: Annotated[Line, Path(description="The user id, URL-safe base64 without padding.")],
+    token: Annotated[Line, Path(description="The token from the reset email.")],
 ) -> Detail:
     await service.confirm_password_reset(uow, uidb64, token, data, settings)
     return Detail(detail="Password has been reset. Log in with the new password.")
@@ -202,8 +207,10 @@ async def password_reset_confirm(
     status_code=status.HTTP_204_NO_CONTENT,
     operation_id="auth_deactivate_account",
     summary="Deactivate the current account",
-    description="The account can no longer log in; its refresh and access tokens stop working.",
+    description="Needs the current password (422 `wrong_password` otherwise). The account can "
+    "no longer log in; its refresh and access tokens stop working.",
+    responses=problem_responses(WrongPassword),
 )
-async def deactivate_account(user: CurrentUser, uow: UoW) -> Response:
-    await service.deactivate(uow, user)
+async def deactivate_account(data: DeactivateAccount, user: CurrentUser, uow: UoW) -> Response:
+    await service.deactivate(uow, user, data.password)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

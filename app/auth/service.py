@@ -33,6 +33,7 @@ from app.core.errors import (
     InvalidResetLink,
     InvalidToken,
     UsernameTaken,
+    ValidationFailed,
     WrongPassword,
 )
 from app.core.security import (
@@ -78,6 +79,15 @@ async def update_profile(uow: UnitOfWork, user: User, data: ProfileUpdate) -> Us
     email = data.email.lower() if data.email is not None else None
     if username is None and email is None:
         return user
+    if email is not None and email != user.email:
+        # Re-authentication: with the email, whoever holds a stolen access token would
+        # also receive the next password reset link.
+        if data.current_password is None:
+            raise ValidationFailed(
+                "current_password is needed to change the email.", field="body.current_password"
+            )
+        if not await verify_password(data.current_password, user.hashed_password):
+            raise WrongPassword("The current password is not correct.")
     async with uow:
         current = await _lock_user(uow.session, user.id)
         if current is None:
@@ -91,8 +101,10 @@ async def update_profile(uow: UnitOfWork, user: User, data: ProfileUpdate) -> Us
     return current
 
 
-async def deactivate(uow: UnitOfWork, user: User) -> None:
+async def deactivate(uow: UnitOfWork, user: User, password: str) -> None:
     """Deactivate the account: refresh tokens are revoked and access tokens stop working."""
+    if not await verify_password(password, user.hashed_password):
+        raise WrongPassword("The password is not correct.")
     async with uow:
         current = await _lock_user(uow.session, user.id)
         if current is None:

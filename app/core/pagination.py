@@ -12,6 +12,8 @@ from pydantic import BaseModel, Field
 T = TypeVar("T")
 
 MAX_PAGE_SIZE = 100
+# PostgreSQL's OFFSET is a bigint: a page past it is past any table's end.
+_MAX_OFFSET = 2**63 - 1
 
 
 class Page(BaseModel, Generic[T]):
@@ -29,7 +31,8 @@ class PageParams:
 
     @property
     def offset(self) -> int:
-        return (self.page - 1) * self.page_size
+        """Rows to skip; capped at bigint, so any page past the end is 200 with no results."""
+        return min((self.page - 1) * self.page_size, _MAX_OFFSET)
 
     def _link(self, page: int) -> str:
         # The contract's paths end with a slash; keep every other query parameter.
@@ -56,7 +59,10 @@ class PageParams:
 
 async def page_params(
     request: Request,
-    page: Annotated[int, Query(ge=1, description="1-based page number.")] = 1,
+    page: Annotated[
+        int,
+        Query(ge=1, description="1-based page number; a page past the last one is empty."),
+    ] = 1,
     page_size: Annotated[
         int, Query(ge=1, le=MAX_PAGE_SIZE, description="Items per page (max 100).")
     ] = 10,

@@ -17,7 +17,7 @@ from pydantic import (
     field_validator,
 )
 
-from app.core.schemas import Money, UtcDatetime
+from app.core.schemas import Line, Money, Text, UtcDatetime
 from app.events.models import Event, TicketType
 from app.events.status import STATUS_DESCRIPTION, EventStatus
 
@@ -36,17 +36,17 @@ MoneyInput = Annotated[
 ]
 
 EventName = Annotated[
-    str,
+    Line,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=255),
     Field(description="1 to 255 characters.", examples=["PyCon Berlin"]),
 ]
 Location = Annotated[
-    str,
+    Line,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=255),
     Field(description="1 to 255 characters; filtered case-insensitively.", examples=["Berlin"]),
 ]
 Description = Annotated[
-    str,
+    Text,
     StringConstraints(max_length=10_000),
     Field(description="Free text, up to 10 000 characters.", examples=["Talks and sprints."]),
 ]
@@ -74,7 +74,7 @@ EndTime = Annotated[
     ),
 ]
 TicketTypeName = Annotated[
-    str,
+    Line,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
     Field(
         description="1 to 100 characters, unique within the event (case-insensitively).",
