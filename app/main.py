@@ -19,7 +19,11 @@ from app.core.db import create_engine, make_sessionmaker, resolve_database_url
 from app.core.docs import install_docs
 from app.core.errors import install_error_handlers
 from app.core.logging import configure_logging
-from app.core.middleware import StripTrailingSlashMiddleware
+from app.core.middleware import (
+    BodyLimitMiddleware,
+    StripTrailingSlashMiddleware,
+    TrustedProxyMiddleware,
+)
 from app.core.observability import install_observability
 from app.core.openapi import install_openapi
 from app.events.router import router as events_router
@@ -54,15 +58,22 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
     limiter_for(app.state)
     outbox = get_outbox(app.state)
+    from app.auth.maintenance import purge_refresh_tokens_forever
     from app.bookings.maintenance import purge_idempotency_keys_forever
 
-    purger = asyncio.create_task(
-        purge_idempotency_keys_forever(app.state.sessionmaker, settings.idempotency_key_ttl_hours)
-    )
+    purgers = [
+        asyncio.create_task(
+            purge_idempotency_keys_forever(
+                app.state.sessionmaker, settings.idempotency_key_ttl_hours
+            )
+        ),
+        asyncio.create_task(purge_refresh_tokens_forever(app.state.sessionmaker)),
+    ]
     try:
         yield
     finally:
-        purger.cancel()
+        for purger in purgers:
+            purger.cancel()
         await outbox.close()
         if app.state.redis is not None:
             await app.state.redis.aclose()
@@ -97,6 +108,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["Location", "Retry-After", "X-Request-ID"],
         )
     app.add_middleware(StripTrailingSlashMiddleware)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.trusted_proxies:
+        app.add_middleware(TrustedProxyMiddleware, networks=settings.trusted_proxies)
     install_docs(app)
     install_openapi(app)
     install_observability(app)

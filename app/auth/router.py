@@ -39,6 +39,9 @@ from app.core.schemas import Line
 # by app.core.openapi; the responses below add each route's own errors.
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
+# Tokens must not stay in a browser's or proxy's cache (RFC 6749, section 5.1).
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
 
 @router.post(
     "/register",
@@ -66,16 +69,26 @@ async def register(data: UserRegister, uow: UoW) -> UserRead:
     responses=problem_responses(InvalidCredentials, RateLimited),
 )
 async def login(
-    data: Login, request: Request, uow: UoW, settings: SettingsDep, limiter: Limiter
+    data: Login,
+    request: Request,
+    response: Response,
+    uow: UoW,
+    settings: SettingsDep,
+    limiter: Limiter,
 ) -> TokenPair:
+    response.headers.update(NO_STORE)
     account, address = data.username.strip().lower(), client_ip(request)
-    await limiter.check("login_ip", address)
-    await limiter.hit("login", account)
+    # Counted before the hash runs, atomically: concurrent guesses get no extra hashes.
+    await limiter.reserve("login_ip", address)
     try:
+        await limiter.hit("login", account)
         tokens = await service.login(uow, data, settings)
     except InvalidCredentials:
-        await limiter.record("login_ip", address)
+        raise  # a failed login stays counted against the address
+    except BaseException:
+        await limiter.refund("login_ip", address)
         raise
+    await limiter.refund("login_ip", address)
     await limiter.clear("login", account)
     return tokens
 
@@ -89,7 +102,10 @@ async def login(
     "expired, revoked, unknown or not a refresh token.",
     responses=problem_responses(InvalidToken),
 )
-async def refresh(data: RefreshRequest, uow: UoW, settings: SettingsDep) -> TokenPair:
+async def refresh(
+    data: RefreshRequest, response: Response, uow: UoW, settings: SettingsDep
+) -> TokenPair:
+    response.headers.update(NO_STORE)
     return await service.refresh(uow, data, settings)
 
 
@@ -148,10 +164,14 @@ async def update_profile(data: ProfileUpdate, user: CurrentUser, uow: UoW) -> Us
     summary="Change the password",
     description="Needs the current password (`wrong_password` otherwise); the new one follows "
     "the password rules. Revokes every refresh token of the user; access tokens issued "
-    "before the change stop working, including the one used for this request: log in again.",
-    responses=problem_responses(WrongPassword),
+    "before the change stop working, including the one used for this request: log in again. "
+    "Attempts are limited per user (RATE_LIMIT_CHANGE_PASSWORD, 5 a minute by default).",
+    responses=problem_responses(WrongPassword, RateLimited),
 )
-async def change_password(data: ChangePassword, user: CurrentUser, uow: UoW) -> Detail:
+async def change_password(
+    data: ChangePassword, user: CurrentUser, uow: UoW, limiter: Limiter
+) -> Detail:
+    await limiter.hit("change_password", str(user.id))
     await service.change_password(uow, user, data)
     return Detail(detail="Password changed. Log in again with the new password.")
 
