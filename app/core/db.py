@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
 from fastapi import Depends, Request
 from sqlalchemy import MetaData
@@ -55,16 +56,26 @@ def create_engine(settings: Settings, url: str | None = None, **overrides: Any) 
         "pool_pre_ping": False,
         # lock_timeout bounds every wait for a row lock (bookings, cancels, event
         # changes): past it the statement fails and the request is answered 503 busy.
+        # statement_timeout bounds every statement the same way. Both are enforced by
+        # the server; a server that does not answer at all (frozen, network gone) is
+        # bounded by the client: the connect timeout and command_timeout (a little
+        # longer than the server's own, so that normally the server reports first).
         "connect_args": {
             "server_settings": {
                 "application_name": "event-booking-api",
                 "lock_timeout": str(settings.lock_timeout_ms),
-            }
+                "statement_timeout": str(settings.statement_timeout_ms),
+            },
+            "timeout": settings.db_pool_timeout,
+            "command_timeout": settings.statement_timeout_ms / 1000 + 1,
         },
     }
     options.update(overrides)
     engine = create_async_engine(url or resolve_database_url(settings), **options)
-    _GATES[engine] = asyncio.Semaphore(options["pool_size"] + max(options["max_overflow"], 0))
+    _GATES[engine] = _Gate(
+        asyncio.Semaphore(options["pool_size"] + max(options["max_overflow"], 0)),
+        options["pool_timeout"],
+    )
     return engine
 
 
@@ -106,7 +117,11 @@ class UnitOfWork:
             if exc_type is None:
                 await session.commit()
             else:
-                await session.rollback()
+                await _rollback(session)
+        except BaseException:
+            # A commit that failed over a broken connection: the connection goes.
+            await _discard(session)
+            raise
         finally:
             await session.close()
         if exc is not None:
@@ -142,13 +157,33 @@ class UnitOfWork:
             raise
 
 
+async def _rollback(session: AsyncSession) -> None:
+    """Roll back after an error; when the rollback itself fails (the connection is
+    closed, or the server went away), discard the connection and keep the first error."""
+    try:
+        await session.rollback()
+    except Exception:
+        await _discard(session)
+
+
+async def _discard(session: AsyncSession) -> None:
+    with contextlib.suppress(Exception):  # already broken: nothing more to do with it
+        await session.invalidate()
+
+
 # First come, first served for the pool's connections: a FIFO semaphore of the pool's
 # size per engine, taken before a connection (UnitOfWork.driver). Measured under 64
 # clients (make bench, spread): without it the server-side latency of bookings was
 # bimodal, a quarter under 25 ms and a tail past 250 ms; with it, 99 % finish within
 # 100 ms at the same throughput. (A test with a handful of waiters on the bare pool
 # kept their order: the disorder shows under load, so the bench is what guards it.)
-_GATES: weakref.WeakKeyDictionary[AsyncEngine, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+# The wait in the gate is bounded by DB_POOL_TIMEOUT like the pool's own (503 busy).
+class _Gate(NamedTuple):
+    slots: asyncio.Semaphore
+    timeout: float
+
+
+_GATES: weakref.WeakKeyDictionary[AsyncEngine, _Gate] = weakref.WeakKeyDictionary()
 
 
 @asynccontextmanager
@@ -157,8 +192,17 @@ async def _fair_gate(engine: AsyncEngine) -> AsyncIterator[None]:
     if gate is None:  # an engine made elsewhere: the pool's own queue
         yield
         return
-    async with gate:
+    try:
+        async with asyncio.timeout(gate.timeout):
+            await gate.slots.acquire()
+    except TimeoutError:
+        from app.core.errors import Busy
+
+        raise Busy("No database connection became free in time; nothing was written.") from None
+    try:
         yield
+    finally:
+        gate.slots.release()
 
 
 def _raise_translated(exc: BaseException) -> None:
