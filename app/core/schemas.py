@@ -38,8 +38,12 @@ def _single_line(value: str) -> str:
 # The one string type of every input that reaches the database (bodies, query and path
 # parameters): PostgreSQL refuses NUL in text (SQLSTATE 22021) and a name with a line
 # break could forge an email header. `Text` keeps line breaks and tabs, `Line` does not.
-Text = Annotated[str, AfterValidator(_plain_text)]
-Line = Annotated[str, AfterValidator(_single_line)]
+# Where a field has its own constraints, put them first and the check after:
+# `Annotated[str, StringConstraints(...), SINGLE_LINE]`.
+PLAIN_TEXT = AfterValidator(_plain_text)
+SINGLE_LINE = AfterValidator(_single_line)
+Text = Annotated[str, PLAIN_TEXT]
+Line = Annotated[str, SINGLE_LINE]
 
 
 def _utc_isoformat(value: datetime) -> str:
