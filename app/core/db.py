@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase
 
 from app.core.config import Settings
+from app.core.db_errors import connection_lost
 
 if TYPE_CHECKING:
     import asyncpg
@@ -149,6 +150,10 @@ class UnitOfWork:
                 driver = (await conn.get_raw_connection()).driver_connection
                 try:
                     yield driver
+                except BaseException as exc:
+                    if connection_lost(exc):  # never hand a broken connection out again
+                        await conn.invalidate()
+                    raise
                 finally:
                     if driver.is_closed() or driver.is_in_transaction():
                         await conn.invalidate()

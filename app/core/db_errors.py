@@ -42,14 +42,14 @@ def translate_db_error(exc: BaseException) -> AppError | None:
         # never a server error. The detail stays generic (no SQL in answers).
         detail = "A value in the request is out of range or not valid."
         return ValidationFailed(detail, errors=[{"field": "request", "message": detail}])
-    if _connection_lost(exc):
+    if connection_lost(exc):
         return ServiceUnavailable("The database connection was lost; retry shortly.")
     if state is None and isinstance(exc, (ConnectionError, TimeoutError, OSError)):
         return ServiceUnavailable("The database is not available; retry shortly.")
     return None
 
 
-def _connection_lost(exc: BaseException) -> bool:
+def connection_lost(exc: BaseException) -> bool:
     """A connection the server (or the network) closed: asyncpg says so without a SQLSTATE
     ("connection is closed", "cannot call ... while the connection is being released"),
     and SQLAlchemy marks the errors it recognises as disconnects."""
@@ -62,6 +62,11 @@ def _connection_lost(exc: BaseException) -> bool:
         if getattr(current, "connection_invalidated", False):
             return True
         if isinstance(current, asyncpg.InterfaceError) and "closed" in str(current):
+            return True
+        # The protocol of a connection broken mid-operation ("cannot switch to state ...").
+        if isinstance(current, asyncpg.InternalClientError):
+            return True
+        if sqlstate(current) in ("08003", "08006", "57P01", "57P02", "57P03"):
             return True
         if isinstance(current, ConnectionError):
             return True
