@@ -11,6 +11,8 @@ from anyio import to_thread
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from app.admin.console import PREFIX as CONSOLE_PREFIX
+from app.admin.console import install_console
 from app.auth.router import router as auth_router
 from app.bookings.router import router as bookings_router
 from app.core import health
@@ -87,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Event Booking API",
         version="0.1.0",
         summary="Events, ticket types and bookings that never oversell.",
+        license_info={"name": "MIT", "identifier": "MIT"},
         openapi_url="/api/schema",
         docs_url=None,
         redoc_url=None,
@@ -107,7 +110,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["*"],
             expose_headers=["Location", "Retry-After", "X-Request-ID"],
         )
-    app.add_middleware(StripTrailingSlashMiddleware)
+    install_console(app, settings)
+    app.add_middleware(StripTrailingSlashMiddleware, keep=(f"{CONSOLE_PREFIX}/",))
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.trusted_proxies:
         app.add_middleware(TrustedProxyMiddleware, networks=settings.trusted_proxies)

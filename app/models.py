@@ -1,11 +1,13 @@
 """Every model, imported in one place for Alembic's autogenerate."""
 
+from app.admin.models import AuditLog
 from app.auth.models import RefreshToken, User
 from app.bookings.models import Booking, BookingItem, IdempotencyKey
 from app.core.db import Base
 from app.events.models import Event, TicketType
 
 __all__ = [
+    "AuditLog",
     "Base",
     "Booking",
     "BookingItem",

@@ -93,7 +93,10 @@ def db(engine: object) -> async_sessionmaker[AsyncSession]:
     return make_sessionmaker(engine)  # type: ignore[arg-type]
 
 
-TABLES = "idempotency_keys, booking_items, bookings, ticket_types, events, refresh_tokens, users"
+TABLES = (
+    "audit_log, idempotency_keys, booking_items, bookings, ticket_types, events, "
+    "refresh_tokens, users"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -125,6 +128,7 @@ def create_user(db: async_sessionmaker[AsyncSession]) -> Callable[..., object]:
         email: str | None = None,
         password: str | None = None,
         is_active: bool = True,
+        is_staff: bool = False,
     ) -> User:
         n = next(_counter)
         username = username or f"{role}{n}"
@@ -135,6 +139,7 @@ def create_user(db: async_sessionmaker[AsyncSession]) -> Callable[..., object]:
             hashed_password=hashed,
             role=role,
             is_active=is_active,
+            is_staff=is_staff,
         )
         async with db() as session:
             session.add(user)

@@ -13,7 +13,8 @@ from app.events.schemas import INT4_MAX
 from tests.conftest import auth
 from tests.factories import make_event, make_ticket_type
 
-HUGE_PAGE = "99999999999999999999"
+# The largest page the schema accepts: past any list's end, and OFFSET never overflows.
+LAST_PAGE = str(2**31 - 1)
 
 
 def _event_body(**overrides: object) -> dict[str, object]:
@@ -120,7 +121,7 @@ async def test_nul_in_reset_link_path_is_422(client) -> None:
     _assert_validation_error(r, "path.token")
 
 
-async def test_page_past_bigint_offset_is_200_empty(client, db, organizer, attendee) -> None:
+async def test_highest_page_is_200_empty(client, db, organizer, attendee) -> None:
     event = await make_event(db, organizer)
     for path, user in [
         ("/api/events/", None),
@@ -128,14 +129,15 @@ async def test_page_past_bigint_offset_is_200_empty(client, db, organizer, atten
         (f"/api/events/{event.id}/bookings/", organizer),
     ]:
         headers = auth(user) if user else {}
-        r = await client.get(f"{path}?page={HUGE_PAGE}&page_size=100", headers=headers)
+        r = await client.get(f"{path}?page={LAST_PAGE}&page_size=100", headers=headers)
         assert r.status_code == 200, (path, r.text)
         body = r.json()
         assert body["results"] == [] and body["next"] is None, path
 
 
-async def test_page_with_thousands_of_digits_is_422(client) -> None:
-    r = await client.get("/api/events/?page=" + "9" * 5000)
+@pytest.mark.parametrize("page", ["99999999999999999999", "9" * 5000])
+async def test_page_past_the_documented_bound_is_422(client, page) -> None:
+    r = await client.get("/api/events/?page=" + page)
     _assert_validation_error(r, "query.page")
 
 

@@ -101,10 +101,15 @@ async def update_profile(uow: UnitOfWork, user: User, data: ProfileUpdate) -> Us
     return current
 
 
-async def deactivate(uow: UnitOfWork, user: User, password: str) -> None:
-    """Deactivate the account: refresh tokens are revoked and access tokens stop working."""
+async def deactivate_own_account(uow: UnitOfWork, user: User, password: str) -> None:
+    """The user closes their account: only with the password (not a stolen token alone)."""
     if not await verify_password(password, user.hashed_password):
         raise WrongPassword("The password is not correct.")
+    await deactivate(uow, user)
+
+
+async def deactivate(uow: UnitOfWork, user: User) -> None:
+    """Deactivate the account: refresh tokens are revoked and access tokens stop working."""
     async with uow:
         current = await _lock_user(uow.session, user.id)
         if current is None:
@@ -171,9 +176,13 @@ async def _lock_user(session: AsyncSession, user_id: int) -> User | None:
 # --- tokens -----------------------------------------------------------------------------
 
 
-async def login(uow: UnitOfWork, data: Login, settings: Settings) -> TokenPair:
-    """Tokens for a username or email and password; unknown, wrong and inactive look alike."""
-    identifier = data.username.strip()
+async def authenticate(uow: UnitOfWork, identifier: str, password: str) -> User:
+    """The active account of a username or email and its password, else InvalidCredentials.
+
+    Unknown accounts, wrong passwords and deactivated accounts look alike (and cost
+    the same hash check). Used by the API's login and the staff console's sign-in.
+    """
+    identifier = identifier.strip()
     # lower() on both sides, as in the unique index: PostgreSQL's idea of case applies.
     same_username = func.lower(User.username) == func.lower(identifier)
     async with uow:
@@ -185,9 +194,15 @@ async def login(uow: UnitOfWork, data: Login, settings: Settings) -> TokenPair:
             .limit(1)
         )
     # The hash is checked outside the transaction: no connection is held for ~0.1 s.
-    valid = await verify_password(data.password, user.hashed_password if user else None)
+    valid = await verify_password(password, user.hashed_password if user else None)
     if user is None or not valid or not user.is_active:
         raise InvalidCredentials()
+    return user
+
+
+async def login(uow: UnitOfWork, data: Login, settings: Settings) -> TokenPair:
+    """Tokens for a username or email and password; unknown, wrong and inactive look alike."""
+    user = await authenticate(uow, data.username, data.password)
     async with uow:
         # A password change or deactivation committed during the check revoked every
         # refresh token; a token stored now would outlive it.
@@ -397,7 +412,8 @@ async def confirm_password_reset(
 def reset_link(settings: Settings, uidb64: str, token: str) -> str:
     if settings.password_reset_url:
         return settings.password_reset_url.format(uidb64=uidb64, token=token)
-    base = settings.public_base_url.rstrip("/")
+    # No request at hand when the email is written: the documented local address by default.
+    base = (settings.public_base_url or "http://127.0.0.1:8000").rstrip("/")
     return f"{base}/api/auth/password-reset-confirm/{uidb64}/{token}/"
 
 

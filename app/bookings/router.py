@@ -27,13 +27,14 @@ from app.core.errors import (
     IdempotencyKeyReused,
     NotFound,
     PermissionDenied,
-    RateLimited,
+    ServiceUnavailable,
     SoldOut,
     TicketTypeInactive,
 )
+from app.core.links import created
 from app.core.metrics import BOOKINGS_CANCELLED, BOOKINGS_CREATED
 from app.core.openapi import problem_responses
-from app.core.pagination import Page, Pagination
+from app.core.pagination import Page, Pagination, paginate
 from app.core.ratelimit import Limiter
 from app.core.schemas import Line, QueryDatetime
 from app.notifications import service as notifications
@@ -67,7 +68,6 @@ async def booking_filters(
     status_code=201,
     operation_id="bookings_create",
     responses=problem_responses(
-        PermissionDenied,
         NotFound,
         SoldOut,
         CapacityExceeded,
@@ -76,7 +76,7 @@ async def booking_filters(
         IdempotencyKeyInUse,
         IdempotencyKeyReused,
         Busy,
-        RateLimited,
+        ServiceUnavailable,
     ),
     summary="Book tickets for an event",
     response_description="The booking; `Location` points at it.",
@@ -103,7 +103,7 @@ async def create_booking(
         BOOKINGS_CREATED.inc()
         # Committed: the confirmation email leaves in the background.
         notifications.booking_confirmed(request.app, result.booking, result.user)
-    response.headers["Location"] = f"/api/bookings/{result.booking.booking_reference}/"
+    created(request, response, f"/api/bookings/{result.booking.booking_reference}/")
     return BookingRead.model_validate(result.booking, from_attributes=True)
 
 
@@ -144,9 +144,11 @@ async def list_my_bookings(
     page: Pagination,
     filters: Annotated[BookingFilters, Depends(booking_filters)],
 ) -> Page[BookingRead]:
-    count, bookings = await service.list_bookings(uow, page, user_id=user.id, filters=filters)
-    return page.build(
-        count, [BookingRead.model_validate(b, from_attributes=True) for b in bookings]
+    count, bookings = await service.list_bookings(
+        uow, offset=page.offset, limit=page.limit, user_id=user.id, filters=filters
+    )
+    return paginate(
+        page, count, [BookingRead.model_validate(b, from_attributes=True) for b in bookings]
     )
 
 
@@ -164,7 +166,9 @@ async def list_event_bookings(
     page: Pagination,
     filters: Annotated[BookingFilters, Depends(booking_filters)],
 ) -> Page[EventBookingRead]:
-    count, bookings = await service.list_event_bookings(uow, user, event_id, page, filters)
-    return page.build(
-        count, [EventBookingRead.model_validate(b, from_attributes=True) for b in bookings]
+    count, bookings = await service.list_event_bookings(
+        uow, user, event_id, filters, offset=page.offset, limit=page.limit
+    )
+    return paginate(
+        page, count, [EventBookingRead.model_validate(b, from_attributes=True) for b in bookings]
     )

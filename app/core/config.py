@@ -60,7 +60,10 @@ class Settings(BaseSettings):
     password_reset_url: str | None = Field(
         default=None, description="Template with {uidb64} and {token}; default: the API's endpoint."
     )
-    public_base_url: str = "http://127.0.0.1:8000"
+    public_base_url: str | None = Field(
+        default=None,
+        description="Base of absolute links (pagination, Location, emails); unset: the request's.",
+    )
     # Small on purpose: a request holds its connection only for its statements, and
     # queueing in the pool is cheaper than a convoy of backends on one hot row
     # (make bench: hot event 470 bookings/s with 20 per worker, 589 with 4).
@@ -81,6 +84,10 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     data_dir: Path = PROJECT_ROOT / ".data"
     idempotency_key_ttl_hours: int = Field(default=24, ge=24)
+    # The staff console's session cookie: sent over HTTPS only when true (set it
+    # behind a TLS-terminating proxy); a console session lasts this many minutes.
+    admin_cookie_secure: bool = False
+    admin_session_minutes: int = Field(default=8 * 60, ge=1, le=7 * 24 * 60)
 
     @field_validator("cors_origins", mode="before")
     @classmethod

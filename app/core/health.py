@@ -9,6 +9,7 @@ from pydantic import BaseModel
 from sqlalchemy import text
 
 from app.core.errors import ServiceUnavailable
+from app.core.openapi import problem_responses
 from app.core.redis import redis_state
 
 router = APIRouter(prefix="/health", tags=["health"])
@@ -31,7 +32,7 @@ async def live() -> HealthStatus:
     description="200 when the database answers, else 503 `service_unavailable`. A configured "
     "Redis that does not answer is reported as `degraded` in `checks.redis` (and `status`): "
     "bookings go on without it, so the instance stays in service.",
-    responses={503: {"description": "The database does not answer"}},
+    responses=problem_responses(ServiceUnavailable),
 )
 async def ready(request: Request) -> HealthStatus:
     checks: dict[str, str] = {}
