@@ -13,9 +13,12 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import APIRouter, Depends, FastAPI
+from pydantic import BaseModel
 
 from app.core.errors import PROBLEM_JSON, NotFound, PermissionDenied, SoldOut
 from app.core.openapi import install_openapi, iter_api_routes, problem_responses, raises
+from app.core.pagination import Page, Pagination, paginate
+from tests.conftest import make_settings
 
 SCHEMAS = "#/components/schemas/"
 METHODS = {"get", "put", "post", "delete", "patch"}
@@ -181,7 +184,11 @@ def test_codes_come_from_the_route_and_its_dependencies(schema: dict[str, Any]) 
     assert codes(ops["auth_register"], "413") == {"payload_too_large"}  # a body
 
 
-def test_declared_errors_are_one_source_per_function() -> None:
+class ThingRead(BaseModel):
+    id: int
+
+
+async def test_declared_errors_are_one_source_per_function() -> None:
     """A dependency declares its errors once; every route using it answers them."""
 
     @raises(NotFound)
@@ -203,11 +210,26 @@ def test_declared_errors_are_one_source_per_function() -> None:
     async def buy_thing(thing_id: int, thing: int = Depends(load_thing)) -> int:
         return thing
 
+    @router.get("/api/things", operation_id="things_list", summary="Things")
+    async def list_things(page: Pagination) -> Page[ThingRead]:
+        things = [ThingRead(id=n) for n in range(1, 26)]
+        return paginate(page, len(things), things[page.offset : page.offset + page.limit])
+
     app = FastAPI()
     app.include_router(router)
     install_openapi(app)
     schema = app.openapi()
     ops = by_id(schema)
+    # A new list is one paginate() call: a readable page component, absolute links.
+    assert "ThingPage" in schema["components"]["schemas"]
+    app.state.settings = make_settings("postgresql+asyncpg://unused/db")
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://spa.test"
+    ) as client:
+        page = (await client.get("/api/things?page_size=10&page=2")).json()
+    assert [t["id"] for t in page["results"]] == list(range(11, 21))
+    assert page["next"] == "http://spa.test/api/things/?page_size=10&page=3"
+    assert page["previous"] == "http://spa.test/api/things/?page_size=10&page=1"
     assert codes(ops["things_retrieve"], "404") == {"not_found"}
     assert set(ops["things_retrieve"]["responses"]) == {"200", "404", "422"}
     assert codes(ops["things_buy"], "404") == {"not_found"}

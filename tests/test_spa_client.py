@@ -3,8 +3,9 @@
 tests/spa/ holds a strict TypeScript program (openapi-fetch over openapi-typescript types)
 that walks the journey an SPA makes. These tests generate its types from the running
 service, type-check it, prove that a `switch` over an error code the operation never answers
-does not compile, run it against a live uvicorn, and lint the schema with Redocly's
-recommended rules. They skip, saying why, where node/npm are missing (.ci/run installs them).
+does not compile, run it against a live uvicorn, check that @hey-api/openapi-ts reads the
+schema alike, and lint the schema with Redocly's recommended rules. They skip, saying why,
+where node/npm are missing (.ci/run installs them).
 """
 
 from __future__ import annotations
@@ -90,6 +91,14 @@ def test_the_journey_runs_against_a_live_server(generated_types: Path, live_serv
     run(bin_("tsc"), "-p", "tsconfig.json")
     output = run("node", "build/journey.js", env={**os.environ, "API_BASE_URL": live_server})
     assert "journey ok: 2 events" in output, output
+
+
+def test_hey_api_reads_the_schema_the_same_way(generated_types: Path) -> None:
+    # The second generator: optional request defaults, required response fields, the code
+    # union per operation (hey-check/types.ts holds a @ts-expect-error for a foreign code).
+    output = run(bin_("openapi-ts"), "-i", "api-schema.json", "-o", "hey")
+    assert "warn" not in output.lower(), output
+    run(bin_("tsc"), "--noEmit", "--strict", "-p", "tsconfig.hey.json")
 
 
 def node_major() -> int:
