@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, BackgroundTasks, Depends, Path, Request, Response, status
 
 from app.auth import service
-from app.auth.deps import CurrentUser, SettingsDep
+from app.auth.deps import CurrentUser, OptionalAuth, SettingsDep
 from app.auth.schemas import (
     ChangePassword,
     DeactivateAccount,
@@ -36,7 +36,8 @@ from app.core.ratelimit import Limiter, client_ip, limit_per_ip
 from app.core.schemas import Line
 
 # 401 on routes taking a bearer token and 422 on routes with input are documented
-# by app.core.openapi; the responses below add each route's own errors.
+# by app.core.openapi; the responses below add each route's own errors. The public routes
+# authenticate by their body, yet check a bearer token that is sent, like every route.
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
 # Tokens must not stay in a browser's or proxy's cache (RFC 6749, section 5.1).
@@ -51,7 +52,7 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
     description="Registers an attendee or organizer; the role cannot be changed later. "
     "A password that breaks a rule is 422 `validation_error` with the reasons at "
     "`body.password`. Limited per client address (RATE_LIMIT_REGISTER).",
-    dependencies=[Depends(limit_per_ip("register_ip"))],
+    dependencies=[OptionalAuth, Depends(limit_per_ip("register_ip"))],
     response_description="The account created; `Location` is the profile it can read once "
     "logged in.",
     responses=problem_responses(UsernameTaken, EmailTaken),
@@ -72,6 +73,7 @@ async def register(data: UserRegister, uow: UoW, request: Request, response: Res
     "Limited per account name (RATE_LIMIT_LOGIN, every attempt counts, a successful login "
     "resets it) and per client address (RATE_LIMIT_LOGIN_IP, failed logins count).",
     responses=problem_responses(InvalidCredentials),
+    dependencies=[OptionalAuth],
 )
 async def login(
     data: Login,
@@ -106,6 +108,7 @@ async def login(
     "every token of its login session (its family) and answers 401; so does a token that is "
     "expired, revoked, unknown or not a refresh token.",
     responses=problem_responses(InvalidToken),
+    dependencies=[OptionalAuth],
 )
 async def refresh(
     data: RefreshRequest, response: Response, uow: UoW, settings: SettingsDep
@@ -123,6 +126,7 @@ async def refresh(
     "Logging out an already revoked or used token of this service again answers 204. A token "
     "that is malformed, expired, wrongly signed or unknown answers 401 `invalid_token`.",
     responses=problem_responses(InvalidToken),
+    dependencies=[OptionalAuth],
 )
 async def logout(data: RefreshRequest, uow: UoW, settings: SettingsDep) -> Response:
     await service.logout(uow, data, settings)
@@ -190,7 +194,7 @@ async def change_password(
     "email; the email is sent after the response. The link is single-use and expires "
     "(PASSWORD_RESET_EXPIRE_MINUTES, 60 by default). Limited per email and per client "
     "address (RATE_LIMIT_PASSWORD_RESET).",
-    dependencies=[Depends(limit_per_ip("password_reset_ip"))],
+    dependencies=[OptionalAuth, Depends(limit_per_ip("password_reset_ip"))],
 )
 async def password_reset_request(
     data: PasswordResetRequest,
@@ -214,6 +218,7 @@ async def password_reset_request(
     "(checked before the new password). Revokes every refresh token of the user and ends "
     "older access tokens.",
     responses=problem_responses(InvalidResetLink),
+    dependencies=[OptionalAuth],
 )
 async def password_reset_confirm(
     data: PasswordResetConfirm,

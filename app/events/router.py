@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import APIRouter, Request, Response, status
 
-from app.auth.deps import Organizer, get_optional_user
+from app.auth.deps import OptionalAuth, Organizer
 from app.core.db import UnitOfWork, UoW
 from app.core.errors import (
     Busy,
@@ -31,9 +31,6 @@ from app.events.schemas import (
 from app.notifications import service as notifications
 
 router = APIRouter(prefix="/api/events")
-
-# Public reads take a token optionally; one that is sent must be valid (401 otherwise).
-OptionalAuth = Depends(get_optional_user)
 
 
 @router.get(
