@@ -2,7 +2,7 @@
 the payment reference of a booking, Idempotency-Keys per route.
 
 Revision ID: 0003
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-01 00:00:00
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0003"
-down_revision: str | None = "0005"
+down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

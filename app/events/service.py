@@ -47,7 +47,13 @@ from app.core.errors import (
     ValidationFailed,
 )
 from app.events.models import Event, TicketType
-from app.events.schemas import EventCreate, EventUpdate, TicketTypeCreate, TicketTypeUpdate
+from app.events.schemas import (
+    INT4_MAX,
+    EventCreate,
+    EventUpdate,
+    TicketTypeCreate,
+    TicketTypeUpdate,
+)
 from app.events.status import EVENT_STATUS, EventStatus, status_filter
 from app.inventory import service as inventory
 from app.inventory.service import Aftermath
@@ -420,6 +426,7 @@ async def update_ticket_type(
                     raise _name_taken(changes["name"]) from exc
                 raise
         if quantity is not None:
+            _ensure_counters_fit(ticket_type, quantity)
             await inventory.set_quantity_available(
                 await raw_connection(session),
                 event_id,
@@ -436,3 +443,16 @@ async def update_ticket_type(
             )
         assert ticket_type is not None
         return ticket_type, aftermath
+
+
+def _ensure_counters_fit(ticket_type: TicketType, quantity_available: int | None) -> None:
+    """Tickets released later (cancels, ended holds) move back into `quantity_available`:
+    what is on sale plus what is held and sold must fit the integer column, or a release
+    would fail."""
+    if quantity_available is None:
+        return
+    taken = ticket_type.quantity_sold + ticket_type.quantity_held
+    room = INT4_MAX - taken
+    if quantity_available > room:
+        message = f"At most {room} with {taken} tickets sold or held."
+        raise ValidationFailed(message, field="body.quantity_available")
