@@ -43,9 +43,8 @@ async def sweep_holds(ctx: dict[str, Any]) -> int:
     aftermath = await sweep_expired_holds(ctx["sessionmaker"], settings)
     for offer in aftermath.offers:
         email = waitlist_offer_email(offer)
-        await ctx["redis"].enqueue_job(
-            "send_email", email, _job_id=email.job_id, _queue_name=WorkerSettings.queue_name
-        )
+        # The worker's own pool: its default queue is the one this worker serves.
+        await ctx["redis"].enqueue_job("send_email", email, _job_id=email.job_id)
     return len(aftermath.offers)
 
 
