@@ -17,13 +17,23 @@ from app.auth.router import router as auth_router
 from app.bookings.router import router as bookings_router
 from app.core import health
 from app.core.config import Settings, get_settings
-from app.core.db import create_engine, make_sessionmaker, resolve_database_url
+from app.core.db import (
+    create_engine,
+    make_sessionmaker,
+    resolve_database_url,
+    single_statement_engine,
+)
 from app.core.docs import install_docs
 from app.core.errors import install_error_handlers
 from app.core.logging import configure_logging
-from app.core.middleware import StripTrailingSlashMiddleware
+from app.core.middleware import (
+    BodyLimitMiddleware,
+    StripTrailingSlashMiddleware,
+    TrustedProxyMiddleware,
+)
 from app.core.observability import install_observability
 from app.core.openapi import install_openapi
+from app.core.replica import create_read_engine
 from app.events.router import router as events_router
 
 logger = logging.getLogger("app")
@@ -43,8 +53,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     engine = create_engine(settings, url)
     app.state.engine = engine
     # The same pool, for single-statement reads that need no transaction.
-    app.state.autocommit_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+    app.state.autocommit_engine = single_statement_engine(engine, settings)
     app.state.sessionmaker = make_sessionmaker(engine)
+    # Anonymous catalogue reads on the replica (DATABASE_READ_URL), when there is one.
+    read_engine = create_read_engine(settings, url)
+    app.state.read_sessionmaker = make_sessionmaker(read_engine) if read_engine else None
     app.state.redis = None
     if settings.redis_url:
         from redis.asyncio import Redis
@@ -56,19 +69,28 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
     limiter_for(app.state)
     outbox = get_outbox(app.state)
+    from app.auth.maintenance import purge_refresh_tokens_forever
     from app.bookings.maintenance import purge_idempotency_keys_forever
 
-    purger = asyncio.create_task(
-        purge_idempotency_keys_forever(app.state.sessionmaker, settings.idempotency_key_ttl_hours)
-    )
+    purgers = [
+        asyncio.create_task(
+            purge_idempotency_keys_forever(
+                app.state.sessionmaker, settings.idempotency_key_ttl_hours
+            )
+        ),
+        asyncio.create_task(purge_refresh_tokens_forever(app.state.sessionmaker)),
+    ]
     try:
         yield
     finally:
-        purger.cancel()
+        for purger in purgers:
+            purger.cancel()
         await outbox.close()
         if app.state.redis is not None:
             await app.state.redis.aclose()
         await engine.dispose()
+        if read_engine is not None:
+            await read_engine.dispose()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -101,6 +123,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     install_console(app, settings)
     app.add_middleware(StripTrailingSlashMiddleware, keep=(f"{CONSOLE_PREFIX}/",))
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.trusted_proxies:
+        app.add_middleware(TrustedProxyMiddleware, networks=settings.trusted_proxies)
     install_docs(app)
     install_openapi(app)
     install_observability(app)

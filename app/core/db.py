@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from types import TracebackType
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any, ClassVar, NamedTuple
 
+import asyncpg
 from fastapi import Depends, Request
 from sqlalchemy import MetaData, bindparam
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
@@ -26,11 +28,9 @@ from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.elements import BindParameter
 
 from app.core.config import Settings
-from app.core.errors import ServiceUnavailable
+from app.core.db_errors import connection_lost
+from app.core.errors import Busy, ServiceUnavailable
 from app.core.openapi import raises
-
-if TYPE_CHECKING:
-    import asyncpg
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_N_label)s",
@@ -54,25 +54,106 @@ def resolve_database_url(settings: Settings) -> str:
     return start_embedded_postgres(settings.data_dir)
 
 
+APPLICATION_NAME = "event-booking-api"
+
+
+def session_settings(settings: Settings) -> dict[str, str]:
+    """The server settings every transaction runs with.
+
+    lock_timeout bounds every wait for a row lock (bookings, cancels, event changes):
+    past it the statement fails and the request is answered 503 busy. statement_timeout
+    bounds every statement the same way (STATEMENT_TIMEOUT_MS).
+    """
+    return {
+        "lock_timeout": str(settings.lock_timeout_ms),
+        "statement_timeout": str(settings.statement_timeout_ms),
+    }
+
+
+def _client_timeouts(settings: Settings) -> dict[str, float]:
+    # The server enforces the timeouts above; a server that does not answer at all
+    # (frozen, network gone) is bounded by the client: connecting within the pool
+    # timeout, and each command a second past the server's own statement_timeout.
+    return {
+        "timeout": settings.db_pool_timeout,
+        "command_timeout": settings.statement_timeout_ms / 1000 + 1,
+    }
+
+
+class PoolerConnection(asyncpg.Connection):
+    """An asyncpg connection through a pooler in transaction mode (PgBouncer).
+
+    The pooler hands each transaction to any server connection, so nothing may outlive
+    a transaction: no named prepared statements (the caches are off), and the session
+    settings go with every ``BEGIN`` as ``SET LOCAL`` in the same round trip. Outside a
+    transaction a statement's parse and its execution could reach two different server
+    connections, so ``UnitOfWork.driver`` runs its whole block in one transaction
+    (``joined``: the block's own ``conn.transaction()`` is then part of it).
+    """
+
+    begin_suffix: ClassVar[str] = ""
+    joined = False
+
+    async def execute(self, query: str, *args: Any, **options: Any) -> str:
+        if not args and query.startswith("BEGIN"):  # asyncpg's (and SQLAlchemy's) BEGIN
+            query += self.begin_suffix
+        return await super().execute(query, *args, **options)
+
+    def transaction(self, **options: Any) -> Any:
+        if self.joined:
+            return contextlib.nullcontext()
+        return super().transaction(**options)
+
+
+def _pooler_connection_class(values: dict[str, str]) -> type[PoolerConnection]:
+    suffix = "".join(
+        f"; SET LOCAL {name} = '{value.replace(chr(39), chr(39) * 2)}'"
+        for name, value in values.items()
+    )
+    return type("PgBouncerConnection", (PoolerConnection,), {"begin_suffix": suffix})
+
+
+def connect_args(settings: Settings) -> dict[str, Any]:
+    """asyncpg's connect arguments for the configured pooler (``DB_POOLER``)."""
+    values = session_settings(settings)
+    if settings.db_pooler == "pgbouncer":
+        # PgBouncer passes application_name on; other startup parameters it refuses.
+        return {
+            "statement_cache_size": 0,
+            "prepared_statement_cache_size": 0,
+            "server_settings": {"application_name": APPLICATION_NAME},
+            "connection_class": _pooler_connection_class(values),
+            **_client_timeouts(settings),
+        }
+    return {
+        "server_settings": {"application_name": APPLICATION_NAME, **values},
+        **_client_timeouts(settings),
+    }
+
+
 def create_engine(settings: Settings, url: str | None = None, **overrides: Any) -> AsyncEngine:
     options: dict[str, Any] = {
         "pool_size": settings.db_pool_size,
         "max_overflow": settings.db_max_overflow,
         "pool_timeout": settings.db_pool_timeout,
         "pool_pre_ping": False,
-        # lock_timeout bounds every wait for a row lock (bookings, cancels, event
-        # changes): past it the statement fails and the request is answered 503 busy.
-        "connect_args": {
-            "server_settings": {
-                "application_name": "event-booking-api",
-                "lock_timeout": str(settings.lock_timeout_ms),
-            }
-        },
+        "connect_args": connect_args(settings),
     }
     options.update(overrides)
     engine = create_async_engine(url or resolve_database_url(settings), **options)
-    _GATES[engine] = asyncio.Semaphore(options["pool_size"] + max(options["max_overflow"], 0))
+    _GATES[engine] = _Gate(
+        asyncio.Semaphore(options["pool_size"] + max(options["max_overflow"], 0)),
+        options["pool_timeout"],
+    )
     return engine
+
+
+def single_statement_engine(engine: AsyncEngine, settings: Settings) -> AsyncEngine:
+    """The engine for one-statement reads: autocommit (no BEGIN/ROLLBACK round trips),
+    except through a transaction-mode pooler, where every statement needs a transaction."""
+    if settings.db_pooler == "pgbouncer":
+        return engine
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
 class UnitOfWork:
@@ -113,7 +194,11 @@ class UnitOfWork:
             if exc_type is None:
                 await session.commit()
             else:
-                await session.rollback()
+                await _rollback(session)
+        except BaseException:
+            # A commit that failed over a broken connection: the connection goes.
+            await _discard(session)
+            raise
         finally:
             await session.close()
         if exc is not None:
@@ -133,14 +218,28 @@ class UnitOfWork:
         commits on its own; inside, leaving the block commits and an exception rolls
         back. Errors are translated like the session's (503 busy on lock timeouts).
         A connection given back mid-transaction (a cancelled request) is discarded,
-        never reused.
+        never reused. Through a transaction-mode pooler the whole block is one
+        transaction (see ``PoolerConnection``).
         """
         engine: AsyncEngine = self._sessionmaker.kw["bind"]
         try:
             async with _fair_gate(engine), engine.connect() as conn:
                 driver = (await conn.get_raw_connection()).driver_connection
                 try:
-                    yield driver
+                    # (not isinstance: asyncpg's metaclass says yes to any connection)
+                    if PoolerConnection in type(driver).__mro__:
+                        async with driver.transaction():
+                            driver.joined = True
+                            try:
+                                yield driver
+                            finally:
+                                driver.joined = False
+                    else:
+                        yield driver
+                except BaseException as exc:
+                    if connection_lost(exc):  # never hand a broken connection out again
+                        await conn.invalidate()
+                    raise
                 finally:
                     if driver.is_closed() or driver.is_in_transaction():
                         await conn.invalidate()
@@ -149,13 +248,33 @@ class UnitOfWork:
             raise
 
 
+async def _rollback(session: AsyncSession) -> None:
+    """Roll back after an error; when the rollback itself fails (the connection is
+    closed, or the server went away), discard the connection and keep the first error."""
+    try:
+        await session.rollback()
+    except Exception:
+        await _discard(session)
+
+
+async def _discard(session: AsyncSession) -> None:
+    with contextlib.suppress(Exception):  # already broken: nothing more to do with it
+        await session.invalidate()
+
+
 # First come, first served for the pool's connections: a FIFO semaphore of the pool's
 # size per engine, taken before a connection (UnitOfWork.driver). Measured under 64
 # clients (make bench, spread): without it the server-side latency of bookings was
 # bimodal, a quarter under 25 ms and a tail past 250 ms; with it, 99 % finish within
 # 100 ms at the same throughput. (A test with a handful of waiters on the bare pool
 # kept their order: the disorder shows under load, so the bench is what guards it.)
-_GATES: weakref.WeakKeyDictionary[AsyncEngine, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+# The wait in the gate is bounded by DB_POOL_TIMEOUT like the pool's own (503 busy).
+class _Gate(NamedTuple):
+    slots: asyncio.Semaphore
+    timeout: float
+
+
+_GATES: weakref.WeakKeyDictionary[AsyncEngine, _Gate] = weakref.WeakKeyDictionary()
 
 
 @asynccontextmanager
@@ -164,8 +283,15 @@ async def _fair_gate(engine: AsyncEngine) -> AsyncIterator[None]:
     if gate is None:  # an engine made elsewhere: the pool's own queue
         yield
         return
-    async with gate:
+    try:
+        async with asyncio.timeout(gate.timeout):
+            await gate.slots.acquire()
+    except TimeoutError:
+        raise Busy("No database connection became free in time; nothing was written.") from None
+    try:
         yield
+    finally:
+        gate.slots.release()
 
 
 def _raise_translated(exc: BaseException) -> None:
@@ -182,7 +308,9 @@ async def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]
     return request.app.state.sessionmaker
 
 
-@raises(ServiceUnavailable)
+# Busy: no pooled connection within DB_POOL_TIMEOUT, or a statement past its timeout
+# (also the argon2 slots of the auth routes, which all take a unit of work).
+@raises(ServiceUnavailable, Busy)
 async def get_uow(request: Request) -> AsyncIterator[UnitOfWork]:
     uow = UnitOfWork(request.app.state.sessionmaker)
     try:

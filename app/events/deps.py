@@ -11,7 +11,8 @@ from app.auth.deps import CurrentUser, OptionalUser
 from app.core.db import UoW
 from app.core.errors import NotAuthenticated, NotFound, PermissionDenied, ValidationFailed
 from app.core.openapi import raises
-from app.core.schemas import QueryDatetime
+from app.core.replica import CatalogueUoW
+from app.core.schemas import Line, QueryDatetime
 from app.events import service
 from app.events.service import DEFAULT_STATUSES, EventFilters, EventRow
 from app.events.status import EventStatus
@@ -40,6 +41,18 @@ async def valid_event_id(
 
 
 ValidEvent = Annotated[EventRow, Depends(valid_event_id)]
+
+
+@raises(NotFound)
+async def catalogue_event(
+    event_id: Annotated[int, Path(description="The event's id.", examples=[3])],
+    uow: CatalogueUoW,
+) -> EventRow:
+    """Like ``ValidEvent``, read from the replica for an anonymous request."""
+    return await valid_event_id(event_id, uow)
+
+
+CatalogueEvent = Annotated[EventRow, Depends(catalogue_event)]
 
 
 @raises(PermissionDenied)
@@ -92,11 +105,11 @@ async def event_filters(
         ),
     ] = None,
     location: Annotated[
-        str | None,
+        Line | None,
         Query(max_length=255, description="Case-insensitive exact match.", examples=["Berlin"]),
     ] = None,
     search: Annotated[
-        str | None,
+        Line | None,
         Query(
             max_length=200,
             description=(
@@ -115,7 +128,7 @@ async def event_filters(
         Query(description="Events starting strictly before this instant (with an offset)."),
     ] = None,
     organizer: Annotated[
-        str | None,
+        Line | None,
         Query(
             max_length=20,
             description="An organizer's user id, or `me` (needs a token).",
