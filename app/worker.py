@@ -10,7 +10,7 @@ from arq.worker import Worker, create_worker
 
 from app.core.config import Settings, get_settings
 from app.core.redis import DEFAULT_KEY_PREFIX
-from app.notifications.jobs import MAX_TRIES, send_email
+from app.notifications.jobs import MAX_TRIES, deserialize_job, send_email, serialize_job
 from app.notifications.outbox import queue_name
 
 logger = logging.getLogger("app.worker")
@@ -29,6 +29,8 @@ class WorkerSettings:
     max_tries = MAX_TRIES
     on_startup = startup
     job_timeout = 60
+    job_serializer = staticmethod(serialize_job)
+    job_deserializer = staticmethod(deserialize_job)
     # Emails are not results anyone reads back; keep them an hour for debugging.
     keep_result = 3600
 

@@ -46,7 +46,13 @@ from app.core.errors import (
     ValidationFailed,
 )
 from app.events.models import Event, TicketType
-from app.events.schemas import EventCreate, EventUpdate, TicketTypeCreate, TicketTypeUpdate
+from app.events.schemas import (
+    INT4_MAX,
+    EventCreate,
+    EventUpdate,
+    TicketTypeCreate,
+    TicketTypeUpdate,
+)
 from app.events.status import EVENT_STATUS, EventStatus, status_filter
 from app.inventory import service as inventory
 
@@ -396,6 +402,7 @@ async def update_ticket_type(
             raise NotFound("No ticket type with this id in this event.")
         if not changes:
             return ticket_type
+        _ensure_counters_fit(ticket_type, changes.get("quantity_available"))
         try:
             updated = await session.scalar(
                 update(TicketType)
@@ -410,3 +417,14 @@ async def update_ticket_type(
             raise
         assert updated is not None
         return updated
+
+
+def _ensure_counters_fit(ticket_type: TicketType, quantity_available: int | None) -> None:
+    """Tickets released later (cancels) move back into `quantity_available`: what is on sale
+    plus what is sold must fit the integer column, or a cancel would fail."""
+    if quantity_available is None:
+        return
+    room = INT4_MAX - ticket_type.quantity_sold
+    if quantity_available > room:
+        message = f"At most {room} with {ticket_type.quantity_sold} tickets sold."
+        raise ValidationFailed(message, field="body.quantity_available")

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 from arq.connections import ArqRedis
 
 from app.core.config import Settings
-from app.core.redis import key_prefix
+from app.core.redis import RedisState, key_prefix, redis_state
 from app.notifications.emails import Email
-from app.notifications.jobs import send_with_retries
+from app.notifications.jobs import deserialize_job, send_with_retries, serialize_job
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -41,10 +41,16 @@ class Outbox:
         self.queue_name = queue_name(prefix)
         # Shares the application's connection pool; closing the application's client closes it.
         self.arq: ArqRedis | None = (
-            ArqRedis(redis.connection_pool, default_queue_name=self.queue_name)
+            ArqRedis(
+                redis.connection_pool,
+                default_queue_name=self.queue_name,
+                job_serializer=serialize_job,
+                job_deserializer=deserialize_job,
+            )
             if redis is not None
             else None
         )
+        self.redis_state = RedisState()
         self._tasks: set[asyncio.Task[Any]] = set()
         # Building an email may read the database: a booking storm must not hand the
         # connection pool to emails, so only a few are built at a time.
@@ -69,17 +75,15 @@ class Outbox:
 
     async def send(self, email: Email) -> None:
         """Queue ``email`` (or send it here when there is no queue)."""
-        if self.arq is not None:
+        if self.arq is not None and self.redis_state.available():
             try:
                 await self.arq.enqueue_job("send_email", email, _job_id=email.job_id)
-                return
             except Exception as exc:
-                logger.warning(
-                    "could not queue the email to %s (%s: %s); sending it from this process",
-                    email.to,
-                    type(exc).__name__,
-                    exc,
-                )
+                # Logged once per outage (not once per email): see RedisState.
+                self.redis_state.failed("emails are sent from the API process meanwhile", exc)
+            else:
+                self.redis_state.answered()
+                return
         await send_with_retries(self.settings, email)
 
     async def close(self, grace_seconds: float = SHUTDOWN_GRACE_SECONDS) -> None:
@@ -114,6 +118,7 @@ def get_outbox(state: Any) -> Outbox:
     outbox: Outbox | None = getattr(state, "outbox", None)
     if outbox is None:
         outbox = Outbox(state.settings, getattr(state, "redis", None), prefix=key_prefix(state))
+        outbox.redis_state = redis_state(state)
         state.outbox = outbox
         _BY_SETTINGS[id(state.settings)] = weakref.ref(outbox)
     return outbox
