@@ -16,6 +16,7 @@ from app.admin.console import install_console
 from app.auth.router import router as auth_router
 from app.bookings.router import router as bookings_router
 from app.core import health
+from app.core.catalogue_cache import CatalogueCache, CatalogueCacheMiddleware
 from app.core.config import Settings, get_settings
 from app.core.db import (
     create_engine,
@@ -133,6 +134,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(bookings_router)
     app.include_router(holds_router)
     app.include_router(waitlist_router)
+    if settings.catalogue_cache_seconds:
+        # Innermost of the middleware: CORS, request ids, metrics and logs see cache hits.
+        app.add_middleware(
+            CatalogueCacheMiddleware, cache=CatalogueCache(settings.catalogue_cache_seconds)
+        )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -54,6 +54,9 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         # The whole suite stays well under PostgreSQL's default 100 connections.
         "db_pool_size": 10,
         "db_max_overflow": 5,
+        # Tests set their data up in the database directly, behind the catalogue cache's
+        # back; the cache has its own tests (tests/test_catalogue_cache.py).
+        "catalogue_cache_seconds": 0,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -199,6 +202,8 @@ def live_server(database_url: str) -> Iterator[str]:
         "DB_POOL_SIZE": "10",
         "DB_MAX_OVERFLOW": "5",
         "LOG_LEVEL": "WARNING",
+        # Counters are read right after storms, from either worker: no catalogue cache.
+        "CATALOGUE_CACHE_SECONDS": "0",
     }
     env.pop("REDIS_URL", None)
     proc = subprocess.Popen(

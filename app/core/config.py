@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     # "pgbouncer": DATABASE_URL is a PgBouncer in transaction mode (no prepared statements
     # across transactions, session settings applied per transaction).
     db_pooler: Literal["none", "pgbouncer"] = "none"
+    # Anonymous catalogue reads (events list, an event, its ticket types) are answered
+    # from a per-process cache for at most this long; 0 turns the cache off.
+    catalogue_cache_seconds: int = Field(default=1, ge=0, le=3600)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     rate_limit_enabled: bool = True
     # Limits in the `limits` notation ("5/minute", "100/hour"). Per-address limits are
