@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +38,17 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from app.core.db import CompiledStatement, compile_once, param
 from bench import report
 from bench.pgbench import PgbenchFailed, find_pgbench, pgbench_version, run_pgbench
-from bench.service import CpuMeter, Generator, LoadResult, Service, issue_tokens
+from bench.service import (
+    CpuMeter,
+    Generator,
+    LoadResult,
+    Service,
+    ServiceConfig,
+    issue_tokens,
+    read_dockerfile,
+    shipped_config,
+    stripped_config,
+)
 
 BENCH_DIR = Path(__file__).resolve().parent
 LOCAL_SERVER = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
@@ -47,6 +59,9 @@ ATTENDEES = 64
 SPREAD_EVENTS = 50
 LIST_PATH = "/api/events/?page_size=10"
 TRIVIAL_PATH = "/health/live"
+LOCAL_REDIS = "redis://127.0.0.1:6379"
+REDIS_DB = 14  # the bench's database number on a shared Redis server
+CONFIGS = ("shipped", "stripped")
 
 
 # ---------------------------------------------------------------- database
@@ -233,6 +248,96 @@ def server_version(url: str) -> str:
     return asyncio.run(_query(url, "SHOW server_version"))[0][0]
 
 
+# ---------------------------------------------------------------- Redis
+
+
+def _redis_answers(url: str) -> bool:
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except (redis.RedisError, OSError):
+        return False
+
+
+def redis_version(url: str) -> str:
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=2)
+    try:
+        return str(client.info("server").get("redis_version", "?"))
+    finally:
+        client.close()
+
+
+@contextmanager
+def bench_redis(requested: str | None) -> Iterator[tuple[str | None, str]]:
+    """(REDIS_URL for the shipped configuration, where it came from): --redis-url, else
+    REDIS_URL, else the local server (database 14), else a private redis-server."""
+    if requested is not None:
+        yield (requested or None), "--redis-url"
+        return
+    if url := os.environ.get("REDIS_URL"):
+        yield url, "REDIS_URL"
+        return
+    if _redis_answers(LOCAL_REDIS):
+        yield f"{LOCAL_REDIS}/{REDIS_DB}", "local server"
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        yield None, "none: no Redis answers and redis-server is not installed"
+        return
+    from bench.service import free_port
+
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="bench-redis-")
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", workdir],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        deadline = time.monotonic() + 10
+        while not _redis_answers(url):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+        yield url, "private redis-server"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def versions() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = []
+    for name in (
+        "uvicorn",
+        "uvloop",
+        "httptools",
+        "fastapi",
+        "starlette",
+        "pydantic",
+        "sqlalchemy",
+        "asyncpg",
+        "redis",
+        "arq",
+        "prometheus-client",
+    ):
+        try:
+            found.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            found.append(f"{name} —")
+    return ", ".join(found)
+
+
 # ---------------------------------------------------------------- runs
 
 
@@ -259,8 +364,16 @@ def _consistent(url: str, bookings_before: int, confirmed: int, clients: int) ->
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, url: str, database: str, seed_: Seed) -> None:
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        url: str,
+        database: str,
+        seed_: Seed,
+        configs: dict[str, ServiceConfig] | None = None,
+    ) -> None:
         self.args = args
+        self.configs = configs or {"stripped": stripped_config()}
         self.url = url
         self.database = database
         self.seed = seed_
@@ -282,15 +395,15 @@ class Bench:
         return self.seed.hot if name == "hot" else self.seed.spread
 
     @contextmanager
-    def service(self, workers: int) -> Iterator[Service]:
-        service = self.start_service(workers)
+    def service(self, workers: int, config: str = "stripped") -> Iterator[Service]:
+        service = self.start_service(workers, config)
         try:
             yield service
         finally:
             service.__exit__(None, None, None)
 
-    def start_service(self, workers: int) -> Service:
-        service = Service(self.url, workers, self.service_env).__enter__()
+    def start_service(self, workers: int, config: str = "stripped") -> Service:
+        service = Service(self.url, workers, self.service_env, self.configs[config]).__enter__()
         try:
             if not self.tokens:
                 self.tokens = issue_tokens(service.base_url, self.seed.usernames, PASSWORD)
@@ -356,7 +469,7 @@ class Bench:
         clients = max(self.args.clients)
         scores = {}
         for workers in (1, 2):
-            service = self.start_service(workers)
+            service = self.start_service(workers, "stripped")
             try:
                 hot = self.book(service, "hot", clients, self.args.choose_duration)
                 spread = self.book(service, "spread", clients, self.args.choose_duration)
@@ -381,15 +494,26 @@ def _wanted(args: argparse.Namespace, label: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    with bench_redis(args.redis_url) as (redis_url, redis_origin):
+        return _run(args, redis_url, redis_origin)
+
+
+def _run(args: argparse.Namespace, redis_url: str | None, redis_origin: str) -> int:
     started = datetime.now(UTC)
     load_before = os.getloadavg()
     server, origin = server_url()
     database, url = create_database(server)
     print(f"bench database {database} on the {origin}", file=sys.stderr)
+    dockerfile = read_dockerfile()
+    all_configs = {"shipped": shipped_config(redis_url, dockerfile), "stripped": stripped_config()}
+    unknown = set(args.configs) - set(all_configs)
+    if unknown or not args.configs:
+        raise SystemExit(f"--configs: {', '.join(CONFIGS)} (got {args.configs})")
+    configs = {name: all_configs[name] for name in args.configs}
     rows: list[report.Row] = []
     try:
         seed_ = seed(url, attendees=args.attendees)
-        bench = Bench(args, url, database, seed_)
+        bench = Bench(args, url, database, seed_, configs)
         ctx = report.Context(
             started=started,
             database=database,
@@ -400,56 +524,83 @@ def run(args: argparse.Namespace) -> int:
             service_env=bench.service_env,
             load_before=load_before,
             duration=args.duration,
+            versions=versions(),
+            redis=(
+                f"Redis {redis_version(redis_url)} ({redis_origin}, {redis_url})"
+                if redis_url
+                else f"no Redis ({redis_origin})"
+            ),
         )
         if bench.pgbench is None:
             ctx.notes.append("pgbench not found: no PostgreSQL baseline in this run")
-        booking_rows = [
-            (report.Row(f"{shape} c={c}", "booking", c), shape)
+        if "shipped" in configs and redis_url is None:
+            ctx.notes.append("shipped without Redis and the job worker: no Redis was found")
+        shapes = [
+            (shape, c)
             for shape in ("hot", "spread")
             for c in args.clients
+            if _wanted(args, f"{shape} c={c}")
         ]
-        booking_rows = [(r, s) for r, s in booking_rows if _wanted(args, r.label)]
+        booking_rows = {
+            (shape, c): [
+                report.Row(f"{shape} c={c}", "booking", c, config=name) for name in configs
+            ]
+            for shape, c in shapes
+        }
         c_max = max(args.clients)
-        read_rows = [
-            r
-            for r in (
-                report.Row(f"events list c={c_max}", "get", c_max),
-                report.Row(f"trivial c={c_max}", "get", c_max),
-            )
-            if _wanted(args, r.label) and not args.skip_service
+        read_labels = [
+            label
+            for label in (f"events list c={c_max}", f"trivial c={c_max}")
+            if _wanted(args, label) and not args.skip_service
         ]
-        rows = [r for r, _ in booking_rows] + read_rows
+        read_rows = {
+            name: [report.Row(label, "get", c_max, config=name) for label in read_labels]
+            for name in configs
+        }
+        rows = [r for pair in booking_rows.values() for r in pair]
+        rows += [r for name in configs for r in read_rows[name]]
 
         if not args.skip_service:
             if args.workers == "auto":
                 ctx.workers = bench.choose_workers(ctx)
+            elif args.workers is None:
+                ctx.workers = dockerfile.workers  # WEB_CONCURRENCY of the image
             else:
                 ctx.workers = int(args.workers)
+            ctx.configs = [config.describe(ctx.workers) for config in configs.values()]
         try:
-            # pgbench and the service take turns row by row, so that a ratio compares two
+            # pgbench and the configurations take turns row by row, so that a ratio compares
             # runs a few seconds apart (the machine is shared). The service is stopped while
             # pgbench runs: its idle pool would hold connections pgbench needs.
-            for row, shape in booking_rows:
-                print(f"{row.label}: pgbench", file=sys.stderr)
-                bench.pgbench_row(row, shape, ctx)
-                if ctx.workers is not None:
-                    print(f"{row.label}: service", file=sys.stderr)
-                    with bench.service(ctx.workers) as service:
+            for (shape, _), pair in booking_rows.items():
+                label = pair[0].label
+                print(f"{label}: pgbench", file=sys.stderr)
+                bench.pgbench_row(pair[0], shape, ctx)
+                for row in pair[1:]:
+                    row.pgbench = pair[0].pgbench
+                if ctx.workers is None:
+                    continue
+                for row in pair:
+                    print(f"{label}: service, {row.config}", file=sys.stderr)
+                    with bench.service(ctx.workers, row.config) as service:
                         bench.service_booking_row(service, row, shape)
-            if ctx.workers is not None and read_rows:
-                trivial = next((r for r in read_rows if r.label.startswith("trivial")), None)
-                with bench.service(ctx.workers) as service:
-                    for row in reversed(read_rows):  # the reference first
-                        path = TRIVIAL_PATH if row is trivial else LIST_PATH
-                        print(f"{row.label}: service", file=sys.stderr)
-                        row.load = bench.measured(
-                            service,
-                            lambda path=path, c=row.clients, s=service: bench.generator.get(
-                                s.base_url, path=path, clients=c, duration=args.duration
-                            ),
-                        )
-                        if row is not trivial and trivial is not None:
-                            row.reference = trivial.load
+            if ctx.workers is not None:
+                for name, reads in read_rows.items():
+                    if not reads:
+                        continue
+                    trivial = next((r for r in reads if r.label.startswith("trivial")), None)
+                    with bench.service(ctx.workers, name) as service:
+                        for row in reversed(reads):  # the reference first
+                            path = TRIVIAL_PATH if row is trivial else LIST_PATH
+                            print(f"{row.label}: service, {name}", file=sys.stderr)
+                            row.load = bench.measured(
+                                service,
+                                lambda path=path, c=row.clients, s=service: bench.generator.get(
+                                    s.base_url, path=path, clients=c, duration=args.duration
+                                ),
+                            )
+                            if row is not trivial and trivial is not None:
+                                row.reference = trivial.load
         finally:
             bench.tokens_file.unlink(missing_ok=True)
         ctx.load_after = os.getloadavg()
@@ -475,7 +626,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[64, 16],
         help="comma-separated client counts (default 64,16)",
     )
-    parser.add_argument("--workers", default="auto", choices=["auto", "1", "2", "3", "4"])
+    parser.add_argument(
+        "--workers",
+        default=None,
+        choices=["auto", "1", "2", "3", "4"],
+        help="worker processes (default: WEB_CONCURRENCY of the Dockerfile; auto: the faster "
+        "of 1 and 2 in the stripped configuration)",
+    )
+    parser.add_argument(
+        "--configs",
+        type=lambda s: [c.strip() for c in s.split(",") if c.strip()],
+        default=list(CONFIGS),
+        help="comma-separated: shipped (the Dockerfile's command with Redis and the job "
+        "worker), stripped (no access log, no Redis, rate limits off); default both",
+    )
+    parser.add_argument(
+        "--redis-url",
+        default=None,
+        help="Redis of the shipped configuration ('' for none); default REDIS_URL, else "
+        f"{LOCAL_REDIS}/{REDIS_DB}, else a private redis-server",
+    )
     parser.add_argument("--choose-duration", type=int, default=8, help="seconds per choice run")
     parser.add_argument("--generator", default="auto", choices=["auto", "wrk", "python"])
     parser.add_argument(

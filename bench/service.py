@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import resource
+import shlex
 import shutil
 import signal
 import socket
@@ -43,6 +45,7 @@ class LoadResult:
     socket_errors: dict[str, int] = field(default_factory=dict)
     generator_cpu_s: float = 0.0
     service_cpu_s: float = 0.0
+    job_worker_cpu_s: float = 0.0
     postgres_cpu_s: float = 0.0
     machine_busy_s: float = 0.0
     new_connections: int = 0
@@ -74,31 +77,164 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class Service:
-    """uvicorn app.main:app with N workers, as an operator would run it for a load test."""
+RAISED_LIMIT = "1000000/minute"
+RATE_LIMIT_SETTINGS = (
+    "RATE_LIMIT_LOGIN",
+    "RATE_LIMIT_LOGIN_IP",
+    "RATE_LIMIT_REGISTER",
+    "RATE_LIMIT_PASSWORD_RESET",
+    "RATE_LIMIT_PASSWORD_RESET_IP",
+    "RATE_LIMIT_BOOKINGS",
+    "RATE_LIMIT_CHANGE_PASSWORD",
+)
+# The settings a configuration decides; inherited values of these are dropped.
+_DECIDED = (
+    "LOG_LEVEL",
+    "LOG_FORMAT",
+    "REDIS_URL",
+    "PROMETHEUS_MULTIPROC_DIR",
+    "RATE_LIMIT_ENABLED",
+    *RATE_LIMIT_SETTINGS,
+)
 
-    def __init__(self, database_url: str, workers: int, extra_env: dict[str, str] | None = None):
+
+@dataclass
+class Dockerfile:
+    """What the image runs: the uvicorn flags of its CMD and the environment it sets."""
+
+    uvicorn_flags: list[str]
+    env: dict[str, str]
+
+    @property
+    def workers(self) -> int:
+        return int(self.env.get("WEB_CONCURRENCY", "1"))
+
+
+def read_dockerfile(path: Path = ROOT / "Dockerfile") -> Dockerfile:
+    """The uvicorn flags after `uvicorn app.main:app` in CMD (--host, --port and --workers
+    left out: the bench decides those) and the ENV of the last stage."""
+    text = path.read_text().replace("\\\n", " ")
+    env: dict[str, str] = {}
+    cmd = ""
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("FROM "):
+            env = {}
+        elif line.startswith("ENV "):
+            env.update(m.groups() for m in re.finditer(r"([A-Z_][A-Z0-9_]*)=(\S+)", line))
+        elif line.startswith("CMD "):
+            cmd = line
+    # CMD ["sh", "-c", "... exec uvicorn app.main:app --host ... --no-server-header"]
+    shell = json.loads(cmd.removeprefix("CMD "))[-1] if cmd else ""
+    words = shlex.split(shell)
+    try:
+        start = next(i for i, w in enumerate(words) if w == "app.main:app") + 1
+    except StopIteration:
+        raise RuntimeError("the Dockerfile's CMD does not run `uvicorn app.main:app`") from None
+    words = words[start:]
+    flags: list[str] = []
+    skip = False
+    for word in words:
+        if skip:
+            skip = False
+        elif word in ("--host", "--port", "--workers"):
+            skip = True
+        else:
+            flags.append(word)
+    return Dockerfile(uvicorn_flags=flags, env=env)
+
+
+@dataclass
+class ServiceConfig:
+    """How the service is run: `shipped` (what the image runs, beside Redis and the job
+    worker) or `stripped` (no access log, warnings only, no Redis, rate limits off)."""
+
+    name: str
+    uvicorn_flags: list[str]
+    env: dict[str, str]
+    job_worker: bool = False
+    metrics_dir: bool = False
+
+    def describe(self, workers: int) -> str:
+        flags = " ".join(["--workers", str(workers), *self.uvicorn_flags])
+        settings = ", ".join(f"{k}={v}" for k, v in self.env.items() if k != "SECRET_KEY")
+        extras = []
+        if self.metrics_dir:
+            extras.append("PROMETHEUS_MULTIPROC_DIR=<fresh temporary directory>")
+        if self.job_worker:
+            extras.append("job worker `python -m app worker` running beside it")
+        return f"**{self.name}**: `uvicorn app.main:app {flags}`; {settings}" + (
+            "; " + "; ".join(extras) if extras else ""
+        )
+
+
+def shipped_config(redis_url: str | None, dockerfile: Dockerfile | None = None) -> ServiceConfig:
+    """The Dockerfile's command and environment, Redis and the job worker, rate limiting on
+    with limits raised so that the load is not refused (their cost stays in the figure)."""
+    dockerfile = dockerfile or read_dockerfile()
+    env = {
+        k: v
+        for k, v in dockerfile.env.items()
+        if k not in ("PATH", "PROMETHEUS_MULTIPROC_DIR", "WEB_CONCURRENCY")
+        and not k.startswith("PYTHON")
+    }
+    env["RATE_LIMIT_ENABLED"] = "true"
+    env.update(dict.fromkeys(RATE_LIMIT_SETTINGS, RAISED_LIMIT))
+    if redis_url:
+        env["REDIS_URL"] = redis_url
+    return ServiceConfig(
+        "shipped",
+        list(dockerfile.uvicorn_flags),
+        env,
+        job_worker=bool(redis_url),
+        metrics_dir=True,
+    )
+
+
+def stripped_config() -> ServiceConfig:
+    """The fastest way to run it: what `make bench` measured in its first round."""
+    return ServiceConfig(
+        "stripped",
+        ["--no-access-log", "--log-level", "warning"],
+        {"RATE_LIMIT_ENABLED": "false", "LOG_LEVEL": "WARNING", "REDIS_URL": ""},
+    )
+
+
+class Service:
+    """uvicorn app.main:app with N workers as a configuration says (and the job worker)."""
+
+    def __init__(
+        self,
+        database_url: str,
+        workers: int,
+        extra_env: dict[str, str] | None = None,
+        config: ServiceConfig | None = None,
+    ):
         self.database_url = database_url
         self.workers = workers
+        self.config = config or stripped_config()
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.extra_env = extra_env or {}
         self.proc: subprocess.Popen[bytes] | None = None
+        self.job_worker: subprocess.Popen[bytes] | None = None
         self._metrics_dir: tempfile.TemporaryDirectory[str] | None = None
+        self._log: Any = None
 
     def env(self) -> dict[str, str]:
-        self._metrics_dir = tempfile.TemporaryDirectory(prefix="bench-metrics-")
-        env = {
-            **os.environ,
-            "DATABASE_URL": self.database_url,
-            "SECRET_KEY": SECRET_KEY,
-            "RATE_LIMIT_ENABLED": "false",
-            "LOG_LEVEL": "WARNING",
-            "REDIS_URL": "",
-            "SMTP_HOST": "",
-            "ACCESS_TOKEN_EXPIRE_MINUTES": "120",
-            "PROMETHEUS_MULTIPROC_DIR": self._metrics_dir.name,
-        }
+        env = {k: v for k, v in os.environ.items() if k not in _DECIDED}
+        env.update(
+            {
+                "DATABASE_URL": self.database_url,
+                "SECRET_KEY": SECRET_KEY,
+                "SMTP_HOST": "",
+                "ACCESS_TOKEN_EXPIRE_MINUTES": "120",
+            }
+        )
+        env.update(self.config.env)
+        if self.config.metrics_dir:
+            self._metrics_dir = tempfile.TemporaryDirectory(prefix="bench-metrics-")
+            env["PROMETHEUS_MULTIPROC_DIR"] = self._metrics_dir.name
         env.update(self.extra_env)
         return env
 
@@ -114,15 +250,36 @@ class Service:
             str(self.port),
             "--workers",
             str(self.workers),
-            "--no-access-log",
-            "--log-level",
-            "warning",
+            *self.config.uvicorn_flags,
         ]
-        self.proc = subprocess.Popen(command, cwd=ROOT, env=self.env(), preexec_fn=_die_with_parent)
+        env = self.env()
+        # The access log and every other line go to a file, as to a container's log.
+        self._log = tempfile.TemporaryFile(prefix="bench-service-log-")
+        self.proc = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
+        )
+        if self.config.job_worker:
+            self.job_worker = subprocess.Popen(
+                [sys.executable, "-m", "app", "worker"],
+                cwd=ROOT,
+                env=env,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
+            )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                self.__exit__(None, None, None)
                 raise RuntimeError(f"uvicorn exited with {self.proc.returncode}")
+            if self.job_worker is not None and self.job_worker.poll() is not None:
+                self.__exit__(None, None, None)
+                raise RuntimeError(f"the job worker exited with {self.job_worker.returncode}")
             try:
                 ready = httpx.get(f"{self.base_url}/health/ready", timeout=2).status_code == 200
                 # Every worker has to be up, not just the first that answers.
@@ -134,16 +291,28 @@ class Service:
         self.__exit__(None, None, None)
         raise RuntimeError("uvicorn did not become ready in 60 s")
 
+    def log_tail(self, size: int = 4000) -> str:
+        if self._log is None:
+            return ""
+        self._log.seek(0, os.SEEK_END)
+        end = self._log.tell()
+        self._log.seek(max(0, end - size))
+        return self._log.read().decode(errors="replace")
+
     def __exit__(self, *exc: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        for proc in (self.proc, self.job_worker):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
         if self._metrics_dir is not None:
             self._metrics_dir.cleanup()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
     def worker_processes(self) -> list[psutil.Process]:
         """The processes that serve requests (the workers; the process itself with one worker)."""
@@ -157,6 +326,11 @@ class Service:
             for p in parent.children(recursive=False)
             if "multiprocessing.resource_tracker" not in " ".join(p.cmdline())
         ]
+
+    def job_worker_processes(self) -> list[psutil.Process]:
+        if self.job_worker is None or self.job_worker.poll() is not None:
+            return []
+        return [psutil.Process(self.job_worker.pid)]
 
 
 # ---------------------------------------------------------------- tokens
@@ -226,6 +400,8 @@ class CpuMeter:
 
     def __enter__(self) -> CpuMeter:
         self.workers = self.service.worker_processes()
+        self.jobs = self.service.job_worker_processes()
+        self.before_jobs = _cpu_seconds(self.jobs)
         self.backends = _postgres_backends(self.database)
         self.before_workers = _cpu_seconds(self.workers)
         self.before_backends = _cpu_seconds(self.backends)
@@ -235,6 +411,10 @@ class CpuMeter:
 
     def __exit__(self, *exc: object) -> None:
         after_workers = _cpu_seconds(self.workers)
+        after_jobs = _cpu_seconds(self.jobs)
+        self.job_worker_cpu = sum(
+            after_jobs[pid] - self.before_jobs[pid] for pid in after_jobs if pid in self.before_jobs
+        )
         backends = _postgres_backends(self.database)
         after_backends = _cpu_seconds(backends)
         self.service_cpu = sum(
@@ -251,6 +431,7 @@ class CpuMeter:
 
     def fill(self, result: LoadResult) -> LoadResult:
         result.service_cpu_s = self.service_cpu
+        result.job_worker_cpu_s = self.job_worker_cpu
         result.postgres_cpu_s = self.postgres_cpu
         result.machine_busy_s = self.machine_busy
         result.new_connections = self.new_connections

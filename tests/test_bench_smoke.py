@@ -33,23 +33,68 @@ def test_pgbench_runs_the_booking_transaction_and_keeps_the_invariants(
     text = output.read_text()
     for label in ("hot c=2", "spread c=2"):
         row = next(line for line in text.splitlines() if line.startswith(f"| {label} |"))
-        tps = float(row.split("|")[2].replace(",", ""))
+        tps = float(row.split("|")[3].replace(",", ""))
         assert tps > 0
         assert row.rstrip().endswith("| OK |")
+
+
+def _row(text: str, label: str, config: str) -> list[str]:
+    prefix = f"| {label} | {config} |"
+    return next(line for line in text.splitlines() if line.startswith(prefix)).split("|")
+
+
+def _bookings(cells: list[str]) -> float:
+    return float(cells[4].split("(")[1].rstrip(") ").replace(",", ""))
 
 
 @pytest.mark.skipif(find_wrk() is None, reason="wrk is not installed")
 def test_service_books_under_wrk_and_the_bench_counts_it(bench_server: str, tmp_path: Path) -> None:
     output = tmp_path / "latest.md"
     args = ["--skip-pgbench", "--workers", "1", "--duration", "1", "--clients", "2"]
-    args += ["--attendees", "2", "--rows", "hot c=2", "--output", str(output)]
+    args += ["--attendees", "2", "--rows", "hot c=2", "--configs", "stripped"]
+    args += ["--output", str(output)]
 
     assert bench.run(bench.parse_args(args)) == 0
 
-    row = next(line for line in output.read_text().splitlines() if line.startswith("| hot c=2 |"))
-    bookings = float(row.split("|")[3].split("(")[1].rstrip(") ").replace(",", ""))
-    assert bookings > 0
-    assert row.rstrip().endswith("| OK |")
+    row = _row(output.read_text(), "hot c=2", "stripped")
+    assert _bookings(row) > 0
+    assert row[-2].strip() == "OK"
+
+
+@pytest.mark.skipif(find_wrk() is None, reason="wrk is not installed")
+def test_shipped_configuration_runs_the_dockerfiles_command_beside_redis_and_the_job_worker(
+    bench_server: str, redis_server, tmp_path: Path
+) -> None:
+    from bench.service import read_dockerfile
+
+    output = tmp_path / "latest.md"
+    args = ["--skip-pgbench", "--workers", "1", "--duration", "1", "--clients", "2"]
+    args += ["--attendees", "2", "--rows", "hot c=2;events list c=2;trivial c=2"]
+    args += ["--configs", "shipped", "--redis-url", f"{redis_server.url}/14"]
+    args += ["--output", str(output)]
+
+    assert bench.run(bench.parse_args(args)) == 0
+
+    text = output.read_text()
+    flags = read_dockerfile().uvicorn_flags
+    assert "--no-server-header" in flags and "--loop" in flags
+    shipped = next(line for line in text.splitlines() if line.startswith("- **shipped**"))
+    assert f"--workers 1 {' '.join(flags)}`" in shipped
+    assert "--no-access-log" not in shipped
+    assert "LOG_FORMAT=json" in shipped and "RATE_LIMIT_ENABLED=true" in shipped
+    assert f"REDIS_URL={redis_server.url}/14" in shipped
+    assert "PROMETHEUS_MULTIPROC_DIR" in shipped and "job worker" in shipped
+    assert "- versions: uvicorn " in text
+    row = _row(text, "hot c=2", "shipped")
+    assert _bookings(row) > 0
+    assert row[-2].strip() == "OK"
+    assert "none" in row[8]  # no error status, 429 included
+    listed = _row(text, "events list c=2", "shipped")
+    assert float(listed[4].replace(",", "")) > 0
+    time_lines = [line for line in text.splitlines() if line.startswith("- hot c=2, shipped: ")]
+    assert len(time_lines) == 1
+    for party in ("workers", "job worker", "PostgreSQL", "generator"):
+        assert f"{party} " in time_lines[0]
 
 
 def test_invariant_check_reports_a_counter_out_of_step(bench_server: str) -> None:
