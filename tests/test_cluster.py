@@ -113,13 +113,13 @@ async def primary(cluster):
     await engine.dispose()
 
 
-async def _users(db, role: str, n: int):
+async def _users(db, role: str, n: int, prefix: str = ""):
     from app.auth.models import User
 
     users = [
         User(
-            username=f"{role}{i}",
-            email=f"{role}{i}@example.com",
+            username=f"{prefix}{role}{i}",
+            email=f"{prefix}{role}{i}@example.com",
             hashed_password=_TEST_PASSWORD_HASH,
             role=role,
         )
@@ -140,6 +140,68 @@ def _alive(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+async def test_cluster_opposite_orders_and_double_cancels_across_both_instances(
+    cluster, primary
+) -> None:
+    """Through HAProxy (both instances, round robin) and PgBouncer: bookings naming two
+    types in opposite orders never deadlock and fill the shared capacity exactly; two
+    concurrent cancels of each booking release its tickets once."""
+    [organizer] = await _users(primary, "organizer", 1, prefix="race")
+    attendees = await _users(primary, "attendee", 12, prefix="race")
+    event = await add_event(primary, organizer, name="Race night", total_capacity=30)
+    first = await add_ticket_type(primary, event, quantity_available=20)
+    second = await add_ticket_type(primary, event, quantity_available=20, name="Second")
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    async with httpx.AsyncClient(base_url=cluster["api"], limits=limits, timeout=30) as http:
+
+        async def book(i: int) -> tuple[int, httpx.Response]:
+            items = [(first.id, 1), (second.id, 1)]
+            if i % 2:
+                items.reverse()
+            payload = {
+                "event_id": event.id,
+                "items": [{"ticket_type_id": t, "quantity": q} for t, q in items],
+            }
+            owner = i % len(attendees)
+            return owner, await http.post(
+                "/api/bookings/", json=payload, headers=auth(attendees[owner])
+            )
+
+        booked = await asyncio.gather(*(book(i) for i in range(60)))
+        codes = Counter(r.status_code for _, r in booked)
+        assert codes == {201: 15, 409: 45}, codes
+        assert {r.json()["code"] for _, r in booked if r.status_code == 409} <= {
+            "capacity_exceeded",
+            "sold_out",
+        }
+        await check_invariants(primary, {first.id: 20, second.id: 20})
+
+        confirmed = [
+            (owner, r.json()["booking_reference"]) for owner, r in booked if r.status_code == 201
+        ]
+        cancels = await asyncio.gather(
+            *(
+                http.put(f"/api/bookings/{ref}/cancel/", headers=auth(attendees[owner]))
+                for owner, ref in confirmed
+                for _ in range(2)
+            )
+        )
+        assert Counter(r.status_code for r in cancels) == {200: 15, 409: 15}
+        assert {r.json()["code"] for r in cancels if r.status_code == 409} == {"already_cancelled"}
+        await check_invariants(primary, {first.id: 20, second.id: 20})
+        r = await http.get(f"/api/events/{event.id}/", headers=auth(organizer))
+        assert r.json()["tickets_sold"] == 0
+        # Both instances took part (HAProxy's own count of sessions per server).
+        stats = httpx.get(cluster["haproxy_stats"] + ";csv").text.splitlines()
+        header = stats[0].lstrip("# ").split(",")
+        served = {
+            row["svname"]: int(row["stot"])
+            for row in (dict(zip(header, line.split(","), strict=False)) for line in stats[1:])
+            if row.get("pxname") == "apps" and row.get("svname", "").startswith("app")
+        }
+        assert set(served) == {"app1", "app2"} and min(served.values()) > 0, served
 
 
 async def test_cluster_books_through_haproxy_survives_an_instance_and_the_replica(
