@@ -35,6 +35,8 @@ from app.core.observability import install_observability
 from app.core.openapi import install_openapi
 from app.core.replica import create_read_engine
 from app.events.router import router as events_router
+from app.holds.router import router as holds_router
+from app.waitlist.router import router as waitlist_router
 
 logger = logging.getLogger("app")
 
@@ -80,11 +82,27 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ),
         asyncio.create_task(purge_refresh_tokens_forever(app.state.sessionmaker)),
     ]
+    tasks = list(purgers)
+    if not settings.redis_url:
+        # Without Redis there is no worker: expired holds are swept by this process
+        # (with Redis, by the worker's cron job).
+        from app.holds.maintenance import sweep_forever
+        from app.notifications import service as notifications
+
+        tasks.append(
+            asyncio.create_task(
+                sweep_forever(
+                    app.state.sessionmaker,
+                    settings,
+                    lambda offers: notifications.waitlist_offered(app, offers),
+                )
+            )
+        )
     try:
         yield
     finally:
-        for purger in purgers:
-            purger.cancel()
+        for task in tasks:
+            task.cancel()
         await outbox.close()
         if app.state.redis is not None:
             await app.state.redis.aclose()
@@ -113,6 +131,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(auth_router)
     app.include_router(events_router)
     app.include_router(bookings_router)
+    app.include_router(holds_router)
+    app.include_router(waitlist_router)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -5,6 +5,8 @@ from app.auth.models import RefreshToken, User
 from app.bookings.models import Booking, BookingItem, IdempotencyKey
 from app.core.db import Base
 from app.events.models import Event, TicketType
+from app.holds.models import Hold, HoldItem
+from app.waitlist.models import WaitlistEntry
 
 __all__ = [
     "AuditLog",
@@ -12,8 +14,11 @@ __all__ = [
     "Booking",
     "BookingItem",
     "Event",
+    "Hold",
+    "HoldItem",
     "IdempotencyKey",
     "RefreshToken",
     "TicketType",
     "User",
+    "WaitlistEntry",
 ]

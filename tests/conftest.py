@@ -94,8 +94,8 @@ def db(engine: object) -> async_sessionmaker[AsyncSession]:
 
 
 TABLES = (
-    "audit_log, idempotency_keys, booking_items, bookings, ticket_types, events, "
-    "refresh_tokens, users"
+    "audit_log, waitlist_entries, idempotency_keys, hold_items, holds, booking_items, "
+    "bookings, ticket_types, events, refresh_tokens, users"
 )
 
 

@@ -29,6 +29,7 @@ from app.core.errors import AppError
 from app.core.metrics import BOOKINGS_CANCELLED
 from app.events.models import Event, TicketType
 from app.events.status import EVENT_STATUS, EventStatus, status_filter
+from app.inventory.service import Aftermath
 from app.notifications import service as notifications
 
 _STATUS_CHOICES = [(s.value, s.value.replace("_", " ")) for s in EventStatus]
@@ -444,14 +445,20 @@ class BookingAdmin(ConsoleView, model=Booking):
                 flash(request, "No booking with this id.", "danger", f"Booking #{pk}")
                 continue
             try:
+                aftermath = Aftermath()
                 booking, attendee = await service.cancel_booking(
-                    self.api.state.sessionmaker, staff, reference
+                    self.api.state.sessionmaker,
+                    staff,
+                    reference,
+                    settings=self.api.state.settings,
+                    aftermath=aftermath,
                 )
             except AppError as exc:
                 flash(request, _reason(exc), "danger", str(reference))
                 continue
             BOOKINGS_CANCELLED.inc()
             notifications.booking_cancelled(self.api, booking, attendee)
+            notifications.waitlist_offered(self.api, aftermath.offers)
             flash(request, f"Booking {reference} is cancelled.", "success", "Cancelled")
         return self._back(request, pks)
 

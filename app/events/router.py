@@ -194,7 +194,15 @@ async def retrieve_ticket_type(
     responses=problem_responses(TicketTypeNameTaken, EventNotBookable, Busy),
 )
 async def update_ticket_type(
-    uow: UoW, row: OwnedEvent, ticket_type_id: TicketTypeId, body: TicketTypeUpdate
+    request: Request,
+    uow: UoW,
+    row: OwnedEvent,
+    ticket_type_id: TicketTypeId,
+    body: TicketTypeUpdate,
 ) -> TicketTypeRead:
-    ticket_type = await service.update_ticket_type(uow, row.event.id, ticket_type_id, body)
+    ticket_type, aftermath = await service.update_ticket_type(
+        uow, row.event.id, ticket_type_id, body, settings=request.app.state.settings
+    )
+    # Committed: tickets added went to the waiting list first; tell those offered.
+    notifications.waitlist_offered(request.app, aftermath.offers)
     return TicketTypeRead.model_validate(ticket_type)

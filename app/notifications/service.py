@@ -28,6 +28,7 @@ from app.auth.models import User
 from app.bookings.models import Booking, BookingItem
 from app.core.config import Settings
 from app.events.models import Event, TicketType
+from app.inventory.service import Offer
 from app.notifications.emails import Email
 from app.notifications.jobs import send_with_retries
 from app.notifications.outbox import Outbox, get_outbox, outbox_for
@@ -132,6 +133,36 @@ def booking_email(
         },
         # A booking is confirmed once and cancelled once: never email it twice.
         job_id=f"{kind}:{reference}",
+    )
+
+
+def waitlist_offered(app: Any, offers: Sequence[Offer]) -> None:
+    """Email each waiting attendee whose entry was just offered a hold (after commit):
+    the hold's reference and its deadline."""
+    if not offers:
+        return
+    outbox = _outbox(app)
+    for offer in offers:
+        outbox.spawn(outbox.send(waitlist_offer_email(offer)))
+
+
+def waitlist_offer_email(offer: Offer) -> Email:
+    return Email(
+        kind="waitlist_offered",
+        to=offer.email,
+        context={
+            "username": offer.username,
+            "reference": str(offer.hold_reference),
+            "deadline": _when(offer.expires_at),
+            "event_name": offer.event_name,
+            "event_start": _when(offer.event_start),
+            "location": offer.location,
+            "ticket_type_name": offer.ticket_type_name,
+            "quantity": offer.quantity,
+            "total": _money(offer.unit_price * offer.quantity),
+        },
+        # One email per offer (its hold), however often the job is queued.
+        job_id=f"waitlist_offered:{offer.hold_reference}",
     )
 
 
