@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
 import weakref
 from collections.abc import Callable
@@ -147,8 +148,31 @@ def _int_or_none(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+# Access tokens verified by this process: a client sends the same token with every
+# request for its lifetime, and verifying it again (base64, JSON, HMAC, claims) is a
+# fixed cost of every authenticated request. Keyed by the token, the key and the type;
+# a hit only checks the expiry again, as python-jose would (whole seconds, no leeway).
+# The account behind it (active, password unchanged) is still checked per request.
+VERIFIED_ACCESS_TOKENS_MAX = 8192
+_verified_access: dict[tuple[str, str], TokenClaims] = {}
+
+
 def decode_token(token: str, *, key: str, expected_type: TokenType) -> TokenClaims:
     """Verify signature, algorithm, expiry and type; anything wrong is InvalidToken."""
+    if expected_type != "access":
+        return _decode_token(token, key=key, expected_type=expected_type)
+    cached = _verified_access.get((token, key))
+    if cached is not None and int(time.time()) <= cached.expires_at.timestamp():
+        return cached
+    claims = _decode_token(token, key=key, expected_type=expected_type)
+    if VERIFIED_ACCESS_TOKENS_MAX:
+        if len(_verified_access) >= VERIFIED_ACCESS_TOKENS_MAX:
+            _verified_access.clear()
+        _verified_access[(token, key)] = claims
+    return claims
+
+
+def _decode_token(token: str, *, key: str, expected_type: TokenType) -> TokenClaims:
     try:
         header = jwt.get_unverified_header(token)
         if header.get("alg") != ALGORITHM:
