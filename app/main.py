@@ -23,6 +23,7 @@ from app.core.middleware import StripTrailingSlashMiddleware
 from app.core.observability import install_observability
 from app.core.openapi import install_openapi
 from app.events.router import router as events_router
+from app.webhooks.router import router as webhooks_router
 
 logger = logging.getLogger("app")
 
@@ -48,12 +49,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from redis.asyncio import Redis
 
         app.state.redis = Redis.from_url(settings.redis_url, socket_timeout=2)
-    # Rate limits share Redis across workers; emails leave after commit (arq queue or a task).
+    # Rate limits share Redis across workers. Emails and webhooks wait in the outbox
+    # table; this process sends them unless a worker does (see Settings).
     from app.core.ratelimit import limiter_for
-    from app.notifications.outbox import get_outbox
+    from app.outbox.dispatcher import Dispatcher
 
     limiter_for(app.state)
-    outbox = get_outbox(app.state)
+    outbox = Dispatcher(settings, url)
+    app.state.outbox = outbox
+    if settings.dispatches_in_process:
+        outbox.start()
     from app.bookings.maintenance import purge_idempotency_keys_forever
 
     purger = asyncio.create_task(
@@ -88,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(auth_router)
     app.include_router(events_router)
     app.include_router(bookings_router)
+    app.include_router(webhooks_router)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -4,6 +4,8 @@ from app.auth.models import RefreshToken, User
 from app.bookings.models import Booking, BookingItem, IdempotencyKey
 from app.core.db import Base
 from app.events.models import Event, TicketType
+from app.outbox.models import OutboxMessage
+from app.webhooks.models import WebhookDelivery, WebhookEndpoint
 
 __all__ = [
     "Base",
@@ -11,7 +13,10 @@ __all__ = [
     "BookingItem",
     "Event",
     "IdempotencyKey",
+    "OutboxMessage",
     "RefreshToken",
     "TicketType",
     "User",
+    "WebhookDelivery",
+    "WebhookEndpoint",
 ]

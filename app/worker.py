@@ -1,4 +1,9 @@
-"""The background worker: arq's WorkerSettings for `python -m app worker`."""
+"""The background worker: arq's WorkerSettings for `python -m app worker`.
+
+It sends the outbox (emails and webhooks stored with the changes they report) when
+the API processes do not (REDIS_URL set), and still runs email jobs queued by
+earlier versions, which put emails on the arq queue.
+"""
 
 from __future__ import annotations
 
@@ -9,27 +14,40 @@ from arq.connections import RedisSettings
 from arq.worker import Worker, create_worker
 
 from app.core.config import Settings, get_settings
+from app.core.db import resolve_database_url
 from app.core.redis import DEFAULT_KEY_PREFIX
 from app.notifications.jobs import MAX_TRIES, send_email
-from app.notifications.outbox import queue_name
+from app.outbox.dispatcher import Dispatcher
 
 logger = logging.getLogger("app.worker")
 
 
+def queue_name(prefix: str) -> str:
+    return f"{prefix}:emails"
+
+
 async def startup(ctx: dict[str, Any]) -> None:
-    ctx.setdefault("settings", get_settings())
-    logger.info("worker ready")
+    settings: Settings = ctx.setdefault("settings", get_settings())
+    dispatcher = Dispatcher(settings, resolve_database_url(settings))
+    dispatcher.start()
+    ctx["outbox"] = dispatcher
+    logger.info("worker ready: sending the outbox")
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    if (dispatcher := ctx.get("outbox")) is not None:
+        await dispatcher.close()
 
 
 class WorkerSettings:
-    """What the worker runs: the email job, retried up to MAX_TRIES times with backoff."""
+    """What the worker runs: the outbox dispatcher, and the legacy email job."""
 
     functions = [send_email]
     queue_name = queue_name(DEFAULT_KEY_PREFIX)
     max_tries = MAX_TRIES
     on_startup = startup
+    on_shutdown = shutdown
     job_timeout = 60
-    # Emails are not results anyone reads back; keep them an hour for debugging.
     keep_result = 3600
 
 

@@ -54,6 +54,9 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         # The whole suite stays well under PostgreSQL's default 100 connections.
         "db_pool_size": 10,
         "db_max_overflow": 5,
+        # Every app of the suite shares one database: only the tests about delivery run
+        # a dispatcher (or call run_until_idle), so none sends another test's messages.
+        "outbox_in_process": False,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -93,7 +96,10 @@ def db(engine: object) -> async_sessionmaker[AsyncSession]:
     return make_sessionmaker(engine)  # type: ignore[arg-type]
 
 
-TABLES = "idempotency_keys, booking_items, bookings, ticket_types, events, refresh_tokens, users"
+TABLES = (
+    "webhook_deliveries, outbox_messages, webhook_endpoints, "
+    "idempotency_keys, booking_items, bookings, ticket_types, events, refresh_tokens, users"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -194,6 +200,7 @@ def live_server(database_url: str) -> Iterator[str]:
         "DB_POOL_SIZE": "10",
         "DB_MAX_OVERFLOW": "5",
         "LOG_LEVEL": "WARNING",
+        "OUTBOX_IN_PROCESS": "false",
     }
     env.pop("REDIS_URL", None)
     proc = subprocess.Popen(

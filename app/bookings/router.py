@@ -102,7 +102,7 @@ async def create_booking(
     if not result.replayed:
         BOOKINGS_CREATED.inc()
         # Committed: the confirmation email leaves in the background.
-        notifications.booking_confirmed(request.app, result.booking, result.user)
+        await notifications.booking_confirmed(request.app, result.booking, result.user)
     response.headers["Location"] = f"/api/bookings/{result.booking.booking_reference}/"
     return BookingRead.model_validate(result.booking, from_attributes=True)
 
@@ -129,7 +129,7 @@ async def cancel_booking(
 ) -> BookingRead:
     booking = await service.cancel_booking(uow, user, booking_reference)
     BOOKINGS_CANCELLED.inc()
-    notifications.booking_cancelled(request.app, booking, user)
+    await notifications.booking_cancelled(request.app, booking, user)
     return BookingRead.model_validate(booking, from_attributes=True)
 
 

@@ -108,7 +108,7 @@ async def retrieve_event(uow: UoW, row: ValidEvent) -> EventDetail:
 async def update_event(request: Request, uow: UoW, row: OwnedEvent, body: EventUpdate) -> EventRead:
     change = await service.update_event(uow, row.event.id, body)
     # Committed: the attendees of the bookings the cancellation cancelled can be told.
-    notifications.booking_cancelled(
+    await notifications.booking_cancelled(
         request.app, change.cancelled_booking_ids, reason="event_cancelled"
     )
     return EventRead.from_row(change.row.event, change.row.status)

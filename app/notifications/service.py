@@ -1,15 +1,12 @@
-"""What the other domains call to email users, after their transaction has committed.
+"""The emails users get, built from what a domain service holds, and stored in the outbox.
 
-    notifications.booking_confirmed(request.app, booking, user)
-    notifications.booking_cancelled(request.app, booking, user)
-    notifications.booking_cancelled(request.app, cancelled_ids, reason="event_cancelled")
+    email = notifications.booking_email("booking_confirmed", booking, user)
+    await outbox.record_event(conn, ..., emails=[email])      # in the change's transaction
 
-None of these waits: the email is queued (or, without REDIS_URL, sent) by a
-background task of the process, and the arq worker sends it. The queued job
-carries a ready payload, so the worker never reads the database. The booking
-emails are built from the booking the request already holds; only an event
-cancellation, which knows just the ids of the bookings it cancelled, reads
-them back (in a session of its own, so only committed data is seen).
+Emails are outbox rows (app/outbox): stored with the change they report, sent by the
+dispatcher, retried with backoff when SMTP fails; nothing is lost to a dead process or
+an unreachable Redis once the change committed. The queued payload is ready to
+render, so sending never reads the database.
 """
 
 from __future__ import annotations
@@ -18,7 +15,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -29,8 +26,10 @@ from app.bookings.models import Booking, BookingItem
 from app.core.config import Settings
 from app.events.models import Event, TicketType
 from app.notifications.emails import Email
-from app.notifications.jobs import send_with_retries
-from app.notifications.outbox import Outbox, get_outbox, outbox_for
+from app.outbox.service import record_emails
+
+if TYPE_CHECKING:
+    from app.core.db import UnitOfWork
 
 logger = logging.getLogger("app.notifications")
 
@@ -38,7 +37,7 @@ BookingKind = Literal["booking_confirmed", "booking_cancelled"]
 CancelReason = Literal["attendee", "event_cancelled"]
 
 
-def booking_confirmed(
+async def booking_confirmed(
     app: Any,
     booking: Any,
     user: Any = None,
@@ -46,58 +45,36 @@ def booking_confirmed(
     event_start: datetime | None = None,
     location: str | None = None,
 ) -> None:
-    """Email the attendee the confirmation of ``booking`` (reference, items, prices, total).
-
-    ``booking`` is the committed booking as the response shows it (``booking_reference``,
-    ``event_name``, ``items`` with ``ticket_type_name``, ``quantity``, ``price_at_booking``,
-    and ``total_price``) and ``user`` its attendee (``email``, ``username``); the event's
-    start and location are shown when given. A booking id instead reads it back.
-    """
-    if isinstance(booking, int):
-        _post_loaded(app, [booking], "booking_confirmed", "attendee")
-        return
+    """Store the confirmation email of the committed ``booking`` in the outbox."""
     email = booking_email(
         "booking_confirmed", booking, user, event_start=event_start, location=location
     )
-    outbox = _outbox(app)
-    outbox.spawn(outbox.send(email))
+    await _record(app, [email])
 
 
-def booking_cancelled(
+async def booking_cancelled(
     app: Any,
     booking: Any,
     user: Any = None,
     *,
     reason: CancelReason = "attendee",
-    event_start: datetime | None = None,
-    location: str | None = None,
 ) -> None:
-    """Email the attendee of each cancelled booking: one email per booking.
-
-    ``booking`` and ``user`` as for booking_confirmed; or a booking id, or the list of
-    ids an event cancellation returned (``reason="event_cancelled"``): those are read back.
-    """
-    if isinstance(booking, int | list | tuple | set | frozenset):
-        ids = [booking] if isinstance(booking, int) else list(booking)
-        _post_loaded(app, ids, "booking_cancelled", reason)
-        return
-    email = booking_email(
-        "booking_cancelled",
-        booking,
-        user,
-        reason=reason,
-        event_start=event_start,
-        location=location,
-    )
-    outbox = _outbox(app)
-    outbox.spawn(outbox.send(email))
+    """Store one cancellation email per cancelled booking: ``booking`` and its ``user``,
+    or the ids an event cancellation returned (read back)."""
+    if isinstance(booking, list | tuple | set | frozenset):
+        if not booking:
+            return
+        emails = await load_booking_emails(
+            _state(app).sessionmaker, list(booking), kind="booking_cancelled", reason=reason
+        )
+    else:
+        emails = [booking_email("booking_cancelled", booking, user, reason=reason)]
+    await _record(app, emails)
 
 
-def _post_loaded(app: Any, ids: list[int], kind: BookingKind, reason: CancelReason) -> None:
-    if not ids:
-        return
-    sessionmaker = _state(app).sessionmaker
-    _outbox(app).post(lambda: load_booking_emails(sessionmaker, ids, kind=kind, reason=reason))
+async def _record(app: Any, emails: list[Email]) -> None:
+    async with _state(app).sessionmaker.begin() as session:
+        await record_emails(session, emails)
 
 
 def booking_email(
@@ -147,18 +124,13 @@ def password_reset_email(settings: Settings, *, email: str, username: str, link:
     )
 
 
-async def send_password_reset(settings: Settings, *, email: str, username: str, link: str) -> None:
-    """Deliver the password reset link to ``email``; called after the response is sent.
-
-    Queued for the worker when the application runs with Redis, else sent from here
-    (retrying with backoff when SMTP fails).
-    """
+async def send_password_reset(
+    settings: Settings, *, email: str, username: str, link: str, uow: UnitOfWork
+) -> None:
+    """Store the password reset email with ``link`` in the outbox (its own transaction)."""
     message = password_reset_email(settings, email=email, username=username, link=link)
-    outbox = outbox_for(settings)
-    if outbox is not None:
-        await outbox.send(message)
-    else:
-        await send_with_retries(settings, message)
+    async with uow:
+        await record_emails(uow.session, [message])
 
 
 async def load_booking_emails(
@@ -244,7 +216,3 @@ def _when(moment: datetime) -> str:
 def _state(app: Any) -> Any:
     """``app.state`` of an application, or of a request's application."""
     return app.app.state if isinstance(app, HTTPConnection) else app.state
-
-
-def _outbox(app: Any) -> Outbox:
-    return get_outbox(_state(app))

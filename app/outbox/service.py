@@ -1,0 +1,123 @@
+"""Recording messages in the outbox, inside the transaction of the change they report.
+
+    await outbox.record_event(conn, WebhookEventType.booking_confirmed, event_id=42,
+                              data=booking_json, emails=[confirmation])
+
+One statement stores a webhook message for every active endpoint of the event's
+organizer subscribed to the type, and the emails; at commit PostgreSQL wakes the
+dispatchers (NOTIFY is delivered only if the transaction commits). A rolled-back
+change leaves no message; a committed one always has its messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+import asyncpg
+import orjson
+from sqlalchemy import TextClause, text
+from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.notifications.emails import Email
+from app.webhooks.schemas import WebhookEventType
+
+# What a domain service holds inside its transaction: the unit of work's session, or
+# the asyncpg connection of a hot path (``UnitOfWork.driver``).
+Transaction = AsyncSession | asyncpg.Connection
+
+NOTIFY_CHANNEL = "outbox"
+
+_RECORD = text(
+    """
+    WITH hooks AS (
+        INSERT INTO outbox_messages (channel, topic, endpoint_id, payload)
+        SELECT 'webhook', CAST(:event_type AS varchar), w.id, CAST(:payload AS jsonb)
+        FROM webhook_endpoints w
+        WHERE w.organizer_id = (SELECT organizer_id FROM events WHERE id = :event_id)
+          AND w.is_active AND CAST(:event_type AS varchar) = ANY(w.event_types)
+        RETURNING id
+    ), mails AS (
+        INSERT INTO outbox_messages (channel, topic, payload)
+        SELECT 'email', m ->> 'kind', m
+        FROM jsonb_array_elements(CAST(:emails AS jsonb)) AS m
+        RETURNING id
+    )
+    SELECT pg_notify('outbox', '')
+    WHERE EXISTS (SELECT FROM hooks) OR EXISTS (SELECT FROM mails)
+    """
+)
+
+_RECORD_EMAILS = text(
+    """
+    WITH mails AS (
+        INSERT INTO outbox_messages (channel, topic, payload)
+        SELECT 'email', m ->> 'kind', m
+        FROM jsonb_array_elements(CAST(:emails AS jsonb)) AS m
+        RETURNING id
+    )
+    SELECT pg_notify('outbox', '') WHERE EXISTS (SELECT FROM mails)
+    """
+)
+
+
+def webhook_payload(event_type: WebhookEventType, data: Mapping[str, Any]) -> str:
+    """The body receivers get: ``{type, timestamp, data}``."""
+    return orjson.dumps(
+        {
+            "type": event_type.value,
+            "timestamp": datetime.now(UTC).isoformat(),
+            "data": data,
+        }
+    ).decode()
+
+
+def email_payload(emails: Sequence[Email]) -> str:
+    fields = [{"kind": e.kind, "to": e.to, "context": e.context} for e in emails]
+    return orjson.dumps(fields).decode()
+
+
+async def record_event(
+    db: Transaction,
+    event_type: WebhookEventType,
+    *,
+    event_id: int,
+    data: Mapping[str, Any],
+    emails: Sequence[Email] = (),
+) -> None:
+    """Store ``event_type`` about event ``event_id`` (``data``: the booking, event, hold
+    or entry as the API shows it, JSON-ready) for its organizer's endpoints, and
+    ``emails``, in the caller's transaction."""
+    await _execute(
+        db,
+        _RECORD,
+        {
+            "event_type": event_type.value,
+            "event_id": event_id,
+            "payload": webhook_payload(event_type, data),
+            "emails": email_payload(emails),
+        },
+    )
+
+
+async def record_emails(db: Transaction, emails: Sequence[Email]) -> None:
+    """Store ``emails`` in the caller's transaction."""
+    if emails:
+        await _execute(db, _RECORD_EMAILS, {"emails": email_payload(emails)})
+
+
+@lru_cache(maxsize=8)
+def _compiled(statement: TextClause) -> tuple[str, tuple[str, ...]]:
+    compiled = statement.compile(dialect=PGDialect_asyncpg())
+    return compiled.string, tuple(compiled.positiontup or ())
+
+
+async def _execute(db: Transaction, statement: TextClause, values: dict[str, Any]) -> None:
+    if isinstance(db, AsyncSession):
+        await db.execute(statement, values)
+        return
+    sql, names = _compiled(statement)
+    await db.execute(sql, *(values[name] for name in names))
