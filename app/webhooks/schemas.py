@@ -34,8 +34,8 @@ EventTypes = Annotated[
     list[WebhookEventType],
     Field(
         min_length=1,
-        max_length=len(WebhookEventType),
-        description="The event types to receive; at least one.",
+        max_length=20,
+        description="The event types to receive; at least one (each counted once).",
         examples=[["booking.confirmed", "booking.cancelled"]],
     ),
 ]
