@@ -57,6 +57,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     limiter_for(app.state)
     outbox = Dispatcher(settings, url)
     app.state.outbox = outbox
+    app.state.metrics_probes = [outbox.gauges]
     if settings.dispatches_in_process:
         outbox.start()
     from app.bookings.maintenance import purge_idempotency_keys_forever

@@ -415,3 +415,25 @@ async def test_a_rolled_back_change_leaves_no_message(
         await session.rollback()
     assert await outbox_rows(db) == []
     await receiver.stays_at(0)
+
+
+async def test_metrics_show_the_outbox_depth_and_attempts_by_result(
+    database_url: str, db: Any, organizer: User, receiver: Receiver
+) -> None:
+    receiver.answers = [500]
+    application = create_app(hook_settings(database_url, outbox_in_process=False))
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            await subscribe(client, organizer, receiver.url)
+            event = await make_event(db, organizer)
+            await record(db, event.id, {"n": 1})
+            waiting = (await client.get("/metrics")).text
+            assert 'outbox_pending_messages{channel="webhook"} 1.0' in waiting
+            assert await application.state.outbox.dispatch_due() == 1  # the 500
+            await asyncio.sleep(0.3)
+            await application.state.outbox.run_until_idle()
+            done = (await client.get("/metrics")).text
+    assert 'outbox_pending_messages{channel="webhook"} 0.0' in done
+    assert 'outbox_attempts_total{channel="webhook",result="retry"}' in done
+    assert 'outbox_attempts_total{channel="webhook",result="delivered"}' in done

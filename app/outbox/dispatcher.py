@@ -26,11 +26,13 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import httpx
 import orjson
+from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.config import Settings
 from app.core.db import create_engine
+from app.core.metrics import OUTBOX_ATTEMPTS
 from app.notifications.emails import Email
 from app.notifications.smtp import deliver_email
 from app.outbox.service import NOTIFY_CHANNEL
@@ -96,6 +98,14 @@ _DISABLE_ENDPOINT = text(
 
 _DUE_COUNT = text(
     "SELECT count(*) FROM outbox_messages WHERE status = 'pending' AND next_attempt_at <= now()"
+)
+
+_DEPTH = text(
+    """
+    SELECT channel, count(*) AS pending,
+           coalesce(extract(epoch FROM now() - min(created_at)), 0) AS oldest_seconds
+    FROM outbox_messages WHERE status = 'pending' GROUP BY channel
+    """
 )
 
 _PURGE = text(
@@ -236,6 +246,25 @@ class Dispatcher:
         async with self.sessionmaker.begin() as session:
             await session.execute(_PURGE, {"hours": self.settings.outbox_retention_hours})
 
+    async def gauges(self) -> list[GaugeMetricFamily]:
+        """Outbox depth and the age of its oldest pending message, per channel."""
+        async with self.sessionmaker() as session:
+            rows = (await session.execute(_DEPTH)).all()
+        depth = GaugeMetricFamily(
+            "outbox_pending_messages", "Messages waiting to be sent", labels=["channel"]
+        )
+        oldest = GaugeMetricFamily(
+            "outbox_oldest_pending_seconds",
+            "Age of the oldest message waiting to be sent",
+            labels=["channel"],
+        )
+        found = {row.channel: row for row in rows}
+        for channel in ("email", "webhook"):
+            row = found.get(channel)
+            depth.add_metric([channel], float(row.pending) if row else 0.0)
+            oldest.add_metric([channel], float(row.oldest_seconds) if row else 0.0)
+        return [depth, oldest]
+
     # ------------------------------------------------------------ one batch
 
     async def dispatch_due(self) -> int:
@@ -308,6 +337,7 @@ class Dispatcher:
                 message.attempt,
                 attempt.error,
             )
+        OUTBOX_ATTEMPTS.labels(message.channel, "retry" if status == "pending" else status).inc()
         async with self.sessionmaker.begin() as session:
             await session.execute(
                 _FINISH,
@@ -339,6 +369,7 @@ class Dispatcher:
                     await session.execute(_DISABLE_ENDPOINT, {"id": message.endpoint_id})
 
     async def _finish(self, message: Claimed, *, status: str, error: str | None) -> None:
+        OUTBOX_ATTEMPTS.labels(message.channel, status).inc()
         async with self.sessionmaker.begin() as session:
             await session.execute(
                 _FINISH,
