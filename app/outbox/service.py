@@ -18,7 +18,7 @@ from typing import Any
 
 import asyncpg
 import orjson
-from sqlalchemy import TextClause, text
+from sqlalchemy import Executable, TextClause, text
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -109,15 +109,29 @@ async def record_emails(db: Transaction, emails: Sequence[Email]) -> None:
         await _execute(db, _RECORD_EMAILS, {"emails": email_payload(emails)})
 
 
-@lru_cache(maxsize=8)
-def _compiled(statement: TextClause) -> tuple[str, tuple[str, ...]]:
-    compiled = statement.compile(dialect=PGDialect_asyncpg())
-    return compiled.string, tuple(compiled.positiontup or ())
+@lru_cache(maxsize=32)
+def _compiled(statement: Executable) -> tuple[str, tuple[str, ...], dict[str, Any]]:
+    """SQL for asyncpg ($n), the bind name of each $n, and the values SQLAlchemy bound."""
+    compiled = statement.compile(
+        dialect=PGDialect_asyncpg(), compile_kwargs={"render_postcompile": True}
+    )
+    return compiled.string, tuple(compiled.positiontup or ()), dict(compiled.construct_params())
 
 
 async def _execute(db: Transaction, statement: TextClause, values: dict[str, Any]) -> None:
     if isinstance(db, AsyncSession):
         await db.execute(statement, values)
         return
-    sql, names = _compiled(statement)
-    await db.execute(sql, *(values[name] for name in names))
+    sql, names, defaults = _compiled(statement)
+    await db.execute(sql, *({**defaults, **values}[name] for name in names))
+
+
+async def fetch_rows(
+    db: Transaction, statement: Executable, values: dict[str, Any]
+) -> list[Mapping[str, Any]]:
+    """Rows of a Core statement with named parameters, on the session or asyncpg alike."""
+    if isinstance(db, AsyncSession):
+        return [row._mapping for row in await db.execute(statement, values)]
+    sql, names, defaults = _compiled(statement)
+    merged = {**defaults, **values}
+    return list(await db.fetch(sql, *(merged[name] for name in names)))

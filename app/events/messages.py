@@ -1,0 +1,66 @@
+"""What an event's changes tell its organizer's webhooks: cancelled, sold out.
+
+Called inside the transaction of the change, so the message exists exactly when the
+change committed.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import bindparam, select
+
+from app.auth.models import User
+from app.events.models import Event
+from app.events.schemas import EventRead
+from app.events.status import EVENT_STATUS, EventStatus
+from app.outbox.service import Transaction, fetch_rows, record_event
+from app.webhooks.schemas import WebhookEventType
+
+# The event as the API shows it (EventRead.from_record's columns), with its status now.
+_EVENT_AS_SHOWN = (
+    select(
+        Event.id,
+        Event.organizer_id,
+        User.username.label("organizer_username"),
+        Event.name,
+        Event.description,
+        Event.location,
+        Event.start_time,
+        Event.end_time,
+        Event.total_capacity,
+        Event.tickets_sold,
+        EVENT_STATUS.label("status"),
+        Event.created_at,
+        Event.updated_at,
+    )
+    .join(User, User.id == Event.organizer_id)
+    .where(Event.id == bindparam("event_id"))
+)
+
+
+async def event_as_shown(db: Transaction, event_id: int) -> EventRead | None:
+    rows = await fetch_rows(db, _EVENT_AS_SHOWN, {"event_id": event_id})
+    return EventRead.from_record(rows[0]) if rows else None
+
+
+async def record_event_cancelled(db: Transaction, event_id: int) -> None:
+    """``event.cancelled`` with the event as it now is."""
+    event = await event_as_shown(db, event_id)
+    if event is not None:
+        await record_event(
+            db,
+            WebhookEventType.event_cancelled,
+            event_id=event_id,
+            data=event.model_dump(mode="json"),
+        )
+
+
+async def record_if_sold_out(db: Transaction, event_id: int) -> bool:
+    """``event.sold_out`` when the event's status is now ``sold_out``; the caller knows
+    it was not before its change. Returns whether it was recorded."""
+    event = await event_as_shown(db, event_id)
+    if event is None or event.status != EventStatus.sold_out:
+        return False
+    await record_event(
+        db, WebhookEventType.event_sold_out, event_id=event_id, data=event.model_dump(mode="json")
+    )
+    return True
