@@ -437,3 +437,72 @@ async def test_metrics_show_the_outbox_depth_and_attempts_by_result(
     assert 'outbox_pending_messages{channel="webhook"} 0.0' in done
     assert 'outbox_attempts_total{channel="webhook",result="retry"}' in done
     assert 'outbox_attempts_total{channel="webhook",result="delivered"}' in done
+
+
+DISPATCHER_SCRIPT = """
+import asyncio, os
+from app.core.config import Settings
+from app.outbox.dispatcher import Dispatcher
+
+async def main():
+    settings = Settings(_env_file=None)
+    dispatcher = Dispatcher(settings, settings.database_url, lease_seconds=1.0)
+    dispatcher.start()
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+async def test_a_dispatcher_killed_mid_delivery_leaves_the_message_to_the_next(
+    database_url: str, db: Any, organizer: User, receiver: Receiver
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    receiver.delay = 2.0  # the first dispatcher is killed while the receiver still reads
+    settings = hook_settings(database_url, outbox_in_process=False)
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            await subscribe(client, organizer, receiver.url)
+    event = await make_event(db, organizer)
+    await record(db, event.id, {"n": 1})
+
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
+        "LOG_LEVEL": "WARNING",
+    }
+    proc = subprocess.Popen([sys.executable, "-c", DISPATCHER_SCRIPT], cwd=ROOT, env=env)
+    try:
+        deadline = asyncio.get_running_loop().time() + 20
+        while not receiver.requests and receiver.in_flight == 0:
+            assert asyncio.get_running_loop().time() < deadline, "never delivered"
+            await asyncio.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    async with db() as session:
+        row = (await session.execute(text("SELECT status, attempts FROM outbox_messages"))).one()
+    assert tuple(row) == ("pending", 1)  # taken, never finished
+
+    receiver.delay = 0.0
+    survivor = Dispatcher(settings, database_url)
+    try:
+        await asyncio.sleep(1.1)  # the dead dispatcher's lease
+        await survivor.run_until_idle()
+    finally:
+        await survivor.close()
+    await asyncio.sleep(2.0)  # the killed attempt's request finishes on the receiver's side
+    ids = {r.headers["webhook-id"] for r in receiver.requests}
+    assert len(ids) == 1 and len(receiver.requests) == 2  # at least once: the same message
+    assert [r.status for r in await outbox_rows(db)] == ["delivered"]

@@ -35,6 +35,7 @@ class Receiver:
     delay: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    in_flight: int = 0  # requests read, not yet answered
 
     @property
     def url(self) -> str:
@@ -63,6 +64,8 @@ def serve() -> Iterator[Receiver]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("content-length", 0)))
+            with receiver.lock:
+                receiver.in_flight += 1
             if receiver.delay:
                 time.sleep(receiver.delay)
             status = receiver.next_answer()
@@ -76,6 +79,7 @@ def serve() -> Iterator[Receiver]:
                         status,
                     )
                 )
+                receiver.in_flight -= 1
             self.send_response(status)
             for name, value in receiver.headers.items():
                 self.send_header(name, value)
