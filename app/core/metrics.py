@@ -126,7 +126,8 @@ def metrics_endpoint(
         else:
             body = generate_latest(REGISTRY)
         body += generate_latest(app_registry)
-        for probe in getattr(request.app.state, "metrics_probes", ()):
+        state = request.app.state if request is not None else None
+        for probe in getattr(state, "metrics_probes", ()):
             body += await _probed(probe)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
