@@ -40,8 +40,8 @@ migrations: $(VENV)/.synced ## New migration from the models: make migrations m=
 	@test -n "$(m)" || (echo 'usage: make migrations m="what changed"'; exit 2)
 	$(BIN)/alembic revision --autogenerate -m "$(m)"
 
-createsuperuser: $(VENV)/.synced ## Create an organizer account (prompts for its details)
-	$(BIN)/python -m app create-user --role organizer
+createsuperuser: $(VENV)/.synced ## Create a staff account for the console at /admin (prompts for its details)
+	$(BIN)/python -m app create-user --role organizer --staff
 
 shell: $(VENV)/.synced ## Python shell with top-level await, settings, engine, sessionmaker and the models
 	$(BIN)/python -m app shell

@@ -76,7 +76,9 @@ def migrate() -> None:
     typer.echo("database is at head")
 
 
-async def _create_user(username: str, email: str, password: str, role: str) -> int:
+async def _create_user(
+    username: str, email: str, password: str, role: str, *, staff: bool = False
+) -> int:
     from sqlalchemy import func, or_, select
 
     from app.auth.models import User
@@ -107,6 +109,7 @@ async def _create_user(username: str, email: str, password: str, role: str) -> i
                 hashed_password=await hash_password(password),
                 role=role,
                 is_active=True,
+                is_staff=staff,
             )
             session.add(user)
             await session.commit()
@@ -128,6 +131,9 @@ def create_user(
         confirmation_prompt=True,
         help="Prompted for when not given (or set CREATE_USER_PASSWORD).",
     ),
+    staff: bool = typer.Option(
+        False, "--staff", help="May sign in to the staff console at /admin."
+    ),
 ) -> None:
     """Create a user directly in the database (an organizer by default)."""
     import re
@@ -142,8 +148,9 @@ def create_user(
         raise typer.BadParameter(str(exc), param_hint="--email") from None
     if len(password) < 8 or password.isdigit():
         raise typer.BadParameter("at least 8 characters, not all digits", param_hint="--password")
-    user_id = asyncio.run(_create_user(username, email, password, role.value))
-    typer.echo(f"created {role.value} {username!r} (id {user_id})")
+    user_id = asyncio.run(_create_user(username, email, password, role.value, staff=staff))
+    kind = f"staff {role.value}" if staff else role.value
+    typer.echo(f"created {kind} {username!r} (id {user_id})")
 
 
 def _shell_namespace() -> dict[str, Any]:

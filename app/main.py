@@ -11,6 +11,8 @@ from anyio import to_thread
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from app.admin.console import PREFIX as CONSOLE_PREFIX
+from app.admin.console import install_console
 from app.auth.router import router as auth_router
 from app.bookings.router import router as bookings_router
 from app.core import health
@@ -103,7 +105,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["*"],
             expose_headers=["Location", "Retry-After", "X-Request-ID"],
         )
-    app.add_middleware(StripTrailingSlashMiddleware)
+    install_console(app, settings)
+    app.add_middleware(StripTrailingSlashMiddleware, keep=(f"{CONSOLE_PREFIX}/",))
     install_docs(app)
     install_openapi(app)
     install_observability(app)

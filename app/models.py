@@ -1,5 +1,6 @@
 """Every model, imported in one place for Alembic's autogenerate."""
 
+from app.admin.models import AuditLog
 from app.auth.models import RefreshToken, User
 from app.bookings.models import Booking, BookingItem, IdempotencyKey
 from app.core.db import Base
@@ -8,6 +9,7 @@ from app.outbox.models import OutboxMessage
 from app.webhooks.models import WebhookDelivery, WebhookEndpoint
 
 __all__ = [
+    "AuditLog",
     "Base",
     "Booking",
     "BookingItem",

@@ -27,9 +27,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import asyncpg
+from sqlalchemy import BigInteger, Integer, String, text
+from sqlalchemy.dialects.postgresql import ARRAY
 
+from app.core.db import CompiledStatement, compile_once, param
 from bench import report
 from bench.pgbench import PgbenchFailed, find_pgbench, pgbench_version, run_pgbench
 from bench.service import CpuMeter, Generator, LoadResult, Service, issue_tokens
@@ -109,6 +113,41 @@ class Seed:
     usernames: list[str]
 
 
+def _seed_statement(sql: str, **types: Any) -> CompiledStatement:
+    return compile_once(text(sql).bindparams(*(param(n, t) for n, t in types.items())))
+
+
+_SEED_ORGANIZER = _seed_statement(
+    "INSERT INTO users (username, email, hashed_password, role) "
+    "VALUES ('bench_organizer', 'bench_organizer@example.com', :hashed, 'organizer') "
+    "RETURNING id",
+    hashed=String,
+)
+_SEED_ATTENDEES = _seed_statement(
+    "INSERT INTO users (username, email, hashed_password, role) "
+    "SELECT 'bench_attendee_' || g, 'bench_attendee_' || g || '@example.com', :hashed, "
+    "'attendee' FROM generate_series(1, :attendees) g ORDER BY g RETURNING id, username",
+    hashed=String,
+    attendees=Integer,
+)
+_SEED_EVENTS = _seed_statement(
+    "INSERT INTO events (organizer_id, name, description, location, start_time, "
+    "total_capacity) SELECT :organizer_id, 'Bench event ' || g, 'Seeded by the benchmark', "
+    "'Benchmark Hall', now() + interval '30 days', :capacity "
+    "FROM generate_series(0, :last) g ORDER BY g RETURNING id",
+    organizer_id=BigInteger,
+    capacity=Integer,
+    last=Integer,
+)
+_SEED_TICKET_TYPES = _seed_statement(
+    "INSERT INTO ticket_types (event_id, name, price, quantity_available) "
+    "SELECT id, 'Standard', 10.00, :capacity FROM unnest(:event_ids) AS id ORDER BY id "
+    "RETURNING event_id, id",
+    event_ids=ARRAY(BigInteger),
+    capacity=Integer,
+)
+
+
 async def _seed(url: str, attendees: int, spread_events: int) -> Seed:
     from app.core.security import pwd_context
 
@@ -116,35 +155,14 @@ async def _seed(url: str, attendees: int, spread_events: int) -> Seed:
     conn = await asyncpg.connect(_dsn(url))
     try:
         async with conn.transaction():
-            organizer = await conn.fetchval(
-                "INSERT INTO users (username, email, hashed_password, role) "
-                "VALUES ('bench_organizer', 'bench_organizer@example.com', $1, 'organizer') "
-                "RETURNING id",
-                hashed,
-            )
-            users = await conn.fetch(
-                "INSERT INTO users (username, email, hashed_password, role) "
-                "SELECT 'bench_attendee_' || g, 'bench_attendee_' || g || '@example.com', $1, "
-                "'attendee' FROM generate_series(1, $2) g ORDER BY g RETURNING id, username",
-                hashed,
-                attendees,
-            )
+            organizer = await _SEED_ORGANIZER.fetchval(conn, hashed=hashed)
+            users = await _SEED_ATTENDEES.fetch(conn, hashed=hashed, attendees=attendees)
             # Event 0 is the hot one; ids come out consecutive on a fresh database.
-            events = await conn.fetch(
-                "INSERT INTO events (organizer_id, name, description, location, start_time, "
-                "total_capacity) SELECT $1, 'Bench event ' || g, 'Seeded by the benchmark', "
-                "'Benchmark Hall', now() + interval '30 days', $2 "
-                "FROM generate_series(0, $3) g ORDER BY g RETURNING id",
-                organizer,
-                CAPACITY,
-                spread_events,
+            events = await _SEED_EVENTS.fetch(
+                conn, organizer_id=organizer, capacity=CAPACITY, last=spread_events
             )
-            pairs = await conn.fetch(
-                "INSERT INTO ticket_types (event_id, name, price, quantity_available) "
-                "SELECT id, 'Standard', 10.00, $2 FROM unnest($1::bigint[]) AS id ORDER BY id "
-                "RETURNING event_id, id",
-                [e["id"] for e in events],
-                CAPACITY,
+            pairs = await _SEED_TICKET_TYPES.fetch(
+                conn, event_ids=[e["id"] for e in events], capacity=CAPACITY
             )
             await conn.execute(
                 "CREATE TABLE bench_issued AS "

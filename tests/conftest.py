@@ -97,7 +97,7 @@ def db(engine: object) -> async_sessionmaker[AsyncSession]:
 
 
 TABLES = (
-    "webhook_deliveries, outbox_messages, webhook_endpoints, "
+    "webhook_deliveries, outbox_messages, webhook_endpoints, audit_log, "
     "idempotency_keys, booking_items, bookings, ticket_types, events, refresh_tokens, users"
 )
 
@@ -131,6 +131,7 @@ def create_user(db: async_sessionmaker[AsyncSession]) -> Callable[..., object]:
         email: str | None = None,
         password: str | None = None,
         is_active: bool = True,
+        is_staff: bool = False,
     ) -> User:
         n = next(_counter)
         username = username or f"{role}{n}"
@@ -141,6 +142,7 @@ def create_user(db: async_sessionmaker[AsyncSession]) -> Callable[..., object]:
             hashed_password=hashed,
             role=role,
             is_active=is_active,
+            is_staff=is_staff,
         )
         async with db() as session:
             session.add(user)

@@ -88,3 +88,11 @@ def test_profile_prints_cpu_and_shares_per_endpoint(bench_server: str) -> None:
         line = next(x for x in done.stdout.splitlines() if x.startswith(f"{label}: "))
         assert float(line.split(": ")[1].split(" ms")[0]) > 0
     assert "fastapi" in done.stdout and "%" in done.stdout
+
+
+def test_pgbench_script_is_the_services_booking_statements() -> None:
+    """bench/sql/booking.sql is generated from the statements the service runs: a change
+    to them without `python -m bench.pgbench_script` fails here."""
+    from bench.pgbench_script import SCRIPT, render
+
+    assert SCRIPT.read_text() == render()

@@ -429,12 +429,12 @@ async def test_deleted_ticket_type_between_read_and_lock_is_422_not_500(
     client, db, attendee, event, standard, vip, monkeypatch
 ):
     """A ticket type deleted after the lock-free read is caught under the locks."""
-    from app.bookings import service
+    from app.inventory import service
 
     real = service._check_and_price
 
-    def after_delete(data, ids, locked):
-        return real(data, ids, [r for r in locked if r["id"] != vip.id])
+    def after_delete(event_id, lines, ids, locked):
+        return real(event_id, lines, ids, [r for r in locked if r["id"] != vip.id])
 
     monkeypatch.setattr(service, "_check_and_price", after_delete)
     r = await book(client, attendee, event.id, (standard.id, 1), (vip.id, 1))

@@ -45,6 +45,9 @@ class User(Base):
     hashed_password: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(16))
     is_active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    # May sign in to the staff console (/admin). Set only from the command line
+    # (`create-user --staff`), never through the API.
+    is_staff: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     date_joined: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )

@@ -159,9 +159,13 @@ async def _lock_user(session: AsyncSession, user_id: int) -> User | None:
 # --- tokens -----------------------------------------------------------------------------
 
 
-async def login(uow: UnitOfWork, data: Login, settings: Settings) -> TokenPair:
-    """Tokens for a username or email and password; unknown, wrong and inactive look alike."""
-    identifier = data.username.strip()
+async def authenticate(uow: UnitOfWork, identifier: str, password: str) -> User:
+    """The active account of a username or email and its password, else InvalidCredentials.
+
+    Unknown accounts, wrong passwords and deactivated accounts look alike (and cost
+    the same hash check). Used by the API's login and the staff console's sign-in.
+    """
+    identifier = identifier.strip()
     # lower() on both sides, as in the unique index: PostgreSQL's idea of case applies.
     same_username = func.lower(User.username) == func.lower(identifier)
     async with uow:
@@ -173,9 +177,15 @@ async def login(uow: UnitOfWork, data: Login, settings: Settings) -> TokenPair:
             .limit(1)
         )
     # The hash is checked outside the transaction: no connection is held for ~0.1 s.
-    valid = await verify_password(data.password, user.hashed_password if user else None)
+    valid = await verify_password(password, user.hashed_password if user else None)
     if user is None or not valid or not user.is_active:
         raise InvalidCredentials()
+    return user
+
+
+async def login(uow: UnitOfWork, data: Login, settings: Settings) -> TokenPair:
+    """Tokens for a username or email and password; unknown, wrong and inactive look alike."""
+    user = await authenticate(uow, data.username, data.password)
     async with uow:
         # A password change or deactivation committed during the check revoked every
         # refresh token; a token stored now would outlive it.

@@ -1,49 +1,44 @@
-"""The booking rules and their transactions.
+"""The booking rules: who may book what, idempotent retries, reading and listing.
 
-Lock order, everywhere: the event row, then booking rows, then ticket-type rows
-by ascending id. Every transaction that takes more than one of these locks takes
-them in this order, so two of them can never wait on each other (no deadlock).
-Lock waits are bounded by the connection's ``lock_timeout`` (LOCK_TIMEOUT_MS):
-a request that cannot get its locks in time fails as 503 ``busy``.
+Taking and giving back tickets (the locks, their order, the checks and the counters)
+belongs to ``app.inventory.service``; this module calls it inside its transactions.
 """
 
 from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 import asyncpg
 import orjson
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.deps import check_role, check_token_user
 from app.auth.models import Role, User
+from app.bookings import repository
 from app.bookings.models import Booking, BookingItem
 from app.bookings.schemas import BookingCreate, BookingFilters
 from app.core.config import Settings
-from app.core.db import UnitOfWork
+from app.core.db import UnitOfWork, compile_statement, raw_connection
 from app.core.db_errors import sqlstate
 from app.core.errors import (
-    AlreadyCancelled,
-    CapacityExceeded,
-    EventNotBookable,
     IdempotencyKeyInUse,
     IdempotencyKeyReused,
     NotFound,
     PermissionDenied,
-    SoldOut,
-    TicketTypeInactive,
     ValidationFailed,
 )
 from app.core.pagination import PageParams
 from app.core.security import TokenClaims
 from app.events.models import Event, TicketType
+from app.inventory import service as inventory
+from app.inventory.service import Line
 
 
 @dataclass(slots=True)
@@ -98,82 +93,6 @@ def request_fingerprint(data: BookingCreate) -> str:
     return hashlib.sha256(orjson.dumps(canonical)).hexdigest()
 
 
-# The booking's statements go straight to asyncpg (``UnitOfWork.driver``): they are
-# prepared once per connection and run without SQLAlchemy's execution layer, which
-# was a fifth of the CPU of a booking. Parameters are positional ($n).
-
-# Lock-free, before the transaction: the caller's account (the access token was only
-# verified, not looked up) and whether the event exists and owns the ticket types.
-# ``own_ids`` is NULL when there is no such event.
-_ACCOUNT_EVENT_AND_TYPES = """
-    SELECT u.id, u.username, u.email, u.role, u.is_active, u.password_changed_at,
-           (SELECT ARRAY(SELECT t.id FROM ticket_types t
-                         WHERE t.event_id = e.id AND t.id = ANY($3::bigint[]))
-            FROM events e WHERE e.id = $2) AS own_ids
-    FROM users u WHERE u.id = $1
-"""
-
-# The locks, in one statement and in the global order: the event row (outer side of
-# the nested loop, which LATERAL forces), then its ticket types sorted by id.
-_LOCK_EVENT_AND_TYPES = """
-    SELECT e.name, e.start_time, e.cancelled_at, e.total_capacity, e.tickets_sold,
-           t.id, t.name AS type_name, t.price, t.quantity_available, t.is_active
-    FROM (SELECT id, name, start_time, cancelled_at, total_capacity, tickets_sold
-          FROM events WHERE id = $1 FOR UPDATE) e
-    CROSS JOIN LATERAL (
-        SELECT id, name, price, quantity_available, is_active FROM ticket_types
-        WHERE event_id = e.id AND id = ANY($2::bigint[]) ORDER BY id FOR UPDATE
-    ) t
-"""
-
-_LOCK_EVENT = text(
-    "SELECT name, start_time, cancelled_at, total_capacity, tickets_sold "
-    "FROM events WHERE id = :event_id FOR UPDATE"
-)
-
-# One round trip writes everything: counters moved in SQL (guarded by CHECKs),
-# the booking and its items inserted, the idempotency key pointed at the booking.
-_WRITE_BOOKING = """
-    WITH lines AS (
-        SELECT * FROM unnest($1::bigint[], $2::int[], $3::numeric[])
-                 AS l(ticket_type_id, quantity, price)
-    ), tt AS (
-        UPDATE ticket_types t
-        SET quantity_available = t.quantity_available - l.quantity,
-            quantity_sold = t.quantity_sold + l.quantity,
-            updated_at = now()
-        FROM lines l WHERE t.id = l.ticket_type_id
-        RETURNING t.id
-    ), ev AS (
-        UPDATE events SET tickets_sold = tickets_sold + $4, updated_at = now()
-        WHERE id = $5 RETURNING id
-    ), b AS (
-        INSERT INTO bookings (user_id, event_id, status, total_price)
-        VALUES ($6, $5, 'confirmed', $7)
-        RETURNING id, booking_reference, created_at, updated_at
-    ), items AS (
-        INSERT INTO booking_items (booking_id, ticket_type_id, quantity, price_at_booking)
-        SELECT b.id, l.ticket_type_id, l.quantity, l.price FROM b, lines l
-        RETURNING id, ticket_type_id
-    ), idem AS (
-        UPDATE idempotency_keys SET booking_id = (SELECT id FROM b)
-        WHERE user_id = $6 AND key = $8
-    )
-    SELECT b.id, b.booking_reference, b.created_at, b.updated_at, items.id AS item_id,
-           items.ticket_type_id
-    FROM b, items
-    ORDER BY items.id
-"""
-
-_CLAIM_KEY = """
-    INSERT INTO idempotency_keys (user_id, key, request_hash) VALUES ($1, $2, $3)
-    ON CONFLICT (user_id, key) DO NOTHING
-    RETURNING key
-"""
-
-_HELD_KEY = "SELECT request_hash, booking_id FROM idempotency_keys WHERE user_id = $1 AND key = $2"
-
-
 async def _claim_idempotency_key(
     conn: asyncpg.Connection, user_id: int, key: str, fingerprint: str
 ) -> int | None:
@@ -183,19 +102,52 @@ async def _claim_idempotency_key(
     first to commit (then replays its booking) or roll back (then claims the key).
     """
     try:
-        claimed = await conn.fetchval(_CLAIM_KEY, user_id, key, fingerprint)
+        claimed = await compile_statement(repository.CLAIM_KEY).fetchval(
+            conn, user_id=user_id, key=key, request_hash=fingerprint
+        )
     except asyncpg.PostgresError as exc:
         if sqlstate(exc) == "55P03":  # still held by a request in flight
             raise IdempotencyKeyInUse() from exc
         raise
     if claimed is not None:
         return None
-    row = await conn.fetchrow(_HELD_KEY, user_id, key)
+    row = await compile_statement(repository.HELD_KEY).fetchrow(conn, user_id=user_id, key=key)
+    assert row is not None
     if row["request_hash"] != fingerprint:
         raise IdempotencyKeyReused()
     if row["booking_id"] is None:
         raise IdempotencyKeyInUse()
     return row["booking_id"]
+
+
+def lines_of(data: BookingCreate) -> list[Line]:
+    return [Line(item.ticket_type_id, item.quantity) for item in data.items]
+
+
+async def check_account(
+    conn: asyncpg.Connection, claims: TokenClaims, data: BookingCreate, settings: Settings
+) -> User:
+    """Lock-free, one statement: the attendee behind the token (401/403), the request's
+    shape (422), the event (404) and its ownership of the ticket types (422)."""
+    ids = sorted(item.ticket_type_id for item in data.items)
+    row = await inventory.read_account_event_and_types(conn, claims.user_id, data.event_id, ids)
+    account = None
+    if row is not None:
+        account = User(
+            id=row["id"],
+            username=row["username"],
+            email=row["email"],
+            role=row["role"],
+            is_active=row["is_active"],
+            password_changed_at=row["password_changed_at"],
+        )
+    user = check_role(check_token_user(account, claims, settings), Role.attendee)
+    _check_shape(data, settings.max_tickets_per_booking)
+    own_ids = row["own_ids"] if row is not None else None
+    if own_ids is None:
+        raise NotFound("No event with this id.")
+    inventory.check_owned(lines_of(data), set(own_ids))
+    return user
 
 
 async def book_tickets(
@@ -211,26 +163,8 @@ async def book_tickets(
     Round trips on one pooled connection: the lock-free read of the account and the
     event, then BEGIN, (the idempotency key), the locks, the write, COMMIT.
     """
-    ids = sorted(item.ticket_type_id for item in data.items)
     async with uow.driver() as conn:
-        row = await conn.fetchrow(_ACCOUNT_EVENT_AND_TYPES, claims.user_id, data.event_id, ids)
-        account = None
-        if row is not None:
-            account = User(
-                id=row["id"],
-                username=row["username"],
-                email=row["email"],
-                role=row["role"],
-                is_active=row["is_active"],
-                password_changed_at=row["password_changed_at"],
-            )
-        user = check_role(check_token_user(account, claims, settings), Role.attendee)
-        _check_shape(data, settings.max_tickets_per_booking)
-        own_ids = row["own_ids"]
-        if own_ids is None:
-            raise NotFound("No event with this id.")
-        _check_owned(data, set(own_ids))
-
+        user = await check_account(conn, claims, data, settings)
         replay: int | None = None
         async with conn.transaction():
             if idempotency_key is not None:
@@ -238,18 +172,9 @@ async def book_tickets(
                     conn, user.id, idempotency_key, request_fingerprint(data)
                 )
             if replay is None:
-                locked = await conn.fetch(_LOCK_EVENT_AND_TYPES, data.event_id, ids)
-                booking = _check_and_price(data, ids, locked)
-                written = await conn.fetch(
-                    _WRITE_BOOKING,
-                    ids,
-                    [booking.wanted[i] for i in ids],
-                    [booking.unit_prices[i] for i in ids],
-                    booking.total,
-                    data.event_id,
-                    user.id,
-                    booking.total_price,
-                    idempotency_key,
+                order = await inventory.lock_and_check(conn, data.event_id, lines_of(data))
+                written = await inventory.confirm_booking(
+                    conn, order, user_id=user.id, idempotency_key=idempotency_key
                 )
     if replay is not None:
         async with uow:
@@ -260,19 +185,19 @@ async def book_tickets(
             id=first["id"],
             booking_reference=first["booking_reference"],
             event_id=data.event_id,
-            event_name=booking.event_name,
+            event_name=order.event_name,
             status="confirmed",
             items=[
                 {
                     "id": line["item_id"],
                     "ticket_type_id": line["ticket_type_id"],
-                    "ticket_type_name": booking.names[line["ticket_type_id"]],
-                    "quantity": booking.wanted[line["ticket_type_id"]],
-                    "price_at_booking": booking.unit_prices[line["ticket_type_id"]],
+                    "ticket_type_name": order.names[line["ticket_type_id"]],
+                    "quantity": order.wanted[line["ticket_type_id"]],
+                    "price_at_booking": order.unit_prices[line["ticket_type_id"]],
                 }
                 for line in written
             ],
-            total_price=booking.total_price,
+            total_price=order.total_price,
             created_at=first["created_at"],
             updated_at=first["updated_at"],
             cancelled_at=None,
@@ -281,151 +206,19 @@ async def book_tickets(
     )
 
 
-def _check_owned(data: BookingCreate, owned: Collection[int]) -> None:
-    for index, item in enumerate(data.items):
-        if item.ticket_type_id not in owned:
-            raise ValidationFailed(
-                "This ticket type does not belong to the event.",
-                field=f"body.items.{index}.ticket_type_id",
-            )
-
-
-@dataclass(slots=True)
-class _PricedBooking:
-    event_name: str
-    wanted: dict[int, int]
-    names: dict[int, str]
-    unit_prices: dict[int, Decimal]
-    total: int
-    total_price: Decimal
-
-
-def _check_and_price(
-    data: BookingCreate, ids: list[int], locked: Sequence[asyncpg.Record]
-) -> _PricedBooking:
-    """The checks made under the locks: the event is bookable, every ticket type is on
-    sale with enough left, the event's capacity holds. Then the prices."""
-    if not locked:  # deleted since the lock-free read
-        raise NotFound("No event with this id.")
-    event = locked[0]
-    types = {r["id"]: r for r in locked}
-    _check_owned(data, types.keys())  # a type deleted since the lock-free read
-    if event["cancelled_at"] is not None or event["start_time"] <= datetime.now(UTC):
-        raise EventNotBookable()
-    wanted = {item.ticket_type_id: item.quantity for item in data.items}
-    for type_id in ids:
-        if not types[type_id]["is_active"]:
-            raise TicketTypeInactive(f"{types[type_id]['type_name']} is not on sale.")
-    for type_id in ids:
-        left = types[type_id]["quantity_available"]
-        if left < wanted[type_id]:
-            raise SoldOut(
-                f"Not enough tickets left for {types[type_id]['type_name']} "
-                f"({left} left, {wanted[type_id]} asked)."
-            )
-    total = sum(wanted.values())
-    if event["tickets_sold"] + total > event["total_capacity"]:
-        left = event["total_capacity"] - event["tickets_sold"]
-        raise CapacityExceeded(f"The event has {left} tickets left in total, {total} asked.")
-    unit_prices = {i: types[i]["price"] for i in ids}
-    return _PricedBooking(
-        event_name=event["name"],
-        wanted=wanted,
-        names={i: types[i]["type_name"] for i in ids},
-        unit_prices=unit_prices,
-        total=total,
-        total_price=sum((unit_prices[i] * wanted[i] for i in ids), start=Decimal("0.00")),
-    )
-
-
 # ---------------------------------------------------------------- cancelling
-
-_RELEASE_ITEMS = text(
-    """
-    WITH released AS (
-        SELECT ticket_type_id, sum(quantity)::int AS quantity
-        FROM booking_items WHERE booking_id = ANY(CAST(:booking_ids AS bigint[]))
-        GROUP BY ticket_type_id
-    ), tt AS (
-        UPDATE ticket_types t
-        SET quantity_available = t.quantity_available + r.quantity,
-            quantity_sold = t.quantity_sold - r.quantity,
-            updated_at = now()
-        FROM released r WHERE t.id = r.ticket_type_id
-        RETURNING r.quantity
-    )
-    UPDATE events SET tickets_sold = tickets_sold - (SELECT coalesce(sum(quantity), 0) FROM tt),
-                      updated_at = now()
-    WHERE id = :event_id
-    """
-)
-
-_LOCK_TYPES_OF_BOOKINGS = text(
-    """
-    SELECT id FROM ticket_types
-    WHERE id IN (SELECT ticket_type_id FROM booking_items
-                 WHERE booking_id = ANY(CAST(:booking_ids AS bigint[])))
-    ORDER BY id FOR UPDATE
-    """
-)
-
-
-async def _release_tickets(session: AsyncSession, event_id: int, booking_ids: list[int]) -> None:
-    """Give the tickets of these (just cancelled) bookings back; caller holds the event lock."""
-    await session.execute(_LOCK_TYPES_OF_BOOKINGS, {"booking_ids": booking_ids})
-    await session.execute(_RELEASE_ITEMS, {"booking_ids": booking_ids, "event_id": event_id})
 
 
 async def cancel_booking(uow: UnitOfWork, user: User, reference: uuid.UUID) -> BookingView:
     """Cancel one's own confirmed booking and release its tickets, exactly once."""
     async with uow:
-        session = uow.session
-        booking = await _load_booking(session, reference=reference, user_id=user.id)
-        # Event row first (the global lock order), then the booking row, whose status
-        # is checked only under its lock: two concurrent cancels cannot both pass.
-        event = (await session.execute(_LOCK_EVENT, {"event_id": booking.event_id})).one()
-        status = await session.scalar(
-            select(Booking.status).where(Booking.id == booking.id).with_for_update()
-        )
-        if status != "confirmed":
-            raise AlreadyCancelled()
-        if event.start_time <= datetime.now(UTC):
-            raise EventNotBookable("The event has started; the booking can no longer be cancelled.")
-        changed = (
-            await session.execute(
-                update(Booking)
-                .where(Booking.id == booking.id)
-                .values(status="cancelled", cancelled_at=func.now(), updated_at=func.now())
-                .returning(Booking.cancelled_at, Booking.updated_at)
-            )
-        ).one()
-        await _release_tickets(session, booking.event_id, [booking.id])
+        booking = await _load_booking(uow.session, reference=reference, user_id=user.id)
+        conn = await raw_connection(uow.session)
+        changed = await inventory.cancel_booking(conn, booking.id, booking.event_id)
     booking.status = "cancelled"
-    booking.cancelled_at = changed.cancelled_at
-    booking.updated_at = changed.updated_at
+    booking.cancelled_at = changed["cancelled_at"]
+    booking.updated_at = changed["updated_at"]
     return booking
-
-
-async def cancel_event_bookings(session: AsyncSession, event_id: int) -> list[int]:
-    """Cancel every confirmed booking of an event and release their tickets.
-
-    The caller holds the event row's lock, so no booking of this event can land or
-    be cancelled concurrently. Returns the ids of the bookings cancelled (for the
-    notification emails sent after commit).
-    """
-    cancelled = list(
-        (
-            await session.execute(
-                update(Booking)
-                .where(Booking.event_id == event_id, Booking.status == "confirmed")
-                .values(status="cancelled", cancelled_at=func.now(), updated_at=func.now())
-                .returning(Booking.id)
-            )
-        ).scalars()
-    )
-    if cancelled:
-        await _release_tickets(session, event_id, cancelled)
-    return cancelled
 
 
 async def event_has_confirmed_bookings(session: AsyncSession, event_id: int) -> bool:

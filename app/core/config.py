@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     outbox_retry_for_hours: float = Field(default=24.0, gt=0)
     outbox_poll_seconds: float = Field(default=1.0, gt=0)
     outbox_retention_hours: int = Field(default=168, ge=1)
+    # The staff console's session cookie: sent over HTTPS only when true (set it
+    # behind a TLS-terminating proxy); a console session lasts this many minutes.
+    admin_cookie_secure: bool = False
+    admin_session_minutes: int = Field(default=8 * 60, ge=1, le=7 * 24 * 60)
 
     @property
     def dispatches_in_process(self) -> bool:

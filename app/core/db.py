@@ -6,11 +6,14 @@ import asyncio
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import lru_cache
 from types import TracebackType
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Request
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, bindparam
+from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -19,6 +22,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.elements import BindParameter
 
 from app.core.config import Settings
 
@@ -189,3 +194,90 @@ UoW = Annotated[UnitOfWork, Depends(get_uow)]
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+# ---------------------------------------------------------------- compiled statements
+
+# The dialect hot statements are compiled for when no engine's own is given: asyncpg's,
+# with PostgreSQL's standard-conforming strings (the server default).
+_ASYNCPG_DIALECT = PGDialect_asyncpg()
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledStatement:
+    """A SQLAlchemy Core statement compiled once to asyncpg's SQL.
+
+    Callers bind by NAME (``compiled.args(event_id=1, ids=[2, 3])``); the positional
+    order the driver wants is the compiler's, kept in ``names``, so no call site ever
+    lists ``$1..$n`` by hand. A name the statement does not know, or a parameter left
+    unbound, is an error at once.
+    """
+
+    sql: str
+    names: tuple[str, ...]  # the bind parameter of each $n, in order
+    defaults: dict[str, Any]  # the values SQLAlchemy bound itself (literals, constants)
+
+    def args(self, values: dict[str, Any] | None = None, /, **named: Any) -> list[Any]:
+        given = {**(values or {}), **named}
+        unknown = given.keys() - set(self.names)
+        if unknown:
+            raise TypeError(f"unknown parameters {sorted(unknown)} for: {self.sql[:80]}")
+        out = []
+        for name in self.names:
+            if name in given:
+                out.append(given[name])
+            elif self.defaults.get(name) is not None:
+                out.append(self.defaults[name])
+            else:
+                raise TypeError(f"parameter {name!r} not bound for: {self.sql[:80]}")
+        return out
+
+    async def fetch(self, conn: asyncpg.Connection, /, **named: Any) -> list[asyncpg.Record]:
+        return await conn.fetch(self.sql, *self.args(**named))
+
+    async def fetchrow(self, conn: asyncpg.Connection, /, **named: Any) -> asyncpg.Record | None:
+        return await conn.fetchrow(self.sql, *self.args(**named))
+
+    async def fetchval(self, conn: asyncpg.Connection, /, **named: Any) -> Any:
+        return await conn.fetchval(self.sql, *self.args(**named))
+
+    async def execute(self, conn: asyncpg.Connection, /, **named: Any) -> str:
+        return await conn.execute(self.sql, *self.args(**named))
+
+
+def param(name: str, type_: Any) -> BindParameter[Any]:
+    """A named, typed bind parameter of a hot statement (its value given at the call)."""
+    return bindparam(name, None, type_=type_)
+
+
+def compile_once(statement: ClauseElement, dialect: Dialect | None = None) -> CompiledStatement:
+    """``statement`` compiled for asyncpg (or ``dialect``): for callers with their own cache.
+
+    ``render_postcompile`` expands ``IN`` lists of constants into the SQL text.
+    """
+    compiled = statement.compile(
+        dialect=dialect or _ASYNCPG_DIALECT, compile_kwargs={"render_postcompile": True}
+    )
+    params = dict(compiled.construct_params(_check=False))
+    return CompiledStatement(
+        sql=compiled.string, names=tuple(compiled.positiontup or ()), defaults=params
+    )
+
+
+@lru_cache(maxsize=256)
+def compile_statement(
+    statement: ClauseElement, dialect: Dialect | None = None
+) -> CompiledStatement:
+    """``statement`` compiled once per statement object: hot statements are module
+    constants, so each compiles on its first use only."""
+    return compile_once(statement, dialect)
+
+
+async def raw_connection(session: AsyncSession) -> asyncpg.Connection:
+    """The asyncpg connection under ``session``'s transaction, for compiled statements.
+
+    Statements sent on it are part of the session's transaction (same connection).
+    """
+    conn = await session.connection()
+    raw = await conn.get_raw_connection()
+    return raw.driver_connection  # type: ignore[return-value]

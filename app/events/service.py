@@ -20,7 +20,6 @@ from sqlalchemy import (
     Select,
     String,
     Text,
-    bindparam,
     cast,
     delete,
     func,
@@ -37,7 +36,7 @@ from sqlalchemy.orm import contains_eager
 
 from app.auth.models import User
 from app.bookings import service as bookings_service
-from app.core.db import UnitOfWork
+from app.core.db import CompiledStatement, UnitOfWork, compile_once, param, raw_connection
 from app.core.errors import (
     CapacityBelowSold,
     EventHasBookings,
@@ -49,6 +48,7 @@ from app.core.errors import (
 from app.events.models import Event, TicketType
 from app.events.schemas import EventCreate, EventUpdate, TicketTypeCreate, TicketTypeUpdate
 from app.events.status import EVENT_STATUS, EventStatus, status_filter
+from app.inventory import service as inventory
 
 DEFAULT_STATUSES = (EventStatus.upcoming, EventStatus.sold_out)
 TICKET_TYPE_NAME_INDEX = "uq_ticket_types_event_id_name_lower"
@@ -163,54 +163,35 @@ class _ListShape:
     ordering: str
 
 
-@dataclass(frozen=True, slots=True)
-class _CompiledList:
-    sql: str
-    names: tuple[str, ...]  # bind parameter of each $n, in order
-    defaults: dict[str, Any]  # the constants SQLAlchemy bound (statuses, literals)
-
-    def args(self, values: dict[str, Any]) -> list[Any]:
-        return [values[n] if n in values else self.defaults[n] for n in self.names]
-
-
-def _param(name: str, type_: Any) -> Any:
-    return bindparam(name, None, type_=type_)
-
-
 @lru_cache(maxsize=512)
-def _compiled_list(shape: _ListShape, dialect: Dialect) -> _CompiledList:
+def _compiled_list(shape: _ListShape, dialect: Dialect) -> CompiledStatement:
     """The list's SQL for ``dialect``: the engine's, set up by its first connection
     (how it writes string literals depends on the server's settings)."""
     conditions = [status_filter(shape.statuses)]
     if shape.location:
         # Served by the index on lower(location).
-        conditions.append(func.lower(Event.location) == func.lower(_param("location", String)))
+        conditions.append(func.lower(Event.location) == func.lower(param("location", String)))
     if shape.search is not None:
-        conditions.append(_search_condition(_param("search", String), words=shape.search))
+        conditions.append(_search_condition(param("search", String), words=shape.search))
     if shape.start_after:
-        conditions.append(Event.start_time > _param("start_after", DateTime(timezone=True)))
+        conditions.append(Event.start_time > param("start_after", DateTime(timezone=True)))
     if shape.start_before:
-        conditions.append(Event.start_time < _param("start_before", DateTime(timezone=True)))
+        conditions.append(Event.start_time < param("start_before", DateTime(timezone=True)))
     if shape.organizer:
-        conditions.append(Event.organizer_id == _param("organizer_id", BigInteger))
+        conditions.append(Event.organizer_id == param("organizer_id", BigInteger))
     counted = select(func.count().label("count")).select_from(Event).where(*conditions)
     page = (
         select(*_LIST_COLUMNS)
         .join(User, User.id == Event.organizer_id)
         .where(*conditions)
         .order_by(*ORDERINGS[shape.ordering])
-        .limit(_param("limit", BigInteger))
-        .offset(_param("offset", BigInteger))
+        .limit(param("limit", BigInteger))
+        .offset(param("offset", BigInteger))
         .lateral("page")
     )
     c = counted.subquery("c")
     statement = select(c.c.count, *page.c).select_from(c.outerjoin(page, true()))
-    compiled = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
-    return _CompiledList(
-        sql=compiled.string,
-        names=tuple(compiled.positiontup or ()),
-        defaults=dict(compiled.construct_params()),
-    )
+    return compile_once(statement, dialect)
 
 
 def _sort_key(ordering: str) -> tuple[bool, Any]:
@@ -337,7 +318,7 @@ async def update_event(uow: UnitOfWork, event_id: int, data: EventUpdate) -> Eve
             )
         cancelled_ids: list[int] = []
         if cancel:
-            cancelled_ids = await bookings_service.cancel_event_bookings(session, event_id)
+            cancelled_ids = await inventory.cancel_event(await raw_connection(session), event_id)
         row = await _fetch_event(session, event_id)
     assert row is not None
     return EventChange(row=row, cancelled_booking_ids=cancelled_ids)
