@@ -28,7 +28,6 @@ from app.core.errors import AppError
 from app.core.metrics import BOOKINGS_CANCELLED
 from app.events.models import Event, TicketType
 from app.events.status import EVENT_STATUS, EventStatus, status_filter
-from app.notifications import service as notifications
 
 _STATUS_CHOICES = [(s.value, s.value.replace("_", " ")) for s in EventStatus]
 
@@ -269,9 +268,6 @@ class EventAdmin(ConsoleView, model=Event):
             except (AppError, ValueError) as exc:
                 flash(request, _reason(exc), "danger", f"Event #{pk}")
                 continue
-            notifications.booking_cancelled(
-                self.api, change.cancelled_booking_ids, reason="event_cancelled"
-            )
             flash(
                 request,
                 f"{change.row.event.name} is cancelled "
@@ -435,14 +431,12 @@ class BookingAdmin(ConsoleView, model=Booking):
                 flash(request, "No booking with this id.", "danger", f"Booking #{pk}")
                 continue
             try:
-                booking, attendee = await service.cancel_booking(
-                    self.api.state.sessionmaker, staff, reference
-                )
+                # The attendee's email goes with the cancel (the outbox, same transaction).
+                await service.cancel_booking(self.api.state.sessionmaker, staff, reference)
             except AppError as exc:
                 flash(request, _reason(exc), "danger", str(reference))
                 continue
             BOOKINGS_CANCELLED.inc()
-            notifications.booking_cancelled(self.api, booking, attendee)
             flash(request, f"Booking {reference} is cancelled.", "success", "Cancelled")
         return self._back(request, pks)
 

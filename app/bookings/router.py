@@ -36,7 +36,6 @@ from app.core.openapi import problem_responses
 from app.core.pagination import Page, Pagination
 from app.core.ratelimit import Limiter
 from app.core.schemas import QueryDatetime
-from app.notifications import service as notifications
 
 router = APIRouter(tags=["bookings"])
 
@@ -101,8 +100,6 @@ async def create_booking(
     )
     if not result.replayed:
         BOOKINGS_CREATED.inc()
-        # Committed: the confirmation email leaves in the background.
-        await notifications.booking_confirmed(request.app, result.booking, result.user)
     response.headers["Location"] = f"/api/bookings/{result.booking.booking_reference}/"
     return BookingRead.model_validate(result.booking, from_attributes=True)
 
@@ -129,7 +126,6 @@ async def cancel_booking(
 ) -> BookingRead:
     booking = await service.cancel_booking(uow, user, booking_reference)
     BOOKINGS_CANCELLED.inc()
-    await notifications.booking_cancelled(request.app, booking, user)
     return BookingRead.model_validate(booking, from_attributes=True)
 
 

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.deps import check_role, check_token_user
 from app.auth.models import Role, User
-from app.bookings import repository
+from app.bookings import messages, repository
 from app.bookings.models import Booking, BookingItem
 from app.bookings.schemas import BookingCreate, BookingFilters
 from app.core.config import Settings
@@ -36,6 +36,7 @@ from app.core.errors import (
 )
 from app.core.pagination import PageParams
 from app.core.security import TokenClaims
+from app.events import messages as event_messages
 from app.events.models import Event, TicketType
 from app.inventory import service as inventory
 from app.inventory.service import Line
@@ -176,33 +177,47 @@ async def book_tickets(
                 written = await inventory.confirm_booking(
                     conn, order, user_id=user.id, idempotency_key=idempotency_key
                 )
+                booking = _confirmed_view(data, order, written)
+                # In the booking's transaction: the email and webhooks exist exactly
+                # when the booking does (a replay or a refusal records nothing).
+                await messages.record_booking_confirmed(
+                    conn,
+                    booking,
+                    email=user.email,
+                    username=user.username,
+                    event_start=order.event_start,
+                )
+                await event_messages.record_if_sold_out(conn, data.event_id)
     if replay is not None:
         async with uow:
             return BookingResult(await _load_booking(uow.session, booking_id=replay), True, user)
+    return BookingResult(booking, user=user)
+
+
+def _confirmed_view(
+    data: BookingCreate, order: inventory.PricedOrder, written: Sequence[asyncpg.Record]
+) -> BookingView:
     first = written[0]
-    return BookingResult(
-        BookingView(
-            id=first["id"],
-            booking_reference=first["booking_reference"],
-            event_id=data.event_id,
-            event_name=order.event_name,
-            status="confirmed",
-            items=[
-                {
-                    "id": line["item_id"],
-                    "ticket_type_id": line["ticket_type_id"],
-                    "ticket_type_name": order.names[line["ticket_type_id"]],
-                    "quantity": order.wanted[line["ticket_type_id"]],
-                    "price_at_booking": order.unit_prices[line["ticket_type_id"]],
-                }
-                for line in written
-            ],
-            total_price=order.total_price,
-            created_at=first["created_at"],
-            updated_at=first["updated_at"],
-            cancelled_at=None,
-        ),
-        user=user,
+    return BookingView(
+        id=first["id"],
+        booking_reference=first["booking_reference"],
+        event_id=data.event_id,
+        event_name=order.event_name,
+        status="confirmed",
+        items=[
+            {
+                "id": line["item_id"],
+                "ticket_type_id": line["ticket_type_id"],
+                "ticket_type_name": order.names[line["ticket_type_id"]],
+                "quantity": order.wanted[line["ticket_type_id"]],
+                "price_at_booking": order.unit_prices[line["ticket_type_id"]],
+            }
+            for line in written
+        ],
+        total_price=order.total_price,
+        created_at=first["created_at"],
+        updated_at=first["updated_at"],
+        cancelled_at=None,
     )
 
 
@@ -215,9 +230,12 @@ async def cancel_booking(uow: UnitOfWork, user: User, reference: uuid.UUID) -> B
         booking = await _load_booking(uow.session, reference=reference, user_id=user.id)
         conn = await raw_connection(uow.session)
         changed = await inventory.cancel_booking(conn, booking.id, booking.event_id)
-    booking.status = "cancelled"
-    booking.cancelled_at = changed["cancelled_at"]
-    booking.updated_at = changed["updated_at"]
+        booking.status = "cancelled"
+        booking.cancelled_at = changed["cancelled_at"]
+        booking.updated_at = changed["updated_at"]
+        await messages.record_booking_cancelled(
+            conn, booking, email=user.email, username=user.username
+        )
     return booking
 
 

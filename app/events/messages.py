@@ -54,13 +54,29 @@ async def record_event_cancelled(db: Transaction, event_id: int) -> None:
         )
 
 
+_STATUS = select(EVENT_STATUS).where(Event.id == bindparam("event_id"))
+
+
+async def status_of(db: Transaction, event_id: int) -> str | None:
+    """The event's status now (before a change that may sell it out)."""
+    rows = await fetch_rows(db, _STATUS, {"event_id": event_id})
+    return next(iter(rows[0].values())) if rows else None
+
+
 async def record_if_sold_out(db: Transaction, event_id: int) -> bool:
     """``event.sold_out`` when the event's status is now ``sold_out``; the caller knows
     it was not before its change. Returns whether it was recorded."""
     event = await event_as_shown(db, event_id)
-    if event is None or event.status != EventStatus.sold_out:
+    if event is None:
+        return False
+    return await record_sold_out(db, event)
+
+
+async def record_sold_out(db: Transaction, event: EventRead) -> bool:
+    """``event.sold_out`` with ``event`` (as the API shows it) if its status is sold out."""
+    if event.status != EventStatus.sold_out:
         return False
     await record_event(
-        db, WebhookEventType.event_sold_out, event_id=event_id, data=event.model_dump(mode="json")
+        db, WebhookEventType.event_sold_out, event_id=event.id, data=event.model_dump(mode="json")
     )
     return True

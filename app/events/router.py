@@ -29,7 +29,6 @@ from app.events.schemas import (
     TicketTypeRead,
     TicketTypeUpdate,
 )
-from app.notifications import service as notifications
 
 router = APIRouter(prefix="/api/events")
 
@@ -105,12 +104,8 @@ async def retrieve_event(uow: UoW, row: ValidEvent) -> EventDetail:
         PermissionDenied, NotFound, EventNotBookable, CapacityBelowSold, Busy
     ),
 )
-async def update_event(request: Request, uow: UoW, row: OwnedEvent, body: EventUpdate) -> EventRead:
+async def update_event(uow: UoW, row: OwnedEvent, body: EventUpdate) -> EventRead:
     change = await service.update_event(uow, row.event.id, body)
-    # Committed: the attendees of the bookings the cancellation cancelled can be told.
-    await notifications.booking_cancelled(
-        request.app, change.cancelled_booking_ids, reason="event_cancelled"
-    )
     return EventRead.from_row(change.row.event, change.row.status)
 
 

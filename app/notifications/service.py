@@ -12,19 +12,12 @@ render, so sending never reads the database.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from starlette.requests import HTTPConnection
-
-from app.auth.models import User
-from app.bookings.models import Booking, BookingItem
 from app.core.config import Settings
-from app.events.models import Event, TicketType
 from app.notifications.emails import Email
 from app.outbox.service import record_emails
 
@@ -35,46 +28,6 @@ logger = logging.getLogger("app.notifications")
 
 BookingKind = Literal["booking_confirmed", "booking_cancelled"]
 CancelReason = Literal["attendee", "event_cancelled"]
-
-
-async def booking_confirmed(
-    app: Any,
-    booking: Any,
-    user: Any = None,
-    *,
-    event_start: datetime | None = None,
-    location: str | None = None,
-) -> None:
-    """Store the confirmation email of the committed ``booking`` in the outbox."""
-    email = booking_email(
-        "booking_confirmed", booking, user, event_start=event_start, location=location
-    )
-    await _record(app, [email])
-
-
-async def booking_cancelled(
-    app: Any,
-    booking: Any,
-    user: Any = None,
-    *,
-    reason: CancelReason = "attendee",
-) -> None:
-    """Store one cancellation email per cancelled booking: ``booking`` and its ``user``,
-    or the ids an event cancellation returned (read back)."""
-    if isinstance(booking, list | tuple | set | frozenset):
-        if not booking:
-            return
-        emails = await load_booking_emails(
-            _state(app).sessionmaker, list(booking), kind="booking_cancelled", reason=reason
-        )
-    else:
-        emails = [booking_email("booking_cancelled", booking, user, reason=reason)]
-    await _record(app, emails)
-
-
-async def _record(app: Any, emails: list[Email]) -> None:
-    async with _state(app).sessionmaker.begin() as session:
-        await record_emails(session, emails)
 
 
 def booking_email(
@@ -133,65 +86,6 @@ async def send_password_reset(
         await record_emails(uow.session, [message])
 
 
-async def load_booking_emails(
-    sessionmaker: async_sessionmaker[AsyncSession],
-    booking_ids: Sequence[int],
-    *,
-    kind: BookingKind,
-    reason: CancelReason = "attendee",
-) -> list[Email]:
-    """One email per booking, read back from the database (two queries)."""
-    async with sessionmaker() as session:
-        bookings = (
-            await session.execute(
-                select(
-                    Booking.id,
-                    Booking.booking_reference,
-                    Booking.total_price,
-                    User.email,
-                    User.username,
-                    Event.name.label("event_name"),
-                    Event.start_time,
-                    Event.location,
-                )
-                .join(User, User.id == Booking.user_id)
-                .join(Event, Event.id == Booking.event_id)
-                .where(Booking.id.in_(booking_ids))
-                .order_by(Booking.id)
-            )
-        ).all()
-        items = (
-            await session.execute(
-                select(
-                    BookingItem.booking_id,
-                    TicketType.name.label("ticket_type_name"),
-                    BookingItem.quantity,
-                    BookingItem.price_at_booking,
-                )
-                .join(TicketType, TicketType.id == BookingItem.ticket_type_id)
-                .where(BookingItem.booking_id.in_(booking_ids))
-                .order_by(BookingItem.id)
-            )
-        ).all()
-    lines: dict[int, list[Any]] = {}
-    for item in items:
-        lines.setdefault(item.booking_id, []).append(item)
-    emails = [
-        booking_email(
-            kind,
-            {**row._asdict(), "items": lines.get(row.id, [])},
-            row,
-            reason=reason,
-            event_start=row.start_time,
-            location=row.location,
-        )
-        for row in bookings
-    ]
-    if missing := len(booking_ids) - len(emails):
-        logger.warning("%d booking(s) to email about were not found", missing)
-    return emails
-
-
 def _field(source: Any, name: str) -> Any:
     return source[name] if isinstance(source, Mapping) else getattr(source, name)
 
@@ -211,8 +105,3 @@ def _money(value: Decimal) -> str:
 
 def _when(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%a %d %b %Y, %H:%M UTC")
-
-
-def _state(app: Any) -> Any:
-    """``app.state`` of an application, or of a request's application."""
-    return app.app.state if isinstance(app, HTTPConnection) else app.state

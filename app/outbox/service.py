@@ -115,7 +115,8 @@ def _compiled(statement: Executable) -> tuple[str, tuple[str, ...], dict[str, An
     compiled = statement.compile(
         dialect=PGDialect_asyncpg(), compile_kwargs={"render_postcompile": True}
     )
-    return compiled.string, tuple(compiled.positiontup or ()), dict(compiled.construct_params())
+    bound = {name: b.effective_value for name, b in compiled.binds.items() if b.value is not None}
+    return compiled.string, tuple(compiled.positiontup or ()), bound
 
 
 async def _execute(db: Transaction, statement: TextClause, values: dict[str, Any]) -> None:
