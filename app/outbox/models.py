@@ -63,7 +63,11 @@ class OutboxMessage(Base):
         DateTime(timezone=True), server_default=func.now()
     )
     last_error: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # The clock when the row is written (late in its transaction, close to the commit),
+    # not the transaction's start: what delivery latency and the retry window count from.
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.clock_timestamp()
+    )
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
