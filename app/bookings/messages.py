@@ -48,9 +48,11 @@ async def record_booking_confirmed(
     username: str,
     event_start: datetime | None = None,
     location: str | None = None,
-) -> None:
-    """``booking.confirmed`` and the confirmation email of ``booking`` (as the API shows it)."""
-    await _record(
+) -> frozenset[str]:
+    """``booking.confirmed`` and the confirmation email of ``booking`` (as the API shows it).
+
+    Returns the event types the organizer's endpoints subscribe to."""
+    return await _record(
         db,
         WebhookEventType.booking_confirmed,
         booking,
@@ -104,14 +106,14 @@ async def _record(
     booking: Any,
     user: Mapping[str, Any],
     **email_fields: Any,
-) -> None:
+) -> frozenset[str]:
     shown = BookingRead.model_validate(booking, from_attributes=True)
     kind: BookingKind = (
         "booking_confirmed"
         if event_type is WebhookEventType.booking_confirmed
         else "booking_cancelled"
     )
-    await record_event(
+    return await record_event(
         db,
         event_type,
         event_id=shown.event_id,

@@ -40,6 +40,7 @@ from app.events import messages as event_messages
 from app.events.models import Event, TicketType
 from app.inventory import service as inventory
 from app.inventory.service import Line
+from app.webhooks.schemas import WebhookEventType
 
 
 @dataclass(slots=True)
@@ -180,14 +181,15 @@ async def book_tickets(
                 booking = _confirmed_view(data, order, written)
                 # In the booking's transaction: the email and webhooks exist exactly
                 # when the booking does (a replay or a refusal records nothing).
-                await messages.record_booking_confirmed(
+                subscribed = await messages.record_booking_confirmed(
                     conn,
                     booking,
                     email=user.email,
                     username=user.username,
                     event_start=order.event_start,
                 )
-                await event_messages.record_if_sold_out(conn, data.event_id)
+                if WebhookEventType.event_sold_out in subscribed:
+                    await event_messages.record_if_sold_out(conn, data.event_id)
     if replay is not None:
         async with uow:
             return BookingResult(await _load_booking(uow.session, booking_id=replay), True, user)

@@ -31,13 +31,17 @@ Transaction = AsyncSession | asyncpg.Connection
 
 NOTIFY_CHANNEL = "outbox"
 
+# Also answers which event types the organizer's active endpoints take, so a caller
+# can skip building a message nobody subscribed to (event.sold_out after a booking).
 _RECORD = text(
     """
-    WITH hooks AS (
+    WITH organizer AS (
+        SELECT organizer_id AS id FROM events WHERE id = :event_id
+    ), hooks AS (
         INSERT INTO outbox_messages (channel, topic, endpoint_id, payload)
         SELECT 'webhook', CAST(:event_type AS varchar), w.id, CAST(:payload AS jsonb)
         FROM webhook_endpoints w
-        WHERE w.organizer_id = (SELECT organizer_id FROM events WHERE id = :event_id)
+        WHERE w.organizer_id = (SELECT id FROM organizer)
           AND w.is_active AND CAST(:event_type AS varchar) = ANY(w.event_types)
         RETURNING id
     ), mails AS (
@@ -46,8 +50,12 @@ _RECORD = text(
         FROM jsonb_array_elements(CAST(:emails AS jsonb)) AS m
         RETURNING id
     )
-    SELECT pg_notify('outbox', '')
-    WHERE EXISTS (SELECT FROM hooks) OR EXISTS (SELECT FROM mails)
+    SELECT ARRAY(
+               SELECT DISTINCT t FROM webhook_endpoints w, unnest(w.event_types) AS t
+               WHERE w.organizer_id = (SELECT id FROM organizer) AND w.is_active
+           ) AS subscribed,
+           (SELECT pg_notify('outbox', '')
+            WHERE EXISTS (SELECT FROM hooks) OR EXISTS (SELECT FROM mails)) IS NULL AS notified
     """
 )
 
@@ -87,11 +95,14 @@ async def record_event(
     event_id: int,
     data: Mapping[str, Any],
     emails: Sequence[Email] = (),
-) -> None:
+) -> frozenset[str]:
     """Store ``event_type`` about event ``event_id`` (``data``: the booking, event, hold
     or entry as the API shows it, JSON-ready) for its organizer's endpoints, and
-    ``emails``, in the caller's transaction."""
-    await _execute(
+    ``emails``, in the caller's transaction.
+
+    Returns the event types the organizer's active endpoints subscribe to.
+    """
+    rows = await fetch_rows(
         db,
         _RECORD,
         {
@@ -101,6 +112,7 @@ async def record_event(
             "emails": email_payload(emails),
         },
     )
+    return frozenset(rows[0]["subscribed"]) if rows else frozenset()
 
 
 async def record_emails(db: Transaction, emails: Sequence[Email]) -> None:
