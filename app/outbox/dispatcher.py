@@ -50,6 +50,7 @@ DISPATCHER_POOL_SIZE = 3
 LONGEST_RETRY_DELAY_SECONDS = 6 * 3600.0
 EXCERPT_BYTES = 512
 PURGE_EVERY_SECONDS = 600.0
+SHUTDOWN_GRACE_SECONDS = 10.0
 
 _CLAIM = text(
     """
@@ -185,6 +186,7 @@ class Dispatcher:
         self._listener: asyncpg.Connection | None = None
         self._in_flight = 0
         self._last_purge = 0.0
+        self._stopping = False
 
     # ------------------------------------------------------------ running
 
@@ -192,8 +194,14 @@ class Dispatcher:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run_forever())
 
-    async def close(self) -> None:
+    async def close(self, grace_seconds: float = SHUTDOWN_GRACE_SECONDS) -> None:
+        """Stop: a batch being sent gets ``grace_seconds`` to finish and record its
+        outcomes (a message cut off mid-send is sent again after its lease)."""
         if self._task is not None:
+            self._stopping = True
+            self._wake.set()
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._task), grace_seconds)
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
@@ -205,7 +213,7 @@ class Dispatcher:
         self._wake.set()
 
     async def _run_forever(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self._listen()
                 sent = await self.dispatch_due()
@@ -303,17 +311,18 @@ class Dispatcher:
             return int(await session.scalar(_DUE_COUNT) or 0)
 
     async def _deliver(self, message: Claimed) -> None:
-        if message.channel == "webhook":
-            if not message.endpoint_active:
-                await self._finish(message, status="skipped", error="endpoint disabled")
-                return
-            attempt = await self.post_webhook(message)
-        else:
-            attempt = await self._send_email(message)
         try:
+            if message.channel == "webhook":
+                if not message.endpoint_active:
+                    await self._finish(message, status="skipped", error="endpoint disabled")
+                    return
+                attempt = await self.post_webhook(message)
+            else:
+                attempt = await self._send_email(message)
             await self._record(message, attempt)
         except Exception:
-            logger.exception("recording the outcome of outbox message %s failed", message.id)
+            # The lease ends and another attempt is made: never lost, at worst late.
+            logger.exception("outbox message %s: attempt not recorded", message.message_id)
 
     async def _record(self, message: Claimed, attempt: Attempt) -> None:
         next_at: datetime | None = None
@@ -385,17 +394,17 @@ class Dispatcher:
     # ------------------------------------------------------------ channels
 
     async def _send_email(self, message: Claimed) -> Attempt:
-        fields = orjson.loads(message.payload)
-        email = Email(kind=fields["kind"], to=fields["to"], context=fields["context"])
         started = time.monotonic()
         try:
+            fields = orjson.loads(message.payload)
+            email = Email(kind=fields["kind"], to=fields["to"], context=fields["context"])
             async with asyncio.timeout(EMAIL_TIMEOUT_SECONDS):
                 await deliver_email(self.settings, email)
         except Exception as exc:
             logger.warning(
-                "email %s to %s failed (attempt %d): %s: %s",
-                email.kind,
-                email.to,
+                "email %s (%s) failed (attempt %d): %s: %s",
+                message.message_id,
+                message.topic,
                 message.attempt,
                 type(exc).__name__,
                 exc,
