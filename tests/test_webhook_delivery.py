@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -13,46 +12,15 @@ from sqlalchemy import text
 from standardwebhooks import Webhook
 
 from app.auth.models import User
-from app.core.config import Settings
 from app.main import create_app
 from app.outbox import dispatcher as dispatcher_module
 from app.outbox.dispatcher import Dispatcher
 from app.outbox.service import record_event
 from app.webhooks.schemas import WebhookEventType
-from tests.conftest import auth, make_settings
+from tests.conftest import auth
+from tests.conftest_webhooks import hook_settings
 from tests.factories import make_event
-from tests.webhook_receiver import Receiver, serve
-
-
-def hook_settings(database_url: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "webhook_allow_private_networks": True,
-        "outbox_in_process": True,
-        "outbox_retry_first_seconds": 0.2,
-        "outbox_poll_seconds": 0.05,
-    }
-    values.update(overrides)
-    return make_settings(database_url, **values)
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    yield from serve()
-
-
-@pytest.fixture
-async def hooks_app(database_url: str) -> AsyncIterator[Any]:
-    """The app sending its outbox itself, with receivers on loopback allowed."""
-    application = create_app(hook_settings(database_url))
-    async with application.router.lifespan_context(application):
-        yield application
-
-
-@pytest.fixture
-async def hooks_client(hooks_app: Any) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=hooks_app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-        yield c
+from tests.webhook_receiver import Receiver
 
 
 async def subscribe(

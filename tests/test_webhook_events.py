@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -13,11 +12,9 @@ from sqlalchemy import text
 from standardwebhooks import Webhook
 
 from app.auth.models import User
-from app.main import create_app
 from tests.conftest import auth
 from tests.factories import make_event, make_ticket_type
-from tests.test_webhook_delivery import hook_settings
-from tests.webhook_receiver import Receiver, serve
+from tests.webhook_receiver import Receiver
 
 ALL_TYPES = [
     "booking.confirmed",
@@ -28,22 +25,9 @@ ALL_TYPES = [
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    yield from serve()
-
-
-@pytest.fixture
-async def hooks_app(database_url: str) -> AsyncIterator[Any]:
-    application = create_app(hook_settings(database_url))
-    async with application.router.lifespan_context(application):
-        yield application
-
-
-@pytest.fixture
-async def client(hooks_app: Any) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=hooks_app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-        yield c
+def client(hooks_client: httpx.AsyncClient) -> httpx.AsyncClient:
+    """This module's requests go to the app that sends its outbox."""
+    return hooks_client
 
 
 async def subscribe(client: httpx.AsyncClient, organizer: User, url: str) -> str:

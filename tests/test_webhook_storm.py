@@ -4,10 +4,7 @@ webhook and email exactly once in the outbox, and the webhook arrives within sec
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -20,62 +17,21 @@ from sqlalchemy import text
 
 from app.auth.models import User
 from tests.booking_setup import check_invariants
-from tests.conftest import ROOT, TEST_SECRET_KEY, auth, wait_until_ready
+from tests.conftest import auth, uvicorn_server
 from tests.factories import make_event, make_ticket_type
-from tests.redis_server import free_port
-from tests.webhook_receiver import Receiver, serve
+from tests.webhook_receiver import Receiver
 
 TICKETS = 40
 CLIENTS = 80
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    yield from serve()
-
-
-@pytest.fixture
 def sending_server(database_url: str) -> Iterator[str]:
     """uvicorn, 2 workers, each sending the outbox (no Redis), loopback receivers allowed."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "SECRET_KEY": TEST_SECRET_KEY,
-        "RATE_LIMIT_ENABLED": "false",
-        "DB_POOL_SIZE": "10",
-        "LOG_LEVEL": "WARNING",
-        "OUTBOX_IN_PROCESS": "true",
-        "WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
-    }
-    env.pop("REDIS_URL", None)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "app.main:app",
-            "--port",
-            str(port),
-            "--workers",
-            "2",
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=env,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(base, proc, timeout=30)
+    with uvicorn_server(
+        database_url, OUTBOX_IN_PROCESS="true", WEBHOOK_ALLOW_PRIVATE_NETWORKS="true"
+    ) as base:
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 async def test_every_committed_booking_of_a_storm_is_delivered_once(

@@ -6,7 +6,10 @@ change committed.
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, select
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import Select, bindparam, select
 
 from app.auth.models import User
 from app.events.models import Event
@@ -15,30 +18,22 @@ from app.events.status import EVENT_STATUS, EventStatus
 from app.outbox.service import Transaction, fetch_rows, record_event
 from app.webhooks.schemas import WebhookEventType
 
-# The event as the API shows it (EventRead.from_record's columns), with its status now.
-_EVENT_AS_SHOWN = (
-    select(
-        Event.id,
-        Event.organizer_id,
-        User.username.label("organizer_username"),
-        Event.name,
-        Event.description,
-        Event.location,
-        Event.start_time,
-        Event.end_time,
-        Event.total_capacity,
-        Event.tickets_sold,
-        EVENT_STATUS.label("status"),
-        Event.created_at,
-        Event.updated_at,
+
+@lru_cache(maxsize=1)
+def _event_as_shown() -> Select[Any]:
+    """The event as the API shows it: the events list's columns (what
+    EventRead.from_record reads), with its status now."""
+    from app.events.service import _LIST_COLUMNS  # the service calls this module
+
+    return (
+        select(*_LIST_COLUMNS)
+        .join(User, User.id == Event.organizer_id)
+        .where(Event.id == bindparam("event_id"))
     )
-    .join(User, User.id == Event.organizer_id)
-    .where(Event.id == bindparam("event_id"))
-)
 
 
 async def event_as_shown(db: Transaction, event_id: int) -> EventRead | None:
-    rows = await fetch_rows(db, _EVENT_AS_SHOWN, {"event_id": event_id})
+    rows = await fetch_rows(db, _event_as_shown(), {"event_id": event_id})
     return EventRead.from_record(rows[0]) if rows else None
 
 
