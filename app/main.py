@@ -84,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Event Booking API",
         version="0.1.0",
         summary="Events, ticket types and bookings that never oversell.",
+        license_info={"name": "MIT", "identifier": "MIT"},
         openapi_url="/api/schema",
         docs_url=None,
         redoc_url=None,

@@ -276,7 +276,7 @@ async def test_deactivate_account_revokes_everything(client, db, create_user) ->
     r = await client.post(
         "/api/auth/login/", json={"username": user.username, "password": TEST_PASSWORD}
     )
-    assert r.status_code == 401 and r.json()["code"] == "invalid_token"
+    assert r.status_code == 401 and r.json()["code"] == "invalid_credentials"
 
 
 async def test_deactivate_without_token_is_401(client) -> None:

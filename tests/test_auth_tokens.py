@@ -73,7 +73,7 @@ async def test_bad_credentials_and_inactive_accounts_look_alike(
     assert r.status_code == 401
     assert r.headers["www-authenticate"] == "Bearer"
     body = r.json()
-    assert body["code"] == "invalid_token"
+    assert body["code"] == "invalid_credentials"
     assert body["detail"] == "No active account found with the given credentials."
 
 

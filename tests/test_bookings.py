@@ -55,7 +55,7 @@ async def test_booking_two_types_is_201_with_location_and_counts(
     r = await book(client, attendee, event.id, (vip.id, 1), (standard.id, 2))
     assert r.status_code == 201, r.text
     body = r.json()
-    assert r.headers["location"] == f"/api/bookings/{body['booking_reference']}/"
+    assert r.headers["location"] == f"http://testserver/api/bookings/{body['booking_reference']}/"
     assert body["status"] == "confirmed" and body["cancelled_at"] is None
     assert body["event_id"] == event.id and body["event_name"] == "Concert"
     assert body["total_price"] == "149.50"
@@ -300,7 +300,7 @@ async def test_my_bookings_newest_first_filtered_and_paginated(
     body = r.json()
     assert body["count"] == 3
     assert [b["booking_reference"] for b in body["results"]] == [refs[2], refs[1]]
-    assert body["next"] == "/api/users/me/bookings/?page_size=2&page=2"
+    assert body["next"] == "http://testserver/api/users/me/bookings/?page_size=2&page=2"
     r = await client.get("/api/users/me/bookings?status=cancelled", headers=auth(attendee))
     assert [b["booking_reference"] for b in r.json()["results"]] == [refs[0]]
     r = await client.get(f"/api/users/me/bookings/?event={event.id + 1}", headers=auth(attendee))

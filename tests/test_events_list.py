@@ -277,12 +277,19 @@ async def test_pagination_links_keep_the_filters(client, db, organizer) -> None:
     body = r.json()
     assert body["count"] == 5 and len(body["results"]) == 2
     assert body["previous"] is None
-    assert body["next"] == "/api/events/?location=Berlin&ordering=-start_time&page_size=2&page=2"
+    assert (
+        body["next"]
+        == "http://testserver/api/events/?location=Berlin&ordering=-start_time&page_size=2&page=2"
+    )
     r = await client.get(body["next"])
     body = r.json()
-    assert body["next"] == "/api/events/?location=Berlin&ordering=-start_time&page_size=2&page=3"
     assert (
-        body["previous"] == "/api/events/?location=Berlin&ordering=-start_time&page_size=2&page=1"
+        body["next"]
+        == "http://testserver/api/events/?location=Berlin&ordering=-start_time&page_size=2&page=3"
+    )
+    assert (
+        body["previous"]
+        == "http://testserver/api/events/?location=Berlin&ordering=-start_time&page_size=2&page=1"
     )
     r = await client.get(body["next"])
     assert len(r.json()["results"]) == 1 and r.json()["next"] is None
@@ -293,8 +300,14 @@ async def test_links_without_trailing_slash_and_repeated_status(client, db, orga
         await make_event(db, organizer)
     r = await client.get("/api/events?status=upcoming&status=past&page=2&page_size=1")
     body = r.json()
-    assert body["next"] == "/api/events/?status=upcoming&status=past&page_size=1&page=3"
-    assert body["previous"] == "/api/events/?status=upcoming&status=past&page_size=1&page=1"
+    assert (
+        body["next"]
+        == "http://testserver/api/events/?status=upcoming&status=past&page_size=1&page=3"
+    )
+    assert (
+        body["previous"]
+        == "http://testserver/api/events/?status=upcoming&status=past&page_size=1&page=1"
+    )
 
 
 async def test_default_page_size_is_10(client, db, organizer) -> None:
@@ -302,7 +315,7 @@ async def test_default_page_size_is_10(client, db, organizer) -> None:
         await make_event(db, organizer)
     body = (await client.get("/api/events/")).json()
     assert body["count"] == 11 and len(body["results"]) == 10
-    assert body["next"] == "/api/events/?page=2&page_size=10"
+    assert body["next"] == "http://testserver/api/events/?page=2&page_size=10"
 
 
 async def test_page_past_the_end_is_empty(client, db, organizer) -> None:

@@ -11,15 +11,33 @@ from sqlalchemy import bindparam, select
 from app.auth.models import Role, User
 from app.auth.passwords import password_stamp
 from app.core.config import Settings
-from app.core.errors import InvalidToken, NotAuthenticated, PermissionDenied
+from app.core.errors import InvalidToken, NotAuthenticated, PermissionDenied, ServiceUnavailable
+from app.core.openapi import raises
 from app.core.security import TokenClaims, decode_token
 
+_BEARER_DESCRIPTION = "An access token from POST /api/auth/login/ (paste the token only)."
+
+
+class OptionalBearer(HTTPBearer):
+    """The bearer scheme of public routes: anonymous, or a token that must then be valid.
+
+    The OpenAPI schema declares such operations `security: [{}, {HTTPBearer: []}]`.
+    """
+
+    anonymous_allowed = True
+
+
 bearer_scheme = HTTPBearer(
-    auto_error=False,
-    description="An access token from POST /api/auth/login/ (paste the token only).",
+    auto_error=False, scheme_name="HTTPBearer", description=_BEARER_DESCRIPTION
+)
+optional_bearer_scheme = OptionalBearer(
+    auto_error=False, scheme_name="HTTPBearer", description=_BEARER_DESCRIPTION
 )
 
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
+OptionalCredentials = Annotated[
+    HTTPAuthorizationCredentials | None, Depends(optional_bearer_scheme)
+]
 
 
 async def get_settings_dep(request: Request) -> Settings:
@@ -86,10 +104,12 @@ def check_role(user: User, role: Role) -> User:
     return user
 
 
+@raises(NotAuthenticated, InvalidToken, ServiceUnavailable)
 async def get_current_user(request: Request, credentials: Credentials) -> User:
     return await _user_from_token(request, _required_token(request, credentials))
 
 
+@raises(NotAuthenticated, InvalidToken)
 async def get_access_claims(request: Request, credentials: Credentials) -> TokenClaims:
     """The verified claims of the access token, without loading the account.
 
@@ -99,6 +119,7 @@ async def get_access_claims(request: Request, credentials: Credentials) -> Token
     return _access_claims(request, _required_token(request, credentials))
 
 
+@raises(NotAuthenticated, InvalidToken, PermissionDenied)
 async def get_attendee_claims(request: Request, credentials: Credentials) -> TokenClaims:
     """Access claims of an attendee's token, checked without the database.
 
@@ -113,7 +134,8 @@ async def get_attendee_claims(request: Request, credentials: Credentials) -> Tok
     return claims
 
 
-async def get_optional_user(request: Request, credentials: Credentials) -> User | None:
+@raises(InvalidToken, ServiceUnavailable)
+async def get_optional_user(request: Request, credentials: OptionalCredentials) -> User | None:
     """The caller if a token was sent (and it must then be valid), else None."""
     if credentials is None:
         if request.headers.get("authorization"):
@@ -123,6 +145,7 @@ async def get_optional_user(request: Request, credentials: Credentials) -> User 
 
 
 def require_role(role: Role):
+    @raises(PermissionDenied)
     async def dependency(user: Annotated[User, Depends(get_current_user)]) -> User:
         return check_role(user, role)
 

@@ -24,10 +24,10 @@ from app.core.errors import (
     InvalidCredentials,
     InvalidResetLink,
     InvalidToken,
-    RateLimited,
     UsernameTaken,
     WrongPassword,
 )
+from app.core.links import created
 from app.core.openapi import problem_responses
 from app.core.ratelimit import Limiter, client_ip, limit_per_ip
 
@@ -45,10 +45,14 @@ router = APIRouter(prefix="/api/auth", tags=["auth"])
     "A password that breaks a rule is 422 `validation_error` with the reasons at "
     "`body.password`. Limited per client address (RATE_LIMIT_REGISTER).",
     dependencies=[Depends(limit_per_ip("register_ip"))],
-    responses=problem_responses(UsernameTaken, EmailTaken, RateLimited),
+    response_description="The account created; `Location` is the profile it can read once "
+    "logged in.",
+    responses=problem_responses(UsernameTaken, EmailTaken),
 )
-async def register(data: UserRegister, uow: UoW) -> UserRead:
-    return UserRead.model_validate(await service.register(uow, data))
+async def register(data: UserRegister, uow: UoW, request: Request, response: Response) -> UserRead:
+    user = await service.register(uow, data)
+    created(request, response, "/api/auth/profile/")
+    return UserRead.model_validate(user)
 
 
 @router.post(
@@ -56,10 +60,11 @@ async def register(data: UserRegister, uow: UoW) -> UserRead:
     operation_id="auth_login",
     summary="Log in with username or email and get tokens",
     description="`username` may be the username or the email address, in any case. "
-    "Wrong credentials and deactivated accounts get the same 401 `invalid_token`. "
+    "Wrong credentials and deactivated accounts get the same 401 `invalid_credentials` "
+    "(never `invalid_token`, which means: refresh the access token). "
     "Limited per account name (RATE_LIMIT_LOGIN, every attempt counts, a successful login "
     "resets it) and per client address (RATE_LIMIT_LOGIN_IP, failed logins count).",
-    responses=problem_responses(InvalidCredentials, RateLimited),
+    responses=problem_responses(InvalidCredentials),
 )
 async def login(
     data: Login, request: Request, uow: UoW, settings: SettingsDep, limiter: Limiter
@@ -161,7 +166,6 @@ async def change_password(data: ChangePassword, user: CurrentUser, uow: UoW) -> 
     "(PASSWORD_RESET_EXPIRE_MINUTES, 60 by default). Limited per email and per client "
     "address (RATE_LIMIT_PASSWORD_RESET).",
     dependencies=[Depends(limit_per_ip("password_reset_ip"))],
-    responses=problem_responses(RateLimited),
 )
 async def password_reset_request(
     data: PasswordResetRequest,

@@ -372,7 +372,8 @@ async def confirm_password_reset(
 def reset_link(settings: Settings, uidb64: str, token: str) -> str:
     if settings.password_reset_url:
         return settings.password_reset_url.format(uidb64=uidb64, token=token)
-    base = settings.public_base_url.rstrip("/")
+    # No request at hand when the email is written: the documented local address by default.
+    base = (settings.public_base_url or "http://127.0.0.1:8000").rstrip("/")
     return f"{base}/api/auth/password-reset-confirm/{uidb64}/{token}/"
 
 

@@ -27,13 +27,14 @@ from app.core.errors import (
     IdempotencyKeyReused,
     NotFound,
     PermissionDenied,
-    RateLimited,
+    ServiceUnavailable,
     SoldOut,
     TicketTypeInactive,
 )
+from app.core.links import created
 from app.core.metrics import BOOKINGS_CANCELLED, BOOKINGS_CREATED
 from app.core.openapi import problem_responses
-from app.core.pagination import Page, Pagination
+from app.core.pagination import Page, Pagination, paginate
 from app.core.ratelimit import Limiter
 from app.core.schemas import QueryDatetime
 
@@ -66,7 +67,6 @@ async def booking_filters(
     status_code=201,
     operation_id="bookings_create",
     responses=problem_responses(
-        PermissionDenied,
         NotFound,
         SoldOut,
         CapacityExceeded,
@@ -75,7 +75,7 @@ async def booking_filters(
         IdempotencyKeyInUse,
         IdempotencyKeyReused,
         Busy,
-        RateLimited,
+        ServiceUnavailable,
     ),
     summary="Book tickets for an event",
     response_description="The booking; `Location` points at it.",
@@ -100,7 +100,7 @@ async def create_booking(
     )
     if not result.replayed:
         BOOKINGS_CREATED.inc()
-    response.headers["Location"] = f"/api/bookings/{result.booking.booking_reference}/"
+    created(request, response, f"/api/bookings/{result.booking.booking_reference}/")
     return BookingRead.model_validate(result.booking, from_attributes=True)
 
 
@@ -140,9 +140,11 @@ async def list_my_bookings(
     page: Pagination,
     filters: Annotated[BookingFilters, Depends(booking_filters)],
 ) -> Page[BookingRead]:
-    count, bookings = await service.list_bookings(uow, page, user_id=user.id, filters=filters)
-    return page.build(
-        count, [BookingRead.model_validate(b, from_attributes=True) for b in bookings]
+    count, bookings = await service.list_bookings(
+        uow, offset=page.offset, limit=page.limit, user_id=user.id, filters=filters
+    )
+    return paginate(
+        page, count, [BookingRead.model_validate(b, from_attributes=True) for b in bookings]
     )
 
 
@@ -160,7 +162,9 @@ async def list_event_bookings(
     page: Pagination,
     filters: Annotated[BookingFilters, Depends(booking_filters)],
 ) -> Page[EventBookingRead]:
-    count, bookings = await service.list_event_bookings(uow, user, event_id, page, filters)
-    return page.build(
-        count, [EventBookingRead.model_validate(b, from_attributes=True) for b in bookings]
+    count, bookings = await service.list_event_bookings(
+        uow, user, event_id, filters, offset=page.offset, limit=page.limit
+    )
+    return paginate(
+        page, count, [EventBookingRead.model_validate(b, from_attributes=True) for b in bookings]
     )

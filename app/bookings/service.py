@@ -34,7 +34,6 @@ from app.core.errors import (
     PermissionDenied,
     ValidationFailed,
 )
-from app.core.pagination import PageParams
 from app.core.security import TokenClaims
 from app.events import messages as event_messages
 from app.events.models import Event, TicketType
@@ -350,8 +349,9 @@ async def get_booking(uow: UnitOfWork, user: User, reference: uuid.UUID) -> Book
 
 async def list_bookings(
     uow: UnitOfWork,
-    page: PageParams,
     *,
+    offset: int,
+    limit: int,
     user_id: int | None = None,
     event_id: int | None = None,
     filters: BookingFilters | None = None,
@@ -381,8 +381,8 @@ async def list_bookings(
                 .join(User, User.id == Booking.user_id)
                 .where(*conditions)
                 .order_by(Booking.created_at.desc(), Booking.id.desc())
-                .offset(page.offset)
-                .limit(page.page_size)
+                .offset(offset)
+                .limit(limit)
             )
         ).all()
         return count or 0, await _with_items(session, rows)
@@ -397,7 +397,13 @@ async def purge_expired_idempotency_keys(session: AsyncSession, ttl_hours: int) 
 
 
 async def list_event_bookings(
-    uow: UnitOfWork, user: User, event_id: int, page: PageParams, filters: BookingFilters
+    uow: UnitOfWork,
+    user: User,
+    event_id: int,
+    filters: BookingFilters,
+    *,
+    offset: int,
+    limit: int,
 ) -> tuple[int, list[BookingView]]:
     """The bookings of an event, for its organizer only."""
     async with uow:
@@ -408,4 +414,4 @@ async def list_event_bookings(
         raise NotFound("No event with this id.")
     if organizer_id != user.id:
         raise PermissionDenied("Only the event's organizer can see its bookings.")
-    return await list_bookings(uow, page, event_id=event_id, filters=filters)
+    return await list_bookings(uow, offset=offset, limit=limit, event_id=event_id, filters=filters)

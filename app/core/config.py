@@ -56,7 +56,10 @@ class Settings(BaseSettings):
     password_reset_url: str | None = Field(
         default=None, description="Template with {uidb64} and {token}; default: the API's endpoint."
     )
-    public_base_url: str = "http://127.0.0.1:8000"
+    public_base_url: str | None = Field(
+        default=None,
+        description="Base of absolute links (pagination, Location, emails); unset: the request's.",
+    )
     # Small on purpose: a request holds its connection only for its statements, and
     # queueing in the pool is cheaper than a convoy of backends on one hot row
     # (make bench: hot event 470 bookings/s with 20 per worker, 589 with 4).

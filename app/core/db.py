@@ -26,6 +26,8 @@ from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.elements import BindParameter
 
 from app.core.config import Settings
+from app.core.errors import ServiceUnavailable
+from app.core.openapi import raises
 
 if TYPE_CHECKING:
     import asyncpg
@@ -180,6 +182,7 @@ async def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]
     return request.app.state.sessionmaker
 
 
+@raises(ServiceUnavailable)
 async def get_uow(request: Request) -> AsyncIterator[UnitOfWork]:
     uow = UnitOfWork(request.app.state.sessionmaker)
     try:

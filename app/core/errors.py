@@ -44,8 +44,9 @@ class ValidationFailed(AppError):
 
     def __init__(self, detail: str | None = None, *, field: str | None = None, **kw: Any) -> None:
         errors = kw.pop("errors", None)
-        if errors is None and field is not None:
-            errors = [{"field": field, "message": detail or self.detail}]
+        if errors is None:
+            # A validation problem always names its fields (the schema requires `errors`).
+            errors = [{"field": field or "body", "message": detail or self.detail}]
         super().__init__(detail, errors=errors, **kw)
 
 
@@ -59,8 +60,15 @@ class InvalidToken(AppError):
     headers = {"WWW-Authenticate": "Bearer"}
 
 
-class InvalidCredentials(InvalidToken):
-    detail = "No active account found with the given credentials."
+class InvalidCredentials(AppError):
+    """A failed login: not `invalid_token`, so a client's refresh-and-retry never fires on it."""
+
+    status, code, detail = (
+        401,
+        "invalid_credentials",
+        "No active account found with the given credentials.",
+    )
+    headers = {"WWW-Authenticate": "Bearer"}
 
 
 class PermissionDenied(AppError):
@@ -130,6 +138,10 @@ class IdempotencyKeyReused(AppError):
 
 class IdempotencyKeyInUse(Conflict):
     code, detail = "idempotency_key_in_use", "A request with this Idempotency-Key is in progress."
+
+
+class PayloadTooLarge(AppError):
+    status, code, detail = 413, "payload_too_large", "The request body is too large."
 
 
 class RateLimited(AppError):

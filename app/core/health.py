@@ -9,6 +9,7 @@ from pydantic import BaseModel
 from sqlalchemy import text
 
 from app.core.errors import ServiceUnavailable
+from app.core.openapi import problem_responses
 
 router = APIRouter(prefix="/health", tags=["health"])
 
@@ -27,7 +28,7 @@ async def live() -> HealthStatus:
     "/ready",
     operation_id="health_ready",
     summary="The database (and Redis, when configured) answer",
-    responses={503: {"description": "A dependency does not answer"}},
+    responses=problem_responses(ServiceUnavailable),
 )
 async def ready(request: Request) -> HealthStatus:
     checks: dict[str, str] = {}

@@ -1,13 +1,27 @@
-"""Page-number pagination: `{count, next, previous, results}` with links keeping the query."""
+"""Page-number pagination: one `paginate()` builds `{count, next, previous, results}`.
+
+A list endpoint takes ``page: Pagination``, hands ``page.offset`` and ``page.limit`` to its
+service (services never see the request) and returns ``paginate(page, count, results)``:
+
+    async def list_holds(uow: UoW, page: Pagination) -> Page[HoldRead]:
+        count, rows = await service.list_holds(uow, offset=page.offset, limit=page.limit)
+        return paginate(page, count, [HoldRead.from_row(row) for row in rows])
+
+The schema component is named after the item: ``Page[HoldRead]`` is ``HoldPage``
+(app.core.openapi renames it).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Generic, TypeVar
 from urllib.parse import urlencode
 
 from fastapi import Depends, Query, Request
 from pydantic import BaseModel, Field
+
+from app.core.links import public_url
 
 T = TypeVar("T")
 
@@ -16,52 +30,73 @@ MAX_PAGE_SIZE = 100
 
 class Page(BaseModel, Generic[T]):
     count: int = Field(description="Total number of items matching the filters.", examples=[42])
-    next: str | None = Field(description="Path of the next page, or null.", examples=[None])
-    previous: str | None = Field(description="Path of the previous page, or null.", examples=[None])
+    next: str | None = Field(
+        description="Absolute URL of the next page (same filters), or null.",
+        examples=["https://api.example.com/api/events/?page=3&page_size=10"],
+    )
+    previous: str | None = Field(
+        description="Absolute URL of the previous page (same filters), or null.",
+        examples=["https://api.example.com/api/events/?page=1&page_size=10"],
+    )
     results: list[T]
 
 
 @dataclass(frozen=True, slots=True)
-class PageParams:
+class PageQuery:
+    """The page asked for, and the list's own URL and query for the links."""
+
     page: int
     page_size: int
-    request: Request
+    path: str
+    query: tuple[tuple[str, str], ...]
+    base_url: str
 
     @property
     def offset(self) -> int:
         return (self.page - 1) * self.page_size
 
-    def _link(self, page: int) -> str:
-        # The contract's paths end with a slash; keep every other query parameter.
-        path = self.request.scope.get("original_path") or self.request.url.path
-        if not path.endswith("/"):
-            path += "/"
-        params = [(k, v) for k, v in self.request.query_params.multi_items() if k != "page"]
+    @property
+    def limit(self) -> int:
+        return self.page_size
+
+    def link(self, page: int) -> str:
+        # Every other parameter as sent, in its place; `page` last, `page_size` always there.
+        params = [(k, v) for k, v in self.query if k != "page"]
         params.append(("page", str(page)))
-        if "page_size" not in self.request.query_params:
+        if not any(k == "page_size" for k, _ in self.query):
             params.append(("page_size", str(self.page_size)))
-        return f"{path}?{urlencode(params)}"
-
-    def build(self, count: int, results: list[T]) -> Page[T]:
-        has_next = self.offset + self.page_size < count
-        has_previous = self.page > 1
-        previous_page = min(self.page - 1, max(1, -(-count // self.page_size)))
-        return Page[T](
-            count=count,
-            next=self._link(self.page + 1) if has_next else None,
-            previous=self._link(previous_page) if has_previous else None,
-            results=results,
-        )
+        return f"{self.base_url}{self.path}?{urlencode(params)}"
 
 
-async def page_params(
+def paginate(page: PageQuery, count: int, results: Sequence[T]) -> Page[T]:
+    """One page of a list with absolute links that keep every other query parameter."""
+    last_page = max(1, -(-count // page.page_size))
+    return Page[T](
+        count=count,
+        next=page.link(page.page + 1) if page.offset + page.page_size < count else None,
+        previous=page.link(min(page.page - 1, last_page)) if page.page > 1 else None,
+        results=list(results),
+    )
+
+
+async def page_query(
     request: Request,
-    page: Annotated[int, Query(ge=1, description="1-based page number.")] = 1,
+    page: Annotated[int, Query(ge=1, le=2**31 - 1, description="1-based page number.")] = 1,
     page_size: Annotated[
         int, Query(ge=1, le=MAX_PAGE_SIZE, description="Items per page (max 100).")
     ] = 10,
-) -> PageParams:
-    return PageParams(page=page, page_size=page_size, request=request)
+) -> PageQuery:
+    # The contract's paths end with a slash; links use that form whichever was requested.
+    path = request.scope.get("original_path") or request.url.path
+    if not path.endswith("/"):
+        path += "/"
+    return PageQuery(
+        page=page,
+        page_size=page_size,
+        path=path,
+        query=tuple(request.query_params.multi_items()),
+        base_url=public_url(request, ""),
+    )
 
 
-Pagination = Annotated[PageParams, Depends(page_params)]
+Pagination = Annotated[PageQuery, Depends(page_query)]

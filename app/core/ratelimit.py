@@ -31,6 +31,7 @@ from prometheus_client import Counter
 
 from app.core.config import Settings
 from app.core.errors import RateLimited
+from app.core.openapi import raises
 from app.core.redis import key_prefix
 
 if TYPE_CHECKING:
@@ -168,6 +169,7 @@ def limiter_for(state: Any) -> RateLimiter:
     return limiter
 
 
+@raises(RateLimited)
 async def get_limiter(request: Request) -> RateLimiter:
     return limiter_for(request.app.state)
 
@@ -188,6 +190,7 @@ def client_ip(request: Request) -> str:
 def limit_per_ip(name: LimitName) -> Callable[[Request], Awaitable[None]]:
     """A route dependency counting each request against ``name`` for the client address."""
 
+    @raises(RateLimited)
     async def dependency(request: Request) -> None:
         await limiter_for(request.app.state).hit(name, client_ip(request))
 

@@ -39,9 +39,13 @@ def _format_money(value: Decimal) -> str:
     return f"{value:.2f}"
 
 
+MONEY_PATTERN = r"^-?\d+\.\d{2}$"
+
 Money = Annotated[
     Decimal,
     PlainSerializer(_format_money, return_type=str, when_used="json"),
-    WithJsonSchema({"type": "string", "examples": ["25.00"]}, mode="serialization"),
+    WithJsonSchema(
+        {"type": "string", "pattern": MONEY_PATTERN, "examples": ["25.00"]}, mode="serialization"
+    ),
     Field(description="A decimal string with two places.", examples=["25.00"]),
 ]

@@ -10,6 +10,7 @@ from pydantic import BeforeValidator
 from app.auth.deps import CurrentUser, OptionalUser
 from app.core.db import UoW
 from app.core.errors import NotAuthenticated, NotFound, PermissionDenied, ValidationFailed
+from app.core.openapi import raises
 from app.core.schemas import QueryDatetime
 from app.events import service
 from app.events.service import DEFAULT_STATUSES, EventFilters, EventRow
@@ -27,6 +28,7 @@ def _known_id(value: int) -> bool:
     return 1 <= value <= BIGINT_MAX
 
 
+@raises(NotFound)
 async def valid_event_id(
     event_id: Annotated[int, Path(description="The event's id.", examples=[3])], uow: UoW
 ) -> EventRow:
@@ -40,6 +42,7 @@ async def valid_event_id(
 ValidEvent = Annotated[EventRow, Depends(valid_event_id)]
 
 
+@raises(PermissionDenied)
 async def owned_event(user: CurrentUser, row: ValidEvent) -> EventRow:
     """The event in the path, if the caller is its organizer (401 first, then 404, then 403)."""
     if row.event.organizer_id != user.id:
@@ -50,6 +53,7 @@ async def owned_event(user: CurrentUser, row: ValidEvent) -> EventRow:
 OwnedEvent = Annotated[EventRow, Depends(owned_event)]
 
 
+@raises(NotFound)
 async def valid_ticket_type_id(
     ticket_type_id: Annotated[int, Path(description="The ticket type's id.", examples=[12])],
 ) -> int:
@@ -74,6 +78,7 @@ def _split_commas(values: object) -> object:
     return values
 
 
+@raises(NotAuthenticated, ValidationFailed)
 async def event_filters(
     user: OptionalUser,
     status: Annotated[

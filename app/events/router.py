@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Depends, Request, Response, status
 
-from app.auth.deps import Organizer
+from app.auth.deps import Organizer, get_optional_user
 from app.core.db import UnitOfWork, UoW
 from app.core.errors import (
     Busy,
     CapacityBelowSold,
     EventHasBookings,
     EventNotBookable,
-    NotAuthenticated,
-    NotFound,
-    PermissionDenied,
+    ServiceUnavailable,
     TicketTypeNameTaken,
 )
+from app.core.links import created
 from app.core.openapi import problem_responses
-from app.core.pagination import Page, Pagination
+from app.core.pagination import Page, Pagination, paginate
 from app.events import service
 from app.events.deps import Filters, OwnedEvent, TicketTypeId, ValidEvent
 from app.events.schemas import (
@@ -32,6 +31,9 @@ from app.events.schemas import (
 
 router = APIRouter(prefix="/api/events")
 
+# Public reads take a token optionally; one that is sent must be valid (401 otherwise).
+OptionalAuth = Depends(get_optional_user)
+
 
 @router.get(
     "",
@@ -44,18 +46,18 @@ router = APIRouter(prefix="/api/events")
     ),
     tags=["events"],
     response_model=Page[EventRead],
-    responses=problem_responses(NotAuthenticated),
+    responses=problem_responses(ServiceUnavailable),
 )
-async def list_events(request: Request, filters: Filters, params: Pagination) -> Page[EventRead]:
+async def list_events(request: Request, filters: Filters, page: Pagination) -> Page[EventRead]:
     # One statement on the unit of work's asyncpg connection (no session to clean up,
     # so no UoW dependency).
     count, rows = await service.list_events(
         UnitOfWork(request.app.state.sessionmaker),
         filters,
-        offset=params.offset,
-        limit=params.page_size,
+        offset=page.offset,
+        limit=page.limit,
     )
-    return params.build(count, [EventRead.from_record(row) for row in rows])
+    return paginate(page, count, [EventRead.from_record(row) for row in rows])
 
 
 @router.post(
@@ -67,10 +69,12 @@ async def list_events(request: Request, filters: Filters, params: Pagination) ->
     tags=["events"],
     status_code=status.HTTP_201_CREATED,
     response_model=EventRead,
-    responses=problem_responses(PermissionDenied),
 )
-async def create_event(uow: UoW, user: Organizer, body: EventCreate) -> EventRead:
+async def create_event(
+    request: Request, response: Response, uow: UoW, user: Organizer, body: EventCreate
+) -> EventRead:
     row = await service.create_event(uow, user, body)
+    created(request, response, f"/api/events/{row.event.id}/")
     return EventRead.from_row(row.event, row.status)
 
 
@@ -81,7 +85,7 @@ async def create_event(uow: UoW, user: Organizer, body: EventCreate) -> EventRea
     summary="Get an event with its ticket types",
     tags=["events"],
     response_model=EventDetail,
-    responses=problem_responses(NotFound),
+    dependencies=[OptionalAuth],
 )
 async def retrieve_event(uow: UoW, row: ValidEvent) -> EventDetail:
     ticket_types = await service.list_ticket_types(uow, row.event.id)
@@ -100,9 +104,7 @@ async def retrieve_event(uow: UoW, row: ValidEvent) -> EventDetail:
     ),
     tags=["events"],
     response_model=EventRead,
-    responses=problem_responses(
-        PermissionDenied, NotFound, EventNotBookable, CapacityBelowSold, Busy
-    ),
+    responses=problem_responses(EventNotBookable, CapacityBelowSold, Busy),
 )
 async def update_event(uow: UoW, row: OwnedEvent, body: EventUpdate) -> EventRead:
     change = await service.update_event(uow, row.event.id, body)
@@ -118,7 +120,7 @@ async def update_event(uow: UoW, row: OwnedEvent, body: EventUpdate) -> EventRea
     tags=["events"],
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    responses=problem_responses(PermissionDenied, NotFound, EventHasBookings, Busy),
+    responses=problem_responses(EventHasBookings, Busy),
 )
 async def delete_event(uow: UoW, row: OwnedEvent) -> Response:
     await service.delete_event(uow, row.event.id)
@@ -133,7 +135,7 @@ async def delete_event(uow: UoW, row: OwnedEvent) -> Response:
     description="All ticket types of the event, active or not, by price then id; not paginated.",
     tags=["ticket-types"],
     response_model=list[TicketTypeRead],
-    responses=problem_responses(NotFound),
+    dependencies=[OptionalAuth],
 )
 async def list_ticket_types(uow: UoW, row: ValidEvent) -> list[TicketTypeRead]:
     ticket_types = await service.list_ticket_types(uow, row.event.id)
@@ -148,12 +150,29 @@ async def list_ticket_types(uow: UoW, row: ValidEvent) -> list[TicketTypeRead]:
     tags=["ticket-types"],
     status_code=status.HTTP_201_CREATED,
     response_model=TicketTypeRead,
-    responses=problem_responses(
-        PermissionDenied, NotFound, TicketTypeNameTaken, EventNotBookable, Busy
-    ),
+    responses=problem_responses(TicketTypeNameTaken, EventNotBookable, Busy),
 )
-async def create_ticket_type(uow: UoW, row: OwnedEvent, body: TicketTypeCreate) -> TicketTypeRead:
+async def create_ticket_type(
+    request: Request, response: Response, uow: UoW, row: OwnedEvent, body: TicketTypeCreate
+) -> TicketTypeRead:
     ticket_type = await service.create_ticket_type(uow, row.event.id, body)
+    created(request, response, f"/api/events/{row.event.id}/ticket-types/{ticket_type.id}/")
+    return TicketTypeRead.model_validate(ticket_type)
+
+
+@router.get(
+    "/{event_id}/ticket-types/{ticket_type_id}",
+    operation_id="ticket_types_retrieve",
+    response_description="The ticket type",
+    summary="Get one ticket type of an event",
+    tags=["ticket-types"],
+    response_model=TicketTypeRead,
+    dependencies=[OptionalAuth],
+)
+async def retrieve_ticket_type(
+    uow: UoW, row: ValidEvent, ticket_type_id: TicketTypeId
+) -> TicketTypeRead:
+    ticket_type = await service.get_ticket_type(uow, row.event.id, ticket_type_id)
     return TicketTypeRead.model_validate(ticket_type)
 
 
@@ -168,9 +187,7 @@ async def create_ticket_type(uow: UoW, row: OwnedEvent, body: TicketTypeCreate) 
     ),
     tags=["ticket-types"],
     response_model=TicketTypeRead,
-    responses=problem_responses(
-        PermissionDenied, NotFound, TicketTypeNameTaken, EventNotBookable, Busy
-    ),
+    responses=problem_responses(TicketTypeNameTaken, EventNotBookable, Busy),
 )
 async def update_ticket_type(
     uow: UoW, row: OwnedEvent, ticket_type_id: TicketTypeId, body: TicketTypeUpdate

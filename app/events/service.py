@@ -269,6 +269,18 @@ async def list_ticket_types(uow: UnitOfWork, event_id: int) -> list[TicketType]:
         return list(result)
 
 
+async def get_ticket_type(uow: UnitOfWork, event_id: int, ticket_type_id: int) -> TicketType:
+    async with uow:
+        ticket_type = await uow.session.scalar(
+            select(TicketType).where(
+                TicketType.id == ticket_type_id, TicketType.event_id == event_id
+            )
+        )
+    if ticket_type is None:
+        raise NotFound("No ticket type with this id in this event.")
+    return ticket_type
+
+
 async def create_event(uow: UnitOfWork, organizer: User, data: EventCreate) -> EventRow:
     async with uow:
         event_id = await uow.session.scalar(

@@ -9,8 +9,9 @@ from fastapi import APIRouter, Path, Request, Response, status
 from app.auth.deps import Organizer
 from app.core.db import UoW
 from app.core.errors import NotFound, PermissionDenied
+from app.core.links import created
 from app.core.openapi import problem_responses
-from app.core.pagination import Page, Pagination
+from app.core.pagination import Page, Pagination, paginate
 from app.webhooks import service
 from app.webhooks.schemas import (
     WebhookCreate,
@@ -41,7 +42,7 @@ async def create_webhook(
     request: Request, response: Response, uow: UoW, user: Organizer, body: WebhookCreate
 ) -> WebhookCreated:
     endpoint, secret = await service.create_endpoint(uow, user, body, request.app.state.settings)
-    response.headers["Location"] = f"/api/webhooks/{endpoint.id}/"
+    created(request, response, f"/api/webhooks/{endpoint.id}/")
     return WebhookCreated.model_validate(
         {**WebhookRead.model_validate(endpoint).model_dump(), "secret": secret}
     )
@@ -54,8 +55,8 @@ async def create_webhook(
     responses=problem_responses(PermissionDenied),
 )
 async def list_webhooks(uow: UoW, user: Organizer, page: Pagination) -> Page[WebhookRead]:
-    count, endpoints = await service.list_endpoints(uow, user, page)
-    return page.build(count, [WebhookRead.model_validate(e) for e in endpoints])
+    count, endpoints = await service.list_endpoints(uow, user, offset=page.offset, limit=page.limit)
+    return paginate(page, count, [WebhookRead.model_validate(e) for e in endpoints])
 
 
 @router.get(
@@ -106,5 +107,7 @@ async def delete_webhook(uow: UoW, user: Organizer, endpoint_id: EndpointId) -> 
 async def list_webhook_deliveries(
     uow: UoW, user: Organizer, endpoint_id: EndpointId, page: Pagination
 ) -> Page[WebhookDeliveryRead]:
-    count, deliveries = await service.list_deliveries(uow, user, endpoint_id, page)
-    return page.build(count, [WebhookDeliveryRead.model_validate(d) for d in deliveries])
+    count, deliveries = await service.list_deliveries(
+        uow, user, endpoint_id, offset=page.offset, limit=page.limit
+    )
+    return paginate(page, count, [WebhookDeliveryRead.model_validate(d) for d in deliveries])

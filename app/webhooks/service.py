@@ -8,7 +8,6 @@ from app.auth.models import User
 from app.core.config import Settings
 from app.core.db import UnitOfWork
 from app.core.errors import NotFound, ValidationFailed
-from app.core.pagination import PageParams
 from app.webhooks import addresses, signing
 from app.webhooks.models import WebhookDelivery, WebhookEndpoint
 from app.webhooks.schemas import WebhookCreate, WebhookUpdate
@@ -57,7 +56,7 @@ async def get_endpoint(uow: UnitOfWork, organizer: User, endpoint_id: int) -> We
 
 
 async def list_endpoints(
-    uow: UnitOfWork, organizer: User, page: PageParams
+    uow: UnitOfWork, organizer: User, *, offset: int, limit: int
 ) -> tuple[int, list[WebhookEndpoint]]:
     mine = WebhookEndpoint.organizer_id == organizer.id
     async with uow:
@@ -66,8 +65,8 @@ async def list_endpoints(
             select(WebhookEndpoint)
             .where(mine)
             .order_by(WebhookEndpoint.id)
-            .offset(page.offset)
-            .limit(page.page_size)
+            .offset(offset)
+            .limit(limit)
         )
         return count or 0, list(endpoints)
 
@@ -103,7 +102,7 @@ async def delete_endpoint(uow: UnitOfWork, organizer: User, endpoint_id: int) ->
 
 
 async def list_deliveries(
-    uow: UnitOfWork, organizer: User, endpoint_id: int, page: PageParams
+    uow: UnitOfWork, organizer: User, endpoint_id: int, *, offset: int, limit: int
 ) -> tuple[int, list[WebhookDelivery]]:
     """The attempts to deliver to one's own endpoint, newest first."""
     async with uow:
@@ -114,7 +113,7 @@ async def list_deliveries(
             select(WebhookDelivery)
             .where(of_endpoint)
             .order_by(WebhookDelivery.id.desc())
-            .offset(page.offset)
-            .limit(page.page_size)
+            .offset(offset)
+            .limit(limit)
         )
         return count or 0, list(deliveries)
