@@ -263,3 +263,16 @@ async def cancel_event(sessionmaker: Sessionmaker, staff: User, event_id: int) -
         _audit(staff, "cancel_event", "event", event_id, before),
         after,
     )
+
+
+async def record_door_list_export(sessionmaker: Sessionmaker, staff: User, event_id: int) -> None:
+    """A staff member downloads an event's door list (personal data): it is logged."""
+    async with UnitOfWork(sessionmaker) as uow:
+        if await uow.session.get(Event, event_id) is None:
+            raise NotFound("No event with this id.")
+        uow.session.add(
+            AuditLog(
+                **_audit(staff, "export_door_list", "event", event_id, {}),
+                after={"format": "csv"},
+            )
+        )

@@ -17,12 +17,13 @@ from sqladmin.flash import flash
 from sqladmin.pagination import Pagination
 from sqlalchemy import Select, String, cast, or_, select
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response, StreamingResponse
 
 from app.admin import service
 from app.admin.models import AuditLog
 from app.admin.security import signed_in_staff
 from app.auth.models import User
+from app.bookings import door_list
 from app.bookings.models import Booking
 from app.core.errors import AppError
 from app.core.metrics import BOOKINGS_CANCELLED
@@ -276,6 +277,25 @@ class EventAdmin(ConsoleView, model=Event):
                 "Cancelled",
             )
         return self._back(request, pks)
+
+    @action(name="door-list", label="Export door list (CSV)", add_in_list=False)
+    async def export_door_list(self, request: Request) -> Response:
+        pks = self._pks(request)
+        try:
+            event_id = _id(pks[0] if len(pks) == 1 else "")
+            await service.record_door_list_export(
+                self.api.state.sessionmaker, signed_in_staff(request), event_id
+            )
+        except (AppError, ValueError) as exc:
+            flash(request, _reason(exc), "danger", "Door list (one event at a time)")
+            return RedirectResponse(request.url_for("admin:list", identity=self.identity), 303)
+        return StreamingResponse(
+            door_list.door_list(self.api.state.sessionmaker, event_id),
+            media_type=door_list.MEDIA_TYPE,
+            headers={
+                "Content-Disposition": f'attachment; filename="{door_list.filename(event_id)}"'
+            },
+        )
 
 
 class TicketTypeAdmin(ConsoleView, model=TicketType):

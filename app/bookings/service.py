@@ -396,6 +396,18 @@ async def purge_expired_idempotency_keys(session: AsyncSession, ttl_hours: int) 
     return result.rowcount or 0
 
 
+async def check_event_organizer(uow: UnitOfWork, user: User, event_id: int) -> None:
+    """Only the event's organizer reads its bookings (404 for an unknown event)."""
+    async with uow:
+        organizer_id = await uow.session.scalar(
+            select(Event.organizer_id).where(Event.id == event_id)
+        )
+    if organizer_id is None:
+        raise NotFound("No event with this id.")
+    if organizer_id != user.id:
+        raise PermissionDenied("Only the event's organizer can see its bookings.")
+
+
 async def list_event_bookings(
     uow: UnitOfWork,
     user: User,
@@ -406,12 +418,5 @@ async def list_event_bookings(
     limit: int,
 ) -> tuple[int, list[BookingView]]:
     """The bookings of an event, for its organizer only."""
-    async with uow:
-        organizer_id = await uow.session.scalar(
-            select(Event.organizer_id).where(Event.id == event_id)
-        )
-    if organizer_id is None:
-        raise NotFound("No event with this id.")
-    if organizer_id != user.id:
-        raise PermissionDenied("Only the event's organizer can see its bookings.")
+    await check_event_organizer(uow, user, event_id)
     return await list_bookings(uow, offset=offset, limit=limit, event_id=event_id, filters=filters)
