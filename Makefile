@@ -11,7 +11,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test migrate migrations createsuperuser shell worker lint format profile \
-	bench up up-d down build rebuild
+	bench cluster up up-d down build rebuild
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -62,6 +62,9 @@ bench: $(VENV)/.synced ## Run the benchmarks
 
 profile: $(VENV)/.synced ## CPU per request and its shares by package (in-process, cProfile)
 	$(BIN)/python -m bench.profile
+
+cluster: $(VENV)/.synced ## Scaled out, no Docker: PostgreSQL primary + replica, PgBouncer, Redis, 2 app instances, HAProxy on :8080
+	$(BIN)/python -m deploy.cluster $(CLUSTER_ARGS)
 
 COMPOSE ?= docker compose
 

@@ -17,13 +17,19 @@ from app.auth.router import router as auth_router
 from app.bookings.router import router as bookings_router
 from app.core import health
 from app.core.config import Settings, get_settings
-from app.core.db import create_engine, make_sessionmaker, resolve_database_url
+from app.core.db import (
+    create_engine,
+    make_sessionmaker,
+    resolve_database_url,
+    single_statement_engine,
+)
 from app.core.docs import install_docs
 from app.core.errors import install_error_handlers
 from app.core.logging import configure_logging
 from app.core.middleware import StripTrailingSlashMiddleware
 from app.core.observability import install_observability
 from app.core.openapi import install_openapi
+from app.core.replica import create_read_engine
 from app.events.router import router as events_router
 from app.webhooks.router import router as webhooks_router
 
@@ -44,8 +50,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     engine = create_engine(settings, url)
     app.state.engine = engine
     # The same pool, for single-statement reads that need no transaction.
-    app.state.autocommit_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+    app.state.autocommit_engine = single_statement_engine(engine, settings)
     app.state.sessionmaker = make_sessionmaker(engine)
+    # Anonymous catalogue reads on the replica (DATABASE_READ_URL), when there is one.
+    read_engine = create_read_engine(settings, url)
+    app.state.read_sessionmaker = make_sessionmaker(read_engine) if read_engine else None
     app.state.redis = None
     if settings.redis_url:
         from redis.asyncio import Redis
@@ -75,6 +84,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if app.state.redis is not None:
             await app.state.redis.aclose()
         await engine.dispose()
+        if read_engine is not None:
+            await read_engine.dispose()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -13,6 +13,7 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.admin.models import AuditLog
+from app.admin.views import VIEWS
 from app.auth.models import User
 from app.events.models import Event
 from tests.conftest import TEST_PASSWORD, auth, make_settings
@@ -582,3 +583,66 @@ async def test_every_asset_the_console_loads_is_served_by_the_app(
             for ref in re.findall(r"url\(([^)]*)\)", r.text):
                 ref = ref.strip("'\"")
                 assert not ref.startswith(("http:", "https:", "//")), (url, ref)
+
+
+async def test_session_cookie_is_secure_when_configured(
+    database_url: str, create_user: Callable[..., Any]
+) -> None:
+    from app.main import create_app
+
+    await create_user("organizer", username="tls", is_staff=True)
+    application = create_app(make_settings(database_url, admin_cookie_secure=True))
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as c:
+            r = await sign_in(c, "tls")
+            assert r.status_code == 302
+            cookie = r.headers["set-cookie"].lower()
+            assert "secure" in cookie and "httponly" in cookie and "samesite=lax" in cookie
+
+
+SECRET_COLUMNS = {"hashed_password", "secret", "password", "token", "request_hash"}
+COUNTERS = {"tickets_sold", "quantity_available", "quantity_sold", "quantity_held", "status"}
+
+
+@pytest.mark.parametrize("view", VIEWS, ids=lambda view: view.identity)
+async def test_every_view_hides_secrets_and_has_no_form(
+    app: Any, console: httpx.AsyncClient, view: type[Any]
+) -> None:
+    (instance,) = [v for v in app.state.console.views if type(v) is view]
+    shown = set(instance._list_prop_names) | set(instance._details_prop_names)
+    assert not shown & SECRET_COLUMNS, shown & SECRET_COLUMNS
+    assert not (view.can_create or view.can_edit or view.can_delete or view.can_import)
+    assert not view.can_export
+    # Whatever a form would post, there is no form to post it to.
+    token = csrf_from((await console.get("/admin/login")).text)
+    for path in (f"/admin/{view.identity}/create", f"/admin/{view.identity}/edit/1"):
+        r = await console.post(path, data={**dict.fromkeys(COUNTERS, "0"), "csrf_token": token})
+        assert r.status_code == 403, (path, r.status_code)
+    r = await console.get(f"/admin/{view.identity}/list")
+    assert r.status_code == 200
+    assert "$argon2" not in r.text
+
+
+async def test_odd_input_in_the_console_is_never_a_server_error(
+    console: httpx.AsyncClient, booked: dict[str, Any]
+) -> None:
+    for path in (
+        "/admin/booking/details/abc",
+        "/admin/booking/details/99999999999999999999",
+        "/admin/user/details/-1",
+        "/admin/event/details/1.5",
+    ):
+        assert (await console.get(path)).status_code == 404, path
+    for identity in ("booking", "user", "event", "ticket-type", "audit-log"):
+        r = await console.get(f"/admin/{identity}/list", params={"search": "a\x00b%_\\"})
+        assert r.status_code == 200, identity
+    r = await console.get("/admin/booking/action/cancel", params={"pks": "x,99999999999999999999"})
+    assert r.status_code == 200
+    token = csrf_from(r.text)
+    for identity, action in (("booking", "cancel"), ("event", "cancel"), ("user", "deactivate")):
+        r = await console.post(
+            f"/admin/{identity}/{action}",
+            data={"pks": ["abc", "99999999999999999999"], "csrf_token": token},
+        )
+        assert r.status_code == 303, (identity, r.status_code)

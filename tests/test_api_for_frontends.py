@@ -52,6 +52,33 @@ async def test_public_reads_check_a_token_that_is_sent(
             assert r.headers["www-authenticate"] == "Bearer"
 
 
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        (
+            "/api/auth/register/",
+            {"username": "kim", "email": "kim@example.com", "password": "x" * 9},
+        ),
+        ("/api/auth/login/", {"username": "kim", "password": TEST_PASSWORD}),
+        ("/api/auth/token/refresh/", {"refresh": "x"}),
+        ("/api/auth/logout/", {"refresh": "x"}),
+        ("/api/auth/password-reset-request/", {"email": "kim@example.com"}),
+        ("/api/auth/password-reset-confirm/MQ/abc/", {"new_password": "x" * 9}),
+    ],
+)
+async def test_public_auth_routes_check_a_token_that_is_sent(
+    client, create_user, path, body
+) -> None:
+    gone = await create_user(is_active=False)
+    for headers in ({"Authorization": "Bearer not-a-jwt"}, auth(gone)):
+        r = await client.post(path, json=body, headers=headers)
+        assert r.status_code == 401, (path, r.text)
+        assert r.json()["code"] == "invalid_token"
+    # Without a token the route answers on its own terms.
+    r = await client.post(path, json=body)
+    assert r.status_code != 401 or r.json()["code"] in {"invalid_credentials", "invalid_token"}
+
+
 async def test_a_ticket_type_is_read_where_its_location_points(client, on_sale) -> None:
     event, ticket_type = on_sale
     r = await client.get(f"/api/events/{event.id}/ticket-types/{ticket_type.id}/")

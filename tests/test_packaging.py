@@ -28,9 +28,49 @@ def test_compose_file_is_valid() -> None:
     assert result.returncode == 0, result.stderr
 
 
+COMPOSE_SPEC = ROOT.parent / "shared" / "data" / "compose-spec.json"
+
+
+def _interpolated_compose() -> dict:
+    """docker-compose.yml as Compose reads it: ${VAR:-default} and $$ resolved (no .env)."""
+    text = (ROOT / "docker-compose.yml").read_text()
+    text = re.sub(
+        r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}",
+        lambda m: m.group(2) or "",
+        text.replace("$$", "\0"),
+    ).replace("\0", "$")
+    return yaml.safe_load(text)
+
+
+@pytest.mark.skipif(not COMPOSE_SPEC.exists(), reason=f"{COMPOSE_SPEC} is absent")
+def test_compose_file_matches_the_compose_spec() -> None:
+    import json
+
+    import jsonschema
+
+    schema = json.loads(COMPOSE_SPEC.read_text())
+    jsonschema.Draft7Validator(schema).validate(_interpolated_compose())
+
+
+def test_compose_scale_profile_has_the_cluster_topology() -> None:
+    """--profile scale: replica, PgBouncer, two app instances and job workers, HAProxy."""
+    services = _interpolated_compose()["services"]
+    scale = {name for name, svc in services.items() if "scale" in svc.get("profiles", [])}
+    assert scale == {"db-replica", "pgbouncer", "app-scaled", "worker-scaled", "haproxy"}
+    app = services["app-scaled"]
+    assert app["deploy"]["replicas"] == 2 and services["worker-scaled"]["deploy"]["replicas"] == 2
+    assert "@pgbouncer:6432/" in app["environment"]["DATABASE_URL"]
+    assert app["environment"]["DB_POOLER"] == "pgbouncer"
+    assert "@db-replica:5432/" in app["environment"]["DATABASE_READ_URL"]
+    assert "pg_basebackup" in str(services["db-replica"]["entrypoint"])
+    configs = _interpolated_compose()["configs"]
+    assert "pool_mode = transaction" in configs["pgbouncer-ini"]["content"]
+    assert "app-scaled:8000" in configs["haproxy-cfg"]["content"]
+
+
 def test_compose_starts_services_in_order() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    services = compose["services"]
+    services = {name: svc for name, svc in compose["services"].items() if not svc.get("profiles")}
     assert set(services) == {"db", "redis", "migrate", "app", "worker"}
     assert services["db"]["image"].startswith("postgres:16")
     assert "pg_isready" in str(services["db"]["healthcheck"]["test"])

@@ -51,6 +51,7 @@ def install_console(app: FastAPI, settings: Settings) -> Admin:
     )
     console.templates.env.globals["csrf_token"] = csrf_token
     authentication.console = console
+    app.state.console = console
     for view in VIEWS:
         console.add_view(view)
 

@@ -57,7 +57,13 @@ class ConsoleView(ModelView):
         await self.annotate(pagination.rows)
         return pagination
 
+    def search_query(self, stmt: Select, term: str) -> Select:
+        # PostgreSQL text cannot hold NUL: such a search simply finds without it.
+        return super().search_query(stmt, term.replace("\x00", ""))
+
     async def get_object_for_details(self, request: Request) -> Any:
+        if not _ids([request.path_params.get("pk", "")]):
+            return None  # not an id a BIGINT key can hold: 404
         obj = await super().get_object_for_details(request)
         if obj is not None:
             await self.annotate([obj])
@@ -371,7 +377,7 @@ class BookingAdmin(ConsoleView, model=Booking):
         return "Reference, email, username, event name or id"
 
     def search_query(self, stmt: Select, term: str) -> Select:
-        term = term.strip()
+        term = term.replace("\x00", "").strip()
         escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         like = f"%{escaped}%"
         conditions = [

@@ -157,5 +157,8 @@ CurrentUser = Annotated[User, Depends(get_current_user)]
 AccessClaims = Annotated[TokenClaims, Depends(get_access_claims)]
 AttendeeClaims = Annotated[TokenClaims, Depends(get_attendee_claims)]
 OptionalUser = Annotated[User | None, Depends(get_optional_user)]
+# For public routes that do not need the caller: `dependencies=[OptionalAuth]`. A token
+# that is sent is still checked, as on every route (401 `invalid_token`).
+OptionalAuth = Depends(get_optional_user)
 Organizer = Annotated[User, Depends(require_role(Role.organizer))]
 Attendee = Annotated[User, Depends(require_role(Role.attendee))]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, BackgroundTasks, Depends, Path, Request, Response, status
 
 from app.auth import service
-from app.auth.deps import CurrentUser, SettingsDep
+from app.auth.deps import CurrentUser, OptionalAuth, SettingsDep
 from app.auth.schemas import (
     ChangePassword,
     Detail,
@@ -32,7 +32,8 @@ from app.core.openapi import problem_responses
 from app.core.ratelimit import Limiter, client_ip, limit_per_ip
 
 # 401 on routes taking a bearer token and 422 on routes with input are documented
-# by app.core.openapi; the responses below add each route's own errors.
+# by app.core.openapi; the responses below add each route's own errors. The public routes
+# authenticate by their body, yet check a bearer token that is sent, like every route.
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
 
@@ -44,7 +45,7 @@ router = APIRouter(prefix="/api/auth", tags=["auth"])
     description="Registers an attendee or organizer; the role cannot be changed later. "
     "A password that breaks a rule is 422 `validation_error` with the reasons at "
     "`body.password`. Limited per client address (RATE_LIMIT_REGISTER).",
-    dependencies=[Depends(limit_per_ip("register_ip"))],
+    dependencies=[OptionalAuth, Depends(limit_per_ip("register_ip"))],
     response_description="The account created; `Location` is the profile it can read once "
     "logged in.",
     responses=problem_responses(UsernameTaken, EmailTaken),
@@ -65,6 +66,7 @@ async def register(data: UserRegister, uow: UoW, request: Request, response: Res
     "Limited per account name (RATE_LIMIT_LOGIN, every attempt counts, a successful login "
     "resets it) and per client address (RATE_LIMIT_LOGIN_IP, failed logins count).",
     responses=problem_responses(InvalidCredentials),
+    dependencies=[OptionalAuth],
 )
 async def login(
     data: Login, request: Request, uow: UoW, settings: SettingsDep, limiter: Limiter
@@ -89,6 +91,7 @@ async def login(
     "every token of its login session (its family) and answers 401; so does a token that is "
     "expired, revoked, unknown or not a refresh token.",
     responses=problem_responses(InvalidToken),
+    dependencies=[OptionalAuth],
 )
 async def refresh(data: RefreshRequest, uow: UoW, settings: SettingsDep) -> TokenPair:
     return await service.refresh(uow, data, settings)
@@ -103,6 +106,7 @@ async def refresh(data: RefreshRequest, uow: UoW, settings: SettingsDep) -> Toke
     "Logging out an already revoked or used token of this service again answers 204. A token "
     "that is malformed, expired, wrongly signed or unknown answers 401 `invalid_token`.",
     responses=problem_responses(InvalidToken),
+    dependencies=[OptionalAuth],
 )
 async def logout(data: RefreshRequest, uow: UoW, settings: SettingsDep) -> Response:
     await service.logout(uow, data, settings)
@@ -165,7 +169,7 @@ async def change_password(data: ChangePassword, user: CurrentUser, uow: UoW) -> 
     "email; the email is sent after the response. The link is single-use and expires "
     "(PASSWORD_RESET_EXPIRE_MINUTES, 60 by default). Limited per email and per client "
     "address (RATE_LIMIT_PASSWORD_RESET).",
-    dependencies=[Depends(limit_per_ip("password_reset_ip"))],
+    dependencies=[OptionalAuth, Depends(limit_per_ip("password_reset_ip"))],
 )
 async def password_reset_request(
     data: PasswordResetRequest,
@@ -189,6 +193,7 @@ async def password_reset_request(
     "(checked before the new password). Revokes every refresh token of the user and ends "
     "older access tokens.",
     responses=problem_responses(InvalidResetLink),
+    dependencies=[OptionalAuth],
 )
 async def password_reset_confirm(
     data: PasswordResetConfirm,

@@ -28,6 +28,10 @@ class Settings(BaseSettings):
         default=None,
         description="postgresql+asyncpg://user:pass@host:port/db; unset starts an embedded server.",
     )
+    database_read_url: str | None = Field(
+        default=None,
+        description="A read replica for anonymous catalogue reads; unset: the primary only.",
+    )
     redis_url: str | None = Field(
         default=None, description="redis://host:port/db; unset: in-process fallbacks."
     )
@@ -37,6 +41,9 @@ class Settings(BaseSettings):
     password_reset_expire_minutes: int = Field(default=60, ge=1)
     max_tickets_per_booking: int = Field(default=10, ge=1, le=1000)
     lock_timeout_ms: int = Field(default=5000, ge=1)
+    # "pgbouncer": DATABASE_URL is a PgBouncer in transaction mode (no prepared statements
+    # across transactions, session settings applied per transaction).
+    db_pooler: Literal["none", "pgbouncer"] = "none"
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     rate_limit_enabled: bool = True
     # Limits in the `limits` notation ("5/minute", "100/hour"). Per-address limits are
@@ -105,7 +112,7 @@ class Settings(BaseSettings):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
 
-    @field_validator("database_url")
+    @field_validator("database_url", "database_read_url")
     @classmethod
     def _check_database_url(cls, value: str | None) -> str | None:
         if value in (None, ""):

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from types import TracebackType
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any, ClassVar
 
+import asyncpg
 from fastapi import Depends, Request
 from sqlalchemy import MetaData, bindparam
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
@@ -28,9 +30,6 @@ from sqlalchemy.sql.elements import BindParameter
 from app.core.config import Settings
 from app.core.errors import ServiceUnavailable
 from app.core.openapi import raises
-
-if TYPE_CHECKING:
-    import asyncpg
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_N_label)s",
@@ -54,25 +53,85 @@ def resolve_database_url(settings: Settings) -> str:
     return start_embedded_postgres(settings.data_dir)
 
 
+APPLICATION_NAME = "event-booking-api"
+
+
+def session_settings(settings: Settings) -> dict[str, str]:
+    """The server settings every transaction runs with.
+
+    lock_timeout bounds every wait for a row lock (bookings, cancels, event changes):
+    past it the statement fails and the request is answered 503 busy.
+    """
+    return {"lock_timeout": str(settings.lock_timeout_ms)}
+
+
+class PoolerConnection(asyncpg.Connection):
+    """An asyncpg connection through a pooler in transaction mode (PgBouncer).
+
+    The pooler hands each transaction to any server connection, so nothing may outlive
+    a transaction: no named prepared statements (the caches are off), and the session
+    settings go with every ``BEGIN`` as ``SET LOCAL`` in the same round trip. Outside a
+    transaction a statement's parse and its execution could reach two different server
+    connections, so ``UnitOfWork.driver`` runs its whole block in one transaction
+    (``joined``: the block's own ``conn.transaction()`` is then part of it).
+    """
+
+    begin_suffix: ClassVar[str] = ""
+    joined = False
+
+    async def execute(self, query: str, *args: Any, **options: Any) -> str:
+        if not args and query.startswith("BEGIN"):  # asyncpg's (and SQLAlchemy's) BEGIN
+            query += self.begin_suffix
+        return await super().execute(query, *args, **options)
+
+    def transaction(self, **options: Any) -> Any:
+        if self.joined:
+            return contextlib.nullcontext()
+        return super().transaction(**options)
+
+
+def _pooler_connection_class(values: dict[str, str]) -> type[PoolerConnection]:
+    suffix = "".join(
+        f"; SET LOCAL {name} = '{value.replace(chr(39), chr(39) * 2)}'"
+        for name, value in values.items()
+    )
+    return type("PgBouncerConnection", (PoolerConnection,), {"begin_suffix": suffix})
+
+
+def connect_args(settings: Settings) -> dict[str, Any]:
+    """asyncpg's connect arguments for the configured pooler (``DB_POOLER``)."""
+    values = session_settings(settings)
+    if settings.db_pooler == "pgbouncer":
+        # PgBouncer passes application_name on; other startup parameters it refuses.
+        return {
+            "statement_cache_size": 0,
+            "prepared_statement_cache_size": 0,
+            "server_settings": {"application_name": APPLICATION_NAME},
+            "connection_class": _pooler_connection_class(values),
+        }
+    return {"server_settings": {"application_name": APPLICATION_NAME, **values}}
+
+
 def create_engine(settings: Settings, url: str | None = None, **overrides: Any) -> AsyncEngine:
     options: dict[str, Any] = {
         "pool_size": settings.db_pool_size,
         "max_overflow": settings.db_max_overflow,
         "pool_timeout": settings.db_pool_timeout,
         "pool_pre_ping": False,
-        # lock_timeout bounds every wait for a row lock (bookings, cancels, event
-        # changes): past it the statement fails and the request is answered 503 busy.
-        "connect_args": {
-            "server_settings": {
-                "application_name": "event-booking-api",
-                "lock_timeout": str(settings.lock_timeout_ms),
-            }
-        },
+        "connect_args": connect_args(settings),
     }
     options.update(overrides)
     engine = create_async_engine(url or resolve_database_url(settings), **options)
     _GATES[engine] = asyncio.Semaphore(options["pool_size"] + max(options["max_overflow"], 0))
     return engine
+
+
+def single_statement_engine(engine: AsyncEngine, settings: Settings) -> AsyncEngine:
+    """The engine for one-statement reads: autocommit (no BEGIN/ROLLBACK round trips),
+    except through a transaction-mode pooler, where every statement needs a transaction."""
+    if settings.db_pooler == "pgbouncer":
+        return engine
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
 class UnitOfWork:
@@ -133,14 +192,24 @@ class UnitOfWork:
         commits on its own; inside, leaving the block commits and an exception rolls
         back. Errors are translated like the session's (503 busy on lock timeouts).
         A connection given back mid-transaction (a cancelled request) is discarded,
-        never reused.
+        never reused. Through a transaction-mode pooler the whole block is one
+        transaction (see ``PoolerConnection``).
         """
         engine: AsyncEngine = self._sessionmaker.kw["bind"]
         try:
             async with _fair_gate(engine), engine.connect() as conn:
                 driver = (await conn.get_raw_connection()).driver_connection
                 try:
-                    yield driver
+                    # (not isinstance: asyncpg's metaclass says yes to any connection)
+                    if PoolerConnection in type(driver).__mro__:
+                        async with driver.transaction():
+                            driver.joined = True
+                            try:
+                                yield driver
+                            finally:
+                                driver.joined = False
+                    else:
+                        yield driver
                 finally:
                     if driver.is_closed() or driver.is_in_transaction():
                         await conn.invalidate()

@@ -11,6 +11,7 @@ from app.auth.deps import CurrentUser, OptionalUser
 from app.core.db import UoW
 from app.core.errors import NotAuthenticated, NotFound, PermissionDenied, ValidationFailed
 from app.core.openapi import raises
+from app.core.replica import CatalogueUoW
 from app.core.schemas import QueryDatetime
 from app.events import service
 from app.events.service import DEFAULT_STATUSES, EventFilters, EventRow
@@ -40,6 +41,18 @@ async def valid_event_id(
 
 
 ValidEvent = Annotated[EventRow, Depends(valid_event_id)]
+
+
+@raises(NotFound)
+async def catalogue_event(
+    event_id: Annotated[int, Path(description="The event's id.", examples=[3])],
+    uow: CatalogueUoW,
+) -> EventRow:
+    """Like ``ValidEvent``, read from the replica for an anonymous request."""
+    return await valid_event_id(event_id, uow)
+
+
+CatalogueEvent = Annotated[EventRow, Depends(catalogue_event)]
 
 
 @raises(PermissionDenied)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import APIRouter, Request, Response, status
 
-from app.auth.deps import Organizer, get_optional_user
+from app.auth.deps import OptionalAuth, Organizer
 from app.core.db import UnitOfWork, UoW
 from app.core.errors import (
     Busy,
@@ -17,8 +17,9 @@ from app.core.errors import (
 from app.core.links import created
 from app.core.openapi import problem_responses
 from app.core.pagination import Page, Pagination, paginate
+from app.core.replica import CatalogueUoW, catalogue_sessionmaker
 from app.events import service
-from app.events.deps import Filters, OwnedEvent, TicketTypeId, ValidEvent
+from app.events.deps import CatalogueEvent, Filters, OwnedEvent, TicketTypeId
 from app.events.schemas import (
     EventCreate,
     EventDetail,
@@ -30,9 +31,6 @@ from app.events.schemas import (
 )
 
 router = APIRouter(prefix="/api/events")
-
-# Public reads take a token optionally; one that is sent must be valid (401 otherwise).
-OptionalAuth = Depends(get_optional_user)
 
 
 @router.get(
@@ -50,9 +48,9 @@ OptionalAuth = Depends(get_optional_user)
 )
 async def list_events(request: Request, filters: Filters, page: Pagination) -> Page[EventRead]:
     # One statement on the unit of work's asyncpg connection (no session to clean up,
-    # so no UoW dependency).
+    # so no UoW dependency); on the read replica for an anonymous request.
     count, rows = await service.list_events(
-        UnitOfWork(request.app.state.sessionmaker),
+        UnitOfWork(catalogue_sessionmaker(request)),
         filters,
         offset=page.offset,
         limit=page.limit,
@@ -87,7 +85,7 @@ async def create_event(
     response_model=EventDetail,
     dependencies=[OptionalAuth],
 )
-async def retrieve_event(uow: UoW, row: ValidEvent) -> EventDetail:
+async def retrieve_event(uow: CatalogueUoW, row: CatalogueEvent) -> EventDetail:
     ticket_types = await service.list_ticket_types(uow, row.event.id)
     return EventDetail.from_detail(row.event, row.status, ticket_types)
 
@@ -137,7 +135,7 @@ async def delete_event(uow: UoW, row: OwnedEvent) -> Response:
     response_model=list[TicketTypeRead],
     dependencies=[OptionalAuth],
 )
-async def list_ticket_types(uow: UoW, row: ValidEvent) -> list[TicketTypeRead]:
+async def list_ticket_types(uow: CatalogueUoW, row: CatalogueEvent) -> list[TicketTypeRead]:
     ticket_types = await service.list_ticket_types(uow, row.event.id)
     return [TicketTypeRead.model_validate(tt) for tt in ticket_types]
 
@@ -170,7 +168,7 @@ async def create_ticket_type(
     dependencies=[OptionalAuth],
 )
 async def retrieve_ticket_type(
-    uow: UoW, row: ValidEvent, ticket_type_id: TicketTypeId
+    uow: CatalogueUoW, row: CatalogueEvent, ticket_type_id: TicketTypeId
 ) -> TicketTypeRead:
     ticket_type = await service.get_ticket_type(uow, row.event.id, ticket_type_id)
     return TicketTypeRead.model_validate(ticket_type)

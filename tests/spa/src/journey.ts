@@ -49,10 +49,14 @@ async function exchangeRefreshToken(): Promise<boolean> {
   return data !== undefined;
 }
 
+// The token endpoints authenticate by their body: an expired access token sent along would
+// be refused there like anywhere else (401 invalid_token), so it is not sent to them.
+const tokenEndpoints = new Set(["/api/auth/login/", "/api/auth/token/refresh/", "/api/auth/logout/"]);
+
 const auth: Middleware = {
-  onRequest({ request }) {
+  onRequest({ request, schemaPath }) {
     const tokens = currentTokens();
-    if (tokens && !request.headers.has("Authorization")) {
+    if (tokens && !tokenEndpoints.has(schemaPath) && !request.headers.has("Authorization")) {
       request.headers.set("Authorization", `Bearer ${tokens.access}`);
     }
     return request;
@@ -94,6 +98,8 @@ async function login(username: string, secret: string): Promise<void> {
     switch (error.code) {
       case "invalid_credentials":
         throw new Error("wrong username or password");
+      case "invalid_token":
+        throw new Error("a stale access token was sent to login");
       case "rate_limited":
       case "validation_error":
       case "payload_too_large":

@@ -1,0 +1,1 @@
+"""Running the service scaled out: local processes (make cluster) and their helpers."""
