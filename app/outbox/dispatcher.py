@@ -233,6 +233,10 @@ class Dispatcher:
     async def _listen(self) -> None:
         if self._listener is not None and not self._listener.is_closed():
             return
+        if self.settings.db_pooler == "pgbouncer":
+            # LISTEN needs a session of its own, which a transaction-mode pooler does not
+            # keep: new messages are then found by polling (OUTBOX_POLL_SECONDS).
+            return
         self._listener = await asyncpg.connect(
             listen_dsn(self.engine), server_settings={"application_name": "outbox-dispatcher"}
         )
