@@ -62,6 +62,8 @@ def serve(
         port=port,
         workers=None if reload else workers,
         reload=reload,
+        # X-Forwarded-For is believed only from TRUSTED_PROXIES (the app's middleware).
+        proxy_headers=False,
     )
 
 

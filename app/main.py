@@ -26,7 +26,11 @@ from app.core.db import (
 from app.core.docs import install_docs
 from app.core.errors import install_error_handlers
 from app.core.logging import configure_logging
-from app.core.middleware import StripTrailingSlashMiddleware
+from app.core.middleware import (
+    BodyLimitMiddleware,
+    StripTrailingSlashMiddleware,
+    TrustedProxyMiddleware,
+)
 from app.core.observability import install_observability
 from app.core.openapi import install_openapi
 from app.core.replica import create_read_engine
@@ -71,15 +75,22 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.metrics_probes = [outbox.gauges]
     if settings.dispatches_in_process:
         outbox.start()
+    from app.auth.maintenance import purge_refresh_tokens_forever
     from app.bookings.maintenance import purge_idempotency_keys_forever
 
-    purger = asyncio.create_task(
-        purge_idempotency_keys_forever(app.state.sessionmaker, settings.idempotency_key_ttl_hours)
-    )
+    purgers = [
+        asyncio.create_task(
+            purge_idempotency_keys_forever(
+                app.state.sessionmaker, settings.idempotency_key_ttl_hours
+            )
+        ),
+        asyncio.create_task(purge_refresh_tokens_forever(app.state.sessionmaker)),
+    ]
     try:
         yield
     finally:
-        purger.cancel()
+        for purger in purgers:
+            purger.cancel()
         await outbox.close()
         if app.state.redis is not None:
             await app.state.redis.aclose()
@@ -119,6 +130,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     install_console(app, settings)
     app.add_middleware(StripTrailingSlashMiddleware, keep=(f"{CONSOLE_PREFIX}/",))
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.trusted_proxies:
+        app.add_middleware(TrustedProxyMiddleware, networks=settings.trusted_proxies)
     install_docs(app)
     install_openapi(app)
     install_observability(app)

@@ -16,7 +16,7 @@ from arq.worker import Worker, create_worker
 from app.core.config import Settings, get_settings
 from app.core.db import resolve_database_url
 from app.core.redis import DEFAULT_KEY_PREFIX
-from app.notifications.jobs import MAX_TRIES, send_email
+from app.notifications.jobs import MAX_TRIES, deserialize_job, send_email, serialize_job
 from app.outbox.dispatcher import Dispatcher
 
 logger = logging.getLogger("app.worker")
@@ -48,6 +48,8 @@ class WorkerSettings:
     on_startup = startup
     on_shutdown = shutdown
     job_timeout = 60
+    job_serializer = staticmethod(serialize_job)
+    job_deserializer = staticmethod(deserialize_job)
     keep_result = 3600
 
 

@@ -37,6 +37,7 @@ from deploy.services import (
     _pg_run,
     find_binary,
     free_port,
+    service_user,
     start_haproxy,
     start_pgbouncer,
     start_primary,
@@ -129,6 +130,13 @@ class Cluster:
         if self.workdir.exists():
             shutil.rmtree(self.workdir)
         self.workdir.mkdir(parents=True)
+        if service_user() is not None:  # PostgreSQL will run as another account
+            for parent in self.workdir.parents:
+                if not parent.stat().st_mode & 0o001:
+                    raise RuntimeError(
+                        f"{parent} is closed to other accounts: PostgreSQL (run as "
+                        f"{service_user()}) could not reach {self.workdir}; pick another --workdir"
+                    )
         say = print
         say(f"starting the cluster under {self.workdir} ...", flush=True)
         primary = self._started(start_primary(self.workdir))

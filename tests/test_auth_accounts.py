@@ -207,7 +207,12 @@ async def test_profile_update_changes_username_and_lowercases_email(
         method,
         "/api/auth/profile/",
         headers=auth(attendee),
-        json={"username": "Renamed", "email": "New.Address@Example.COM", "role": "organizer"},
+        json={
+            "username": "Renamed",
+            "email": "New.Address@Example.COM",
+            "role": "organizer",
+            "current_password": TEST_PASSWORD,
+        },
     )
     assert r.status_code == 200, r.text
     body = r.json()
@@ -244,6 +249,7 @@ async def test_profile_may_change_the_case_of_its_own_username(client, create_us
 async def test_profile_update_to_a_taken_name_is_409(client, create_user, change, code) -> None:
     await create_user(username="taken", email="taken@example.com")
     user = await create_user()
+    change = {**change, "current_password": TEST_PASSWORD}
     r = await client.put("/api/auth/profile/", headers=auth(user), json=change)
     assert r.status_code == 409
     assert r.json()["code"] == code
@@ -261,7 +267,12 @@ async def test_profile_update_validates_fields(client, attendee) -> None:
 async def test_deactivate_account_revokes_everything(client, db, create_user) -> None:
     user = await create_user()
     tokens = await login(client, user.username)
-    r = await client.delete("/api/auth/deactivate-account/", headers=bearer(tokens["access"]))
+    r = await client.request(
+        "DELETE",
+        "/api/auth/deactivate-account/",
+        headers=bearer(tokens["access"]),
+        json={"password": TEST_PASSWORD},
+    )
     assert r.status_code == 204
     assert r.content == b""
 
@@ -314,3 +325,50 @@ async def test_no_auth_response_exposes_a_hash_or_password_field(
     assert user.id
     for response in responses:
         assert_no_secrets(response)
+
+
+# --- re-authentication ------------------------------------------------------------------
+
+
+async def test_changing_the_email_without_current_password_is_422(client, db, attendee) -> None:
+    r = await client.patch(
+        "/api/auth/profile/", headers=auth(attendee), json={"email": "thief@example.com"}
+    )
+    assert r.status_code == 422 and r.json()["code"] == "validation_error"
+    assert r.json()["errors"][0]["field"] == "body.current_password"
+    assert (await load_user(db, attendee.id)).email == attendee.email
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH"])
+async def test_changing_the_email_with_a_wrong_password_is_wrong_password(
+    client, db, attendee, method
+) -> None:
+    r = await client.request(
+        method,
+        "/api/auth/profile/",
+        headers=auth(attendee),
+        json={"email": "thief@example.com", "current_password": "not-the-password"},
+    )
+    assert r.status_code == 422 and r.json()["code"] == "wrong_password"
+    assert (await load_user(db, attendee.id)).email == attendee.email
+
+
+async def test_keeping_the_same_email_needs_no_password(client, attendee) -> None:
+    r = await client.patch(
+        "/api/auth/profile/",
+        headers=auth(attendee),
+        json={"email": attendee.email.upper(), "username": "samemail"},
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["username"] == "samemail"
+
+
+async def test_deactivation_needs_the_password(client, db, attendee) -> None:
+    path = "/api/auth/deactivate-account/"
+    r = await client.request("DELETE", path, headers=auth(attendee))
+    assert r.status_code == 422 and r.json()["code"] == "validation_error"
+    r = await client.request(
+        "DELETE", path, headers=auth(attendee), json={"password": "not-the-password"}
+    )
+    assert r.status_code == 422 and r.json()["code"] == "wrong_password"
+    assert (await load_user(db, attendee.id)).is_active is True

@@ -287,7 +287,12 @@ async def test_reset_link_dies_when_the_password_changes(client, create_user, ou
 async def test_reset_link_dies_when_the_account_is_deactivated(client, create_user, outbox) -> None:
     user = await create_user(email="leaver@example.com")
     await _request_reset(client, "leaver@example.com")
-    r = await client.delete("/api/auth/deactivate-account/", headers=bearer(token_for(user)))
+    r = await client.request(
+        "DELETE",
+        "/api/auth/deactivate-account/",
+        headers=bearer(token_for(user)),
+        json={"password": TEST_PASSWORD},
+    )
     assert r.status_code == 204
     r = await client.post(_path(outbox[0]["link"]), json={"new_password": NEW_PASSWORD})
     assert r.status_code == 422 and r.json()["code"] == "invalid_reset_link"

@@ -144,6 +144,8 @@ async def test_docs_pages_use_local_assets_only(client: httpx.AsyncClient) -> No
         assert js.status_code == 200 and len(js.content) > 100_000
 
 
-async def test_swagger_keeps_the_token(client: httpx.AsyncClient) -> None:
+async def test_swagger_does_not_keep_the_token_in_local_storage(
+    client: httpx.AsyncClient,
+) -> None:
     r = await client.get("/api/docs/swagger")
-    assert '"persistAuthorization": true' in r.text
+    assert '"persistAuthorization": false' in r.text

@@ -129,14 +129,37 @@ async def test_redis_down_fails_open_with_one_warning_and_a_metric(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     nothing_there = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_timeout=1)
-    limiter = RateLimiter(limit_settings(rate_limit_login="1/hour"), nothing_there)
+    limiter = RateLimiter(limit_settings(rate_limit_bookings="1/hour"), nothing_there)
     before = errors_total()
     caplog.set_level(logging.WARNING, logger="app.ratelimit")
     started = time.monotonic()
     for _ in range(50):
-        assert await refused(limiter, "login", "frank") is None
+        assert await refused(limiter, "bookings", "frank") is None
     assert time.monotonic() - started < 2
     assert errors_total() > before
+    warnings = [r for r in caplog.records if r.name == "app.ratelimit"]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    await nothing_there.aclose()
+
+
+def fallbacks_total(name: str) -> float:
+    value = REGISTRY.get_sample_value("rate_limit_fallbacks_total", {"limit": name})
+    return value or 0.0
+
+
+@pytest.mark.parametrize("name", ["login", "password_reset", "change_password"])
+async def test_redis_down_account_limits_fall_back_to_this_process(
+    caplog: pytest.LogCaptureFixture, name: str
+) -> None:
+    nothing_there = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_timeout=1)
+    limiter = RateLimiter(limit_settings(**{f"rate_limit_{name}": "2/hour"}), nothing_there)
+    before, fallbacks_before = errors_total(), fallbacks_total(name)
+    caplog.set_level(logging.WARNING, logger="app.ratelimit")
+    outcomes = [await refused(limiter, name, "frank") for _ in range(20)]  # type: ignore[arg-type]
+    assert outcomes[:2] == [None, None]
+    assert all(isinstance(o, RateLimited) for o in outcomes[2:])
+    assert errors_total() > before
+    assert fallbacks_total(name) >= fallbacks_before + 20
     warnings = [r for r in caplog.records if r.name == "app.ratelimit"]
     assert len(warnings) == 1, [r.getMessage() for r in warnings]
     await nothing_there.aclose()
@@ -149,22 +172,33 @@ async def test_redis_dying_mid_way_lets_requests_through_then_limits_again() -> 
     server = start_redis_server()
     port = int(server.url.rsplit(":", 1)[1])
     redis = Redis.from_url(f"{server.url}/0", socket_timeout=1)
-    limiter = RateLimiter(limit_settings(rate_limit_login="2/minute"), redis)
+    limiter = RateLimiter(
+        limit_settings(rate_limit_bookings="2/minute", rate_limit_login="2/minute"), redis
+    )
     try:
-        assert await refused(limiter, "login", "grace") is None
-        assert await refused(limiter, "login", "grace") is None
-        assert await refused(limiter, "login", "grace") is not None
+        assert await refused(limiter, "bookings", "grace") is None
+        assert await refused(limiter, "bookings", "grace") is None
+        assert await refused(limiter, "bookings", "grace") is not None
         server.stop()
         before = errors_total()
         for _ in range(5):
-            assert await refused(limiter, "login", "grace") is None
+            assert await refused(limiter, "bookings", "grace") is None
+        # Login counts in this process meanwhile (fresh counters: 2 go through).
+        assert [await refused(limiter, "login", "grace") is None for _ in range(3)] == [
+            True,
+            True,
+            False,
+        ]
         assert errors_total() > before
-        # Back again (empty): limits apply once the short pause after an error is over.
+        # Back again (empty): limits are counted in Redis once the short pause after an
+        # error is over.
         server = start_redis_server(port)
         await asyncio.sleep(2.1)
+        assert await refused(limiter, "bookings", "grace") is None
+        assert await refused(limiter, "bookings", "grace") is None
+        assert await refused(limiter, "bookings", "grace") is not None
         assert await refused(limiter, "login", "grace") is None
-        assert await refused(limiter, "login", "grace") is None
-        assert await refused(limiter, "login", "grace") is not None
+        assert await redis.keys("*login*"), "login is counted in Redis again"
     finally:
         await redis.aclose()
         server.stop()
@@ -339,16 +373,24 @@ async def test_api_keeps_answering_when_redis_dies(
             assert (await client.get(f"{base}/health/ready")).status_code == 200
 
             redis.stop()
+            # The login limit falls back to this process's counters (fresh): nothing is
+            # a 500 and a brute force is still cut.
             statuses = [
                 (await client.post(f"{base}/api/auth/login/", json=wrong)).status_code
                 for _ in range(6)
             ]
-            assert statuses == [401] * 6  # limits fail open; nothing is a 500
-            right = {"username": user.username, "password": TEST_PASSWORD}
+            assert statuses == [401, 401, 401, 429, 429, 429]
+            other = await create_user("attendee")
+            right = {"username": other.username, "password": TEST_PASSWORD}
             assert (await client.post(f"{base}/api/auth/login/", json=right)).status_code == 200
-            assert (await client.get(f"{base}/health/ready")).status_code == 503
+            # Bookings go on without Redis: ready, with Redis reported as degraded.
+            ready = await client.get(f"{base}/health/ready")
+            assert ready.status_code == 200, ready.text
+            assert ready.json()["checks"] == {"database": "ok", "redis": "degraded"}
             metrics = (await client.get(f"{base}/metrics")).text
         assert re.search(r"^rate_limit_errors_total [1-9]", metrics, re.M), metrics[-2000:]
+        assert re.search(r"^rate_limit_fallbacks_total\{limit=\"login\"\} [1-9]", metrics, re.M)
+        assert re.search(r"^redis_up 0", metrics, re.M), metrics[-3000:]
     finally:
         stop(process)
         redis.stop()

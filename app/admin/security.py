@@ -107,8 +107,13 @@ class StaffAuthentication(AuthenticationBackend):
         account, address = username.lower(), client_ip(request)
         limiter = limiter_for(self._app.state)
         try:
-            await limiter.check("login_ip", address)
-            await limiter.hit("login", account)
+            # The API's login limits, counted the same way (the address before the hash).
+            await limiter.reserve("login_ip", address)
+            try:
+                await limiter.hit("login", account)
+            except RateLimited:
+                await limiter.refund("login_ip", address)
+                raise
         except RateLimited as exc:
             return await _login_page(
                 self.console,
@@ -120,8 +125,11 @@ class StaffAuthentication(AuthenticationBackend):
         try:
             user = await service.sign_in(self._uow(), username, password)
         except InvalidCredentials:
-            await limiter.record("login_ip", address)
-            return False
+            return False  # the failure stays counted against the address
+        except BaseException:
+            await limiter.refund("login_ip", address)
+            raise
+        await limiter.refund("login_ip", address)
         await limiter.clear("login", account)
         request.session.clear()  # a fresh session (and CSRF token) for the signed-in user
         request.session.update({"user_id": user.id, "pwv": password_stamp(user)})

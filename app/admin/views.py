@@ -15,7 +15,7 @@ from sqladmin import ModelView, action, expose
 from sqladmin.filters import BooleanFilter, StaticValuesFilter
 from sqladmin.flash import flash
 from sqladmin.pagination import Pagination
-from sqlalchemy import Select, String, cast, or_, select
+from sqlalchemy import ColumnElement, Select, String, cast, or_, select
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
@@ -24,7 +24,7 @@ from app.admin.models import AuditLog
 from app.admin.security import signed_in_staff
 from app.auth.models import User
 from app.bookings import door_list
-from app.bookings.models import Booking
+from app.bookings.models import Booking, BookingItem
 from app.core.errors import AppError
 from app.core.metrics import BOOKINGS_CANCELLED
 from app.events.models import Event, TicketType
@@ -377,33 +377,18 @@ class BookingAdmin(ConsoleView, model=Booking):
         return "Reference, email, username, event name or id"
 
     def search_query(self, stmt: Select, term: str) -> Select:
-        term = term.replace("\x00", "").strip()
-        escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        like = f"%{escaped}%"
-        conditions = [
-            cast(Booking.booking_reference, String).ilike(like),
-            Booking.user_id.in_(
-                select(User.id).where(or_(User.email.ilike(like), User.username.ilike(like)))
-            ),
-            Booking.event_id.in_(select(Event.id).where(Event.name.ilike(like))),
-        ]
-        if term.isdigit() and len(term) < 19:
-            conditions.append(Booking.event_id == int(term))
-        return stmt.where(or_(*conditions))
+        return stmt.where(_reference_or_person(Booking, Booking.booking_reference, term))
 
     async def annotate(self, rows: Sequence[Any]) -> None:
         if not rows:
             return
+        await _annotate_attendees(self, rows)
         ids = [b.id for b in rows]
-        names = await self._rows(
-            select(Booking.id, Event.name, User.email, User.username)
-            .join(Event, Event.id == Booking.event_id)
-            .join(User, User.id == Booking.user_id)
-            .where(Booking.id.in_(ids))
+        events = dict(
+            await self._rows(
+                select(Event.id, Event.name).where(Event.id.in_({b.event_id for b in rows}))
+            )
         )
-        by_id = {r.id: r for r in names}
-        from app.bookings.models import BookingItem
-
         items = await self._rows(
             select(BookingItem.booking_id, TicketType.name, BookingItem.quantity)
             .join(TicketType, TicketType.id == BookingItem.ticket_type_id)
@@ -414,9 +399,7 @@ class BookingAdmin(ConsoleView, model=Booking):
         for item in items:
             lines[item.booking_id].append(f"{item.quantity} x {item.name}")
         for booking in rows:
-            row = by_id.get(booking.id)
-            booking.event_name = row.name if row else None
-            booking.attendee = f"{row.username} <{row.email}>" if row else None
+            booking.event_name = events.get(booking.event_id)
             booking.lines = ", ".join(lines[booking.id])
 
     @action(name="cancel", label="Cancel booking")
@@ -494,6 +477,39 @@ VIEWS: list[type[ConsoleView]] = [
     UserAdmin,
     AuditLogAdmin,
 ]
+
+
+def _reference_or_person(model: Any, reference: Any, term: str) -> ColumnElement[bool]:
+    """Rows of ``model`` whose reference, attendee (email or username), event name or
+    event id matches the search term (case-insensitive substrings)."""
+    term = term.replace("\x00", "").strip()
+    escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    like = f"%{escaped}%"
+    conditions = [
+        model.user_id.in_(
+            select(User.id).where(or_(User.email.ilike(like), User.username.ilike(like)))
+        ),
+        model.event_id.in_(select(Event.id).where(Event.name.ilike(like))),
+    ]
+    if reference is not None:
+        conditions.append(cast(reference, String).ilike(like))
+    if _ids([term]):
+        conditions.append(model.event_id == int(term))
+    return or_(*conditions)
+
+
+async def _annotate_attendees(view: ConsoleView, rows: Sequence[Any]) -> None:
+    """``attendee``: "username <email>" of each row's user, in one query."""
+    if not rows:
+        return
+    people = {
+        row.id: f"{row.username} <{row.email}>"
+        for row in await view._rows(
+            select(User.id, User.username, User.email).where(User.id.in_({r.user_id for r in rows}))
+        )
+    }
+    for row in rows:
+        row.attendee = people.get(row.user_id)
 
 
 def _reason(exc: Exception) -> str:

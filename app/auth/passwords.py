@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
+from difflib import SequenceMatcher
 
 from app.auth.models import User
 from app.core.errors import ValidationFailed
@@ -10,6 +12,7 @@ from app.core.errors import ValidationFailed
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 MIN_LENGTH = 8
+MAX_SIMILARITY = 0.7
 
 # The most used passwords of public breach corpora (lower-cased). Shorter ones are
 # already refused by the length rule; they are kept so the list reads as the source does.
@@ -57,13 +60,38 @@ def password_problems(password: str, *, username: str, email: str) -> list[str]:
         problems.append("This password is entirely numeric.")
     lowered = password.casefold()
     # Containment in the whole address also covers its local part ("alice.smith@...").
-    if lowered and lowered in username.casefold():
+    if (lowered and lowered in username.casefold()) or _similar(lowered, username):
         problems.append("The password is too similar to the username.")
-    elif lowered and lowered in email.casefold():
+    elif (lowered and lowered in email.casefold()) or _similar(lowered, email.rpartition("@")[0]):
         problems.append("The password is too similar to the email address.")
     if lowered in COMMON_PASSWORDS:
         problems.append("This password is too common.")
     return problems
+
+
+def _similar(password: str, attribute: str) -> bool:
+    """Django's UserAttributeSimilarityValidator (max similarity 0.7) on one attribute.
+
+    The attribute and each of its parts (split at non-word characters) are compared
+    with SequenceMatcher's quick ratio; a part much shorter than a long password is
+    skipped, as in Django. A password containing the whole attribute is similar too.
+    """
+    value = attribute.casefold()
+    if not value:
+        return False
+    if len(value) >= 3 and value in password:
+        return True
+    for part in [*re.split(r"\W+", value), value]:
+        if not part or _too_short_to_compare(password, part):
+            continue
+        if SequenceMatcher(a=password, b=part).quick_ratio() >= MAX_SIMILARITY:
+            return True
+    return False
+
+
+def _too_short_to_compare(password: str, part: str) -> bool:
+    # Django's exceeds_maximum_length_ratio.
+    return len(password) >= 10 * len(part) and len(part) < MAX_SIMILARITY / 2 * len(password)
 
 
 def check_password(password: str, *, username: str, email: str, field: str) -> None:

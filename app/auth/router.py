@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, BackgroundTasks, Depends, Path, Request, Response, status
 
 from app.auth import service
 from app.auth.deps import CurrentUser, OptionalAuth, SettingsDep
 from app.auth.schemas import (
     ChangePassword,
+    DeactivateAccount,
     Detail,
     Login,
     PasswordResetConfirm,
@@ -30,11 +33,15 @@ from app.core.errors import (
 from app.core.links import created
 from app.core.openapi import problem_responses
 from app.core.ratelimit import Limiter, client_ip, limit_per_ip
+from app.core.schemas import Line
 
 # 401 on routes taking a bearer token and 422 on routes with input are documented
 # by app.core.openapi; the responses below add each route's own errors. The public routes
 # authenticate by their body, yet check a bearer token that is sent, like every route.
 router = APIRouter(prefix="/api/auth", tags=["auth"])
+
+# Tokens must not stay in a browser's or proxy's cache (RFC 6749, section 5.1).
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 @router.post(
@@ -69,16 +76,26 @@ async def register(data: UserRegister, uow: UoW, request: Request, response: Res
     dependencies=[OptionalAuth],
 )
 async def login(
-    data: Login, request: Request, uow: UoW, settings: SettingsDep, limiter: Limiter
+    data: Login,
+    request: Request,
+    response: Response,
+    uow: UoW,
+    settings: SettingsDep,
+    limiter: Limiter,
 ) -> TokenPair:
+    response.headers.update(NO_STORE)
     account, address = data.username.strip().lower(), client_ip(request)
-    await limiter.check("login_ip", address)
-    await limiter.hit("login", account)
+    # Counted before the hash runs, atomically: concurrent guesses get no extra hashes.
+    await limiter.reserve("login_ip", address)
     try:
+        await limiter.hit("login", account)
         tokens = await service.login(uow, data, settings)
     except InvalidCredentials:
-        await limiter.record("login_ip", address)
+        raise  # a failed login stays counted against the address
+    except BaseException:
+        await limiter.refund("login_ip", address)
         raise
+    await limiter.refund("login_ip", address)
     await limiter.clear("login", account)
     return tokens
 
@@ -93,7 +110,10 @@ async def login(
     responses=problem_responses(InvalidToken),
     dependencies=[OptionalAuth],
 )
-async def refresh(data: RefreshRequest, uow: UoW, settings: SettingsDep) -> TokenPair:
+async def refresh(
+    data: RefreshRequest, response: Response, uow: UoW, settings: SettingsDep
+) -> TokenPair:
+    response.headers.update(NO_STORE)
     return await service.refresh(uow, data, settings)
 
 
@@ -120,7 +140,8 @@ async def read_profile(user: CurrentUser) -> UserRead:
 
 _PROFILE_UPDATE_DESCRIPTION = (
     "Changes the username and/or the email; fields left out (or null) keep their value. "
-    "`role` is read-only and ignored if sent."
+    "`role` is read-only and ignored if sent. Changing the email needs `current_password` "
+    "(422 `validation_error` without it, 422 `wrong_password` when it is wrong)."
 )
 
 
@@ -129,7 +150,7 @@ _PROFILE_UPDATE_DESCRIPTION = (
     operation_id="auth_profile_replace",
     summary="Update the current user's username and email",
     description=_PROFILE_UPDATE_DESCRIPTION,
-    responses=problem_responses(UsernameTaken, EmailTaken),
+    responses=problem_responses(UsernameTaken, EmailTaken, WrongPassword),
 )
 async def replace_profile(data: ProfileUpdate, user: CurrentUser, uow: UoW) -> UserRead:
     return UserRead.model_validate(await service.update_profile(uow, user, data))
@@ -140,7 +161,7 @@ async def replace_profile(data: ProfileUpdate, user: CurrentUser, uow: UoW) -> U
     operation_id="auth_profile_update",
     summary="Partially update the current user's username or email",
     description=_PROFILE_UPDATE_DESCRIPTION,
-    responses=problem_responses(UsernameTaken, EmailTaken),
+    responses=problem_responses(UsernameTaken, EmailTaken, WrongPassword),
 )
 async def update_profile(data: ProfileUpdate, user: CurrentUser, uow: UoW) -> UserRead:
     return UserRead.model_validate(await service.update_profile(uow, user, data))
@@ -152,10 +173,14 @@ async def update_profile(data: ProfileUpdate, user: CurrentUser, uow: UoW) -> Us
     summary="Change the password",
     description="Needs the current password (`wrong_password` otherwise); the new one follows "
     "the password rules. Revokes every refresh token of the user; access tokens issued "
-    "before the change stop working, including the one used for this request: log in again.",
+    "before the change stop working, including the one used for this request: log in again. "
+    "Attempts are limited per user (RATE_LIMIT_CHANGE_PASSWORD, 5 a minute by default).",
     responses=problem_responses(WrongPassword),
 )
-async def change_password(data: ChangePassword, user: CurrentUser, uow: UoW) -> Detail:
+async def change_password(
+    data: ChangePassword, user: CurrentUser, uow: UoW, limiter: Limiter
+) -> Detail:
+    await limiter.hit("change_password", str(user.id))
     await service.change_password(uow, user, data)
     return Detail(detail="Password changed. Log in again with the new password.")
 
@@ -199,8 +224,8 @@ async def password_reset_confirm(
     data: PasswordResetConfirm,
     uow: UoW,
     settings: SettingsDep,
-    uidb64: str = Path(description="The user id, URL-safe base64 without padding."),
-    token: str = Path(description="The token from the reset email."),
+    uidb64: Annotated[Line, Path(description="The user id, URL-safe base64 without padding.")],
+    token: Annotated[Line, Path(description="The token from the reset email.")],
 ) -> Detail:
     await service.confirm_password_reset(uow, uidb64, token, data, settings)
     return Detail(detail="Password has been reset. Log in with the new password.")
@@ -211,8 +236,10 @@ async def password_reset_confirm(
     status_code=status.HTTP_204_NO_CONTENT,
     operation_id="auth_deactivate_account",
     summary="Deactivate the current account",
-    description="The account can no longer log in; its refresh and access tokens stop working.",
+    description="Needs the current password (422 `wrong_password` otherwise). The account can "
+    "no longer log in; its refresh and access tokens stop working.",
+    responses=problem_responses(WrongPassword),
 )
-async def deactivate_account(user: CurrentUser, uow: UoW) -> Response:
-    await service.deactivate(uow, user)
+async def deactivate_account(data: DeactivateAccount, user: CurrentUser, uow: UoW) -> Response:
+    await service.deactivate_own_account(uow, user, data.password)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field
 
 from app.auth.models import Role
-from app.core.schemas import UtcDatetime
+from app.core.schemas import Line, Text, UtcDatetime
 
 USERNAME_RE = re.compile(r"^[\w.@+-]{3,150}$")
 # Generous bound: argon2 accepts any length, but hashing megabytes is a cheap way to burn CPU.
@@ -28,7 +28,7 @@ def _lower(value: str) -> str:
 
 
 Username = Annotated[
-    str,
+    Line,
     AfterValidator(_check_username),
     Field(
         description="3 to 150 letters, digits and @ . + - _; case-insensitively unique.",
@@ -46,7 +46,7 @@ Email = Annotated[
     ),
 ]
 Password = Annotated[
-    str,
+    Text,
     Field(
         max_length=PASSWORD_MAX_LENGTH,
         description="At least 8 characters, not all digits, not contained in the username or "
@@ -97,19 +97,42 @@ class ProfileUpdate(BaseModel):
 
     username: Username | None = None
     email: Email | None = None
+    current_password: Text | None = Field(
+        default=None,
+        max_length=PASSWORD_MAX_LENGTH,
+        description="The current password; needed to change the email (a stolen access token "
+        "alone must not be able to redirect password resets).",
+        examples=["Correct-Horse-42"],
+    )
 
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"username": "alice2", "email": "alice2@example.com"}]}
+        json_schema_extra={
+            "examples": [
+                {
+                    "username": "alice2",
+                    "email": "alice2@example.com",
+                    "current_password": "Correct-Horse-42",
+                }
+            ]
+        }
+    )
+
+
+class DeactivateAccount(BaseModel):
+    password: Text = Field(
+        max_length=PASSWORD_MAX_LENGTH,
+        description="The current password.",
+        examples=["Correct-Horse-42"],
     )
 
 
 class Login(BaseModel):
-    username: str = Field(
+    username: Line = Field(
         max_length=254,
         description="The username or the email address (case-insensitive).",
         examples=["alice"],
     )
-    password: str = Field(
+    password: Text = Field(
         max_length=PASSWORD_MAX_LENGTH, description="The password.", examples=["Correct-Horse-42"]
     )
 
@@ -137,7 +160,7 @@ class TokenPair(BaseModel):
 
 
 class RefreshRequest(BaseModel):
-    refresh: str = Field(
+    refresh: Line = Field(
         max_length=4096,
         description="A refresh token from login or the last refresh.",
         examples=["eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9..."],
@@ -145,7 +168,7 @@ class RefreshRequest(BaseModel):
 
 
 class ChangePassword(BaseModel):
-    old_password: str = Field(
+    old_password: Text = Field(
         max_length=PASSWORD_MAX_LENGTH,
         description="The current password.",
         examples=["Correct-Horse-42"],

@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from fastapi import BackgroundTasks
-from sqlalchemy import ColumnElement, exists, func, or_, select, update
+from sqlalchemy import ColumnElement, delete, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -33,6 +33,7 @@ from app.core.errors import (
     InvalidResetLink,
     InvalidToken,
     UsernameTaken,
+    ValidationFailed,
     WrongPassword,
 )
 from app.core.security import (
@@ -78,6 +79,15 @@ async def update_profile(uow: UnitOfWork, user: User, data: ProfileUpdate) -> Us
     email = data.email.lower() if data.email is not None else None
     if username is None and email is None:
         return user
+    if email is not None and email != user.email:
+        # Re-authentication: with the email, whoever holds a stolen access token would
+        # also receive the next password reset link.
+        if data.current_password is None:
+            raise ValidationFailed(
+                "current_password is needed to change the email.", field="body.current_password"
+            )
+        if not await verify_password(data.current_password, user.hashed_password):
+            raise WrongPassword("The current password is not correct.")
     async with uow:
         current = await _lock_user(uow.session, user.id)
         if current is None:
@@ -89,6 +99,13 @@ async def update_profile(uow: UnitOfWork, user: User, data: ProfileUpdate) -> Us
             current.email = email
         await _flush_unique(uow.session)
     return current
+
+
+async def deactivate_own_account(uow: UnitOfWork, user: User, password: str) -> None:
+    """The user closes their account: only with the password (not a stolen token alone)."""
+    if not await verify_password(password, user.hashed_password):
+        raise WrongPassword("The password is not correct.")
+    await deactivate(uow, user)
 
 
 async def deactivate(uow: UnitOfWork, user: User) -> None:
@@ -193,7 +210,9 @@ async def login(uow: UnitOfWork, data: Login, settings: Settings) -> TokenPair:
         changed = current is None or current.hashed_password != user.hashed_password
         if changed or not current.is_active:
             raise InvalidCredentials()
-        return await _issue_tokens(uow.session, current, settings, family_id=uuid.uuid4())
+        return await _issue_tokens(
+            uow.session, current, settings, family_id=uuid.uuid4(), family_started=datetime.now(UTC)
+        )
 
 
 async def refresh(uow: UnitOfWork, data: RefreshRequest, settings: Settings) -> TokenPair:
@@ -212,10 +231,14 @@ async def refresh(uow: UnitOfWork, data: RefreshRequest, settings: Settings) -> 
         if user is None or token is None or token.revoked_at is not None:
             raise InvalidToken()
         if token.used_at is None:
-            if token.expires_at <= now or not user.is_active:
+            started = _family_started(claims, token)
+            family_ends = started + timedelta(days=settings.refresh_family_max_days)
+            if token.expires_at <= now or not user.is_active or family_ends <= now:
                 raise InvalidToken()
             token.used_at = now
-            return await _issue_tokens(session, user, settings, family_id=token.family_id)
+            return await _issue_tokens(
+                session, user, settings, family_id=token.family_id, family_started=started
+            )
         await _revoke(session, RefreshToken.family_id == token.family_id, now)
     # Raised after the block so that the revocation is committed.
     logger.warning(
@@ -237,8 +260,21 @@ async def logout(uow: UnitOfWork, data: RefreshRequest, settings: Settings) -> N
         await _revoke(session, RefreshToken.family_id == token.family_id)
 
 
+def _family_started(claims: TokenClaims, token: RefreshToken) -> datetime:
+    """When the login of a refresh token's family happened (tokens issued before the claim
+    existed count from their own creation)."""
+    if claims.family_started is not None:
+        return datetime.fromtimestamp(claims.family_started, UTC)
+    return token.created_at
+
+
 async def _issue_tokens(
-    session: AsyncSession, user: User, settings: Settings, *, family_id: uuid.UUID
+    session: AsyncSession,
+    user: User,
+    settings: Settings,
+    *,
+    family_id: uuid.UUID,
+    family_started: datetime,
 ) -> TokenPair:
     key = settings.signing_key
     access_lifetime = timedelta(minutes=settings.access_token_expire_minutes)
@@ -254,9 +290,13 @@ async def _issue_tokens(
         user_id=user.id,
         token_type="refresh",  # noqa: S106
         key=key,
-        lifetime=timedelta(days=settings.refresh_token_expire_days),
+        # Rotation never carries a family past REFRESH_FAMILY_MAX_DAYS after its login.
+        lifetime=min(
+            timedelta(days=settings.refresh_token_expire_days),
+            family_started + timedelta(days=settings.refresh_family_max_days) - datetime.now(UTC),
+        ),
         jti=str(jti),
-        extra={"fam": str(family_id)},
+        extra={"fam": str(family_id), "fst": int(family_started.timestamp())},
     )
     session.add(
         RefreshToken(jti=jti, user_id=user.id, family_id=family_id, expires_at=claims.expires_at)
@@ -405,3 +445,19 @@ async def _send_reset_email(
     except Exception:
         # The client already has its 202; a failed delivery must not look like a server error.
         logger.exception("sending the password reset email to user %s failed", username)
+
+
+# --- upkeep -----------------------------------------------------------------------------
+
+
+async def purge_expired_refresh_tokens(session: AsyncSession) -> int:
+    """Delete refresh tokens past their expiry, used or not (their JWT is refused anyway).
+
+    Used tokens that have not expired stay: presenting one again is how a stolen token
+    is detected (its family is revoked).
+    """
+    result = await session.execute(
+        delete(RefreshToken).where(RefreshToken.expires_at < func.now()),
+        execution_options={"synchronize_session": False},
+    )
+    return result.rowcount or 0  # type: ignore[attr-defined]

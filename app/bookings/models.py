@@ -46,7 +46,7 @@ class Booking(Base):
     # Deleting an event is refused while it has confirmed bookings; cancelled ones go with it.
     event_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("events.id", ondelete="CASCADE"))
     status: Mapped[str] = mapped_column(String(16), server_default="confirmed")
-    total_price: Mapped[Decimal] = mapped_column(Numeric(10, 2))
+    total_price: Mapped[Decimal] = mapped_column(Numeric(14, 2))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()

@@ -37,12 +37,12 @@ from app.core.metrics import BOOKINGS_CANCELLED, BOOKINGS_CREATED
 from app.core.openapi import problem_responses
 from app.core.pagination import Page, Pagination, paginate
 from app.core.ratelimit import Limiter
-from app.core.schemas import QueryDatetime
+from app.core.schemas import Line, QueryDatetime
 
 router = APIRouter(tags=["bookings"])
 
 IdempotencyKeyHeader = Annotated[
-    str | None,
+    Line | None,
     Header(
         alias="Idempotency-Key",
         min_length=1,

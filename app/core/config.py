@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import secrets
 import sys
 from functools import lru_cache
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -54,6 +57,7 @@ class Settings(BaseSettings):
     rate_limit_password_reset: str = "5/hour"  # noqa: S105 - a rate, not a secret
     rate_limit_password_reset_ip: str = "100/hour"  # noqa: S105 - a rate, not a secret
     rate_limit_bookings: str = "600/minute"
+    rate_limit_change_password: str = "5/minute"  # noqa: S105 - a rate, not a secret
     smtp_host: str | None = None
     smtp_port: int = Field(default=587, ge=1, le=65535)
     smtp_username: str | None = None
@@ -73,6 +77,16 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=5, ge=1, le=500)
     db_max_overflow: int = Field(default=0, ge=0, le=500)
     db_pool_timeout: float = Field(default=30.0, gt=0)
+    # Every statement of a request is cancelled past this (503 busy): no query holds a
+    # connection for minutes. Maintenance tasks and migrations are not bound by it.
+    statement_timeout_ms: int = Field(default=5000, ge=100)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    trusted_proxies: Annotated[list[IPv4Network | IPv6Network], NoDecode] = Field(
+        default_factory=list,
+        description="Peers (addresses or networks) whose X-Forwarded-For is believed.",
+    )
+    metrics_token: str | None = Field(default=None, min_length=16)
+    refresh_family_max_days: int = Field(default=30, ge=1, le=3650)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     data_dir: Path = PROJECT_ROOT / ".data"
@@ -111,6 +125,20 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_networks(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [
+                ip_network(part.strip(), strict=False) for part in value.split(",") if part.strip()
+            ]
+        return value
+
+    @field_validator("metrics_token", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("database_url", "database_read_url")
     @classmethod
@@ -153,18 +181,39 @@ def _generated_secret_key(data_dir: Path) -> str:
     path = data_dir / "secret_key"
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            with path.open("x", encoding="utf-8") as fh:
-                path.chmod(0o600)
-                fh.write(secrets.token_urlsafe(48))
-        except FileExistsError:
-            pass
+        if not path.exists():
+            _create_atomically(path, secrets.token_urlsafe(48))
         key = path.read_text(encoding="utf-8").strip()
         if len(key) >= 32:
             return key
     except OSError:
         pass
+    logger.warning(
+        "the generated SECRET_KEY could not be kept in %s: tokens of this "
+        "process will not work in others",
+        path,
+    )
     return secrets.token_urlsafe(48)
+
+
+def _create_atomically(path: Path, content: str) -> None:
+    """Write ``content`` to ``path`` unless it exists, never showing a half-written file.
+
+    Workers starting together all try: each writes a temporary file in full, then
+    hard-links it to the final name, which succeeds for exactly one of them; the
+    others read the winner's key.
+    """
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(content)
+            fh.flush()
+            os.fsync(fh.fileno())
+        with contextlib.suppress(FileExistsError):  # another worker won: use its key
+            os.link(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def load_settings() -> Settings:

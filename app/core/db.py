@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from types import TracebackType
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, NamedTuple
 
 import asyncpg
 from fastapi import Depends, Request
@@ -28,7 +28,8 @@ from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.elements import BindParameter
 
 from app.core.config import Settings
-from app.core.errors import ServiceUnavailable
+from app.core.db_errors import connection_lost
+from app.core.errors import Busy, ServiceUnavailable
 from app.core.openapi import raises
 
 NAMING_CONVENTION = {
@@ -60,9 +61,23 @@ def session_settings(settings: Settings) -> dict[str, str]:
     """The server settings every transaction runs with.
 
     lock_timeout bounds every wait for a row lock (bookings, cancels, event changes):
-    past it the statement fails and the request is answered 503 busy.
+    past it the statement fails and the request is answered 503 busy. statement_timeout
+    bounds every statement the same way (STATEMENT_TIMEOUT_MS).
     """
-    return {"lock_timeout": str(settings.lock_timeout_ms)}
+    return {
+        "lock_timeout": str(settings.lock_timeout_ms),
+        "statement_timeout": str(settings.statement_timeout_ms),
+    }
+
+
+def _client_timeouts(settings: Settings) -> dict[str, float]:
+    # The server enforces the timeouts above; a server that does not answer at all
+    # (frozen, network gone) is bounded by the client: connecting within the pool
+    # timeout, and each command a second past the server's own statement_timeout.
+    return {
+        "timeout": settings.db_pool_timeout,
+        "command_timeout": settings.statement_timeout_ms / 1000 + 1,
+    }
 
 
 class PoolerConnection(asyncpg.Connection):
@@ -108,8 +123,12 @@ def connect_args(settings: Settings) -> dict[str, Any]:
             "prepared_statement_cache_size": 0,
             "server_settings": {"application_name": APPLICATION_NAME},
             "connection_class": _pooler_connection_class(values),
+            **_client_timeouts(settings),
         }
-    return {"server_settings": {"application_name": APPLICATION_NAME, **values}}
+    return {
+        "server_settings": {"application_name": APPLICATION_NAME, **values},
+        **_client_timeouts(settings),
+    }
 
 
 def create_engine(settings: Settings, url: str | None = None, **overrides: Any) -> AsyncEngine:
@@ -122,7 +141,10 @@ def create_engine(settings: Settings, url: str | None = None, **overrides: Any) 
     }
     options.update(overrides)
     engine = create_async_engine(url or resolve_database_url(settings), **options)
-    _GATES[engine] = asyncio.Semaphore(options["pool_size"] + max(options["max_overflow"], 0))
+    _GATES[engine] = _Gate(
+        asyncio.Semaphore(options["pool_size"] + max(options["max_overflow"], 0)),
+        options["pool_timeout"],
+    )
     return engine
 
 
@@ -172,7 +194,11 @@ class UnitOfWork:
             if exc_type is None:
                 await session.commit()
             else:
-                await session.rollback()
+                await _rollback(session)
+        except BaseException:
+            # A commit that failed over a broken connection: the connection goes.
+            await _discard(session)
+            raise
         finally:
             await session.close()
         if exc is not None:
@@ -210,6 +236,10 @@ class UnitOfWork:
                                 driver.joined = False
                     else:
                         yield driver
+                except BaseException as exc:
+                    if connection_lost(exc):  # never hand a broken connection out again
+                        await conn.invalidate()
+                    raise
                 finally:
                     if driver.is_closed() or driver.is_in_transaction():
                         await conn.invalidate()
@@ -218,13 +248,33 @@ class UnitOfWork:
             raise
 
 
+async def _rollback(session: AsyncSession) -> None:
+    """Roll back after an error; when the rollback itself fails (the connection is
+    closed, or the server went away), discard the connection and keep the first error."""
+    try:
+        await session.rollback()
+    except Exception:
+        await _discard(session)
+
+
+async def _discard(session: AsyncSession) -> None:
+    with contextlib.suppress(Exception):  # already broken: nothing more to do with it
+        await session.invalidate()
+
+
 # First come, first served for the pool's connections: a FIFO semaphore of the pool's
 # size per engine, taken before a connection (UnitOfWork.driver). Measured under 64
 # clients (make bench, spread): without it the server-side latency of bookings was
 # bimodal, a quarter under 25 ms and a tail past 250 ms; with it, 99 % finish within
 # 100 ms at the same throughput. (A test with a handful of waiters on the bare pool
 # kept their order: the disorder shows under load, so the bench is what guards it.)
-_GATES: weakref.WeakKeyDictionary[AsyncEngine, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+# The wait in the gate is bounded by DB_POOL_TIMEOUT like the pool's own (503 busy).
+class _Gate(NamedTuple):
+    slots: asyncio.Semaphore
+    timeout: float
+
+
+_GATES: weakref.WeakKeyDictionary[AsyncEngine, _Gate] = weakref.WeakKeyDictionary()
 
 
 @asynccontextmanager
@@ -233,8 +283,15 @@ async def _fair_gate(engine: AsyncEngine) -> AsyncIterator[None]:
     if gate is None:  # an engine made elsewhere: the pool's own queue
         yield
         return
-    async with gate:
+    try:
+        async with asyncio.timeout(gate.timeout):
+            await gate.slots.acquire()
+    except TimeoutError:
+        raise Busy("No database connection became free in time; nothing was written.") from None
+    try:
         yield
+    finally:
+        gate.slots.release()
 
 
 def _raise_translated(exc: BaseException) -> None:
@@ -251,7 +308,9 @@ async def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]
     return request.app.state.sessionmaker
 
 
-@raises(ServiceUnavailable)
+# Busy: no pooled connection within DB_POOL_TIMEOUT, or a statement past its timeout
+# (also the argon2 slots of the auth routes, which all take a unit of work).
+@raises(ServiceUnavailable, Busy)
 async def get_uow(request: Request) -> AsyncIterator[UnitOfWork]:
     uow = UnitOfWork(request.app.state.sessionmaker)
     try:

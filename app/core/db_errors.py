@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.core.errors import AppError, Busy, ServiceUnavailable
+from app.core.errors import AppError, Busy, ServiceUnavailable, ValidationFailed
 
 # SQLSTATEs: lock_not_available (lock_timeout), deadlock_detected,
 # serialization_failure, query_canceled (statement_timeout), too_many_connections.
@@ -36,6 +36,39 @@ def translate_db_error(exc: BaseException) -> AppError | None:
         return Busy()
     if state in _UNAVAILABLE_SQLSTATES or (state or "").startswith("08"):
         return ServiceUnavailable("The database is not available; retry shortly.")
+    if (state or "").startswith("22"):
+        # Data exceptions (a value out of range, an invalid character): the schemas
+        # should have refused the input; if one slips through it is the client's input,
+        # never a server error. The detail stays generic (no SQL in answers).
+        detail = "A value in the request is out of range or not valid."
+        return ValidationFailed(detail, errors=[{"field": "request", "message": detail}])
+    if connection_lost(exc):
+        return ServiceUnavailable("The database connection was lost; retry shortly.")
     if state is None and isinstance(exc, (ConnectionError, TimeoutError, OSError)):
         return ServiceUnavailable("The database is not available; retry shortly.")
     return None
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """A connection the server (or the network) closed: asyncpg says so without a SQLSTATE
+    ("connection is closed", "cannot call ... while the connection is being released"),
+    and SQLAlchemy marks the errors it recognises as disconnects."""
+    import asyncpg
+
+    current: BaseException | None = exc
+    for _ in range(6):
+        if current is None:
+            return False
+        if getattr(current, "connection_invalidated", False):
+            return True
+        if isinstance(current, asyncpg.InterfaceError) and "closed" in str(current):
+            return True
+        # The protocol of a connection broken mid-operation ("cannot switch to state ...").
+        if isinstance(current, asyncpg.InternalClientError):
+            return True
+        if sqlstate(current) in ("08003", "08006", "57P01", "57P02", "57P03"):
+            return True
+        if isinstance(current, ConnectionError):
+            return True
+        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
+    return False

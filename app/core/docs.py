@@ -15,8 +15,9 @@ DOCS_PREFIX = "/api/docs"
 ASSETS_PATH = f"{DOCS_PREFIX}/assets"
 
 SWAGGER_UI_PARAMETERS = {
-    # The token pasted into Authorize survives a reload of the page.
-    "persistAuthorization": True,
+    # The token pasted into Authorize is not written to localStorage, where any script
+    # of the origin could read it long after: a reload asks for it again.
+    "persistAuthorization": False,
     "displayRequestDuration": True,
     "filter": True,
     "tryItOutEnabled": False,

@@ -158,6 +158,7 @@ class Busy(AppError):
 
 class ServiceUnavailable(AppError):
     status, code, detail = 503, "service_unavailable", "A dependency is not available."
+    headers = {"Retry-After": "2"}
 
 
 _STATUS_CODES = {
@@ -236,6 +237,12 @@ async def _validation_handler(request: Request, exc: Exception) -> Response:
 async def _http_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     status = exc.status_code
+    if status == 400:
+        # The framework's "error parsing the body" (not UTF-8, say): the contract answers
+        # every undecodable body like invalid JSON, 422.
+        message = "The body is not valid JSON in UTF-8."
+        errors = [{"field": "body", "message": message}]
+        return problem_response(422, "validation_error", f"body: {message}", errors=errors)
     code = _STATUS_CODES.get(status, "error")
     detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(status).phrase
     if status == 404 and detail == "Not Found":
@@ -250,7 +257,13 @@ async def _unhandled_handler(request: Request, exc: Exception) -> Response:
 
     translated = translate_db_error(exc)
     if translated is not None:
-        logger.warning("database unavailable or busy: %s: %s", type(exc).__name__, exc)
+        logger.warning(
+            "database error answered %s %s: %s: %s",
+            translated.status,
+            translated.code,
+            type(exc).__name__,
+            exc,
+        )
         return await _app_error_handler(request, translated)
     request_id = request.headers.get("x-request-id") or getattr(request.state, "request_id", "-")
     logger.exception("unhandled error (request id %s)", request_id)

@@ -9,6 +9,7 @@ counters there and a scrape of any worker reports the sum. `python -m app serve
 from __future__ import annotations
 
 import asyncio
+import hmac
 import os
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -114,11 +115,19 @@ class DatabasePoolCollector(Collector):
 
 
 def metrics_endpoint(
-    app_registry: CollectorRegistry,
+    app_registry: CollectorRegistry, *, token: str | None = None
 ) -> Callable[[Request], Awaitable[Response]]:
-    """The Starlette endpoint for /metrics: process-wide (or all workers') metrics plus the pool."""
+    """The Starlette endpoint for /metrics: process-wide (or all workers') metrics plus the pool.
+
+    With ``token`` (METRICS_TOKEN) it answers only `Authorization: Bearer <token>`.
+    """
 
     async def metrics(request: Request) -> Response:
+        if token and not _bearer_matches(request.headers.get("authorization", ""), token):
+            from app.core.errors import NotAuthenticated, problem_response
+
+            error = NotAuthenticated("/metrics needs Authorization: Bearer <METRICS_TOKEN>.")
+            return problem_response(401, error.code, error.detail, headers=error.headers)
         if multiprocess_dir():
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
@@ -151,6 +160,12 @@ async def _probed(probe: Probe) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Families(families))
     return generate_latest(registry)
+
+
+def _bearer_matches(header: str, token: str) -> bool:
+    scheme, _, value = header.partition(" ")
+    sent = value.strip().encode()
+    return scheme.lower() == "bearer" and hmac.compare_digest(sent, token.encode())
 
 
 def app_registry(state: Any) -> CollectorRegistry:

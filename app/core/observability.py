@@ -16,6 +16,8 @@ from app.core.logging import request_id_var
 from app.core.openapi import route_contexts
 
 REQUEST_ID_HEADER = b"x-request-id"
+# On every response, errors included: browsers must not guess a type from the content.
+NOSNIFF = (b"x-content-type-options", b"nosniff")
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
@@ -63,7 +65,7 @@ class ObservabilityMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), header]
+                message["headers"] = [*message.get("headers", ()), header, NOSNIFF]
             await send(message)
 
         try:
@@ -121,7 +123,9 @@ def install_observability(app: FastAPI) -> None:
     app.router.routes.append(
         Route(
             "/metrics",
-            metrics.metrics_endpoint(metrics.app_registry(app.state)),
+            metrics.metrics_endpoint(
+                metrics.app_registry(app.state), token=app.state.settings.metrics_token
+            ),
             methods=["GET"],
             include_in_schema=False,
         )

@@ -26,6 +26,8 @@ from app.core.links import public_url
 T = TypeVar("T")
 
 MAX_PAGE_SIZE = 100
+# PostgreSQL's OFFSET is a bigint: a page past it is past any table's end.
+_MAX_OFFSET = 2**63 - 1
 
 
 class Page(BaseModel, Generic[T]):
@@ -53,7 +55,8 @@ class PageQuery:
 
     @property
     def offset(self) -> int:
-        return (self.page - 1) * self.page_size
+        """Rows to skip; capped at bigint, so any page past the end is 200 with no results."""
+        return min((self.page - 1) * self.page_size, _MAX_OFFSET)
 
     @property
     def limit(self) -> int:
@@ -81,7 +84,15 @@ def paginate(page: PageQuery, count: int, results: Sequence[T]) -> Page[T]:
 
 async def page_query(
     request: Request,
-    page: Annotated[int, Query(ge=1, le=2**31 - 1, description="1-based page number.")] = 1,
+    page: Annotated[
+        int,
+        Query(
+            ge=1,
+            le=2**31 - 1,
+            description="1-based page number (at most 2147483647, else 422); a page past the "
+            "last one is empty.",
+        ),
+    ] = 1,
     page_size: Annotated[
         int, Query(ge=1, le=MAX_PAGE_SIZE, description="Items per page (max 100).")
     ] = 10,

@@ -8,11 +8,20 @@ every attempt counts against the account name (a burst of concurrent guesses is 
 at the limit) and a successful login clears the account's counter; against the
 client address only failed logins count (many users may share one address).
 
-When Redis does not answer, limits fail open: the request goes through, a
-warning is logged (at most once every ``_WARN_EVERY`` seconds) and
-``rate_limit_errors_total`` is incremented. For ``_BREAKER_SECONDS`` after an
-error the limiter does not call Redis at all, so an outage adds no latency to
-every request.
+The per-address login counter is taken before the password hash runs, in one
+atomic step (``reserve``), and given back when the login succeeds (``refund``):
+a burst of concurrent guesses from one address gets exactly the allowed number
+of hashes, and users sharing an address are not blocked by each other's
+successful logins.
+
+When Redis does not answer, the limits that protect accounts (login, password
+reset, change-password) fall back to this process's own counters, and the
+others (registration, bookings) let the request through. Either way
+``rate_limit_errors_total`` is incremented, a warning is logged when Redis
+fails and an info line when it answers again (then at most once every
+``_WARN_EVERY`` seconds), and for ``_BREAKER_SECONDS`` after an error the
+limiter does not call Redis at all, so an outage adds no latency to every
+request. After that pause the next check tries Redis again.
 """
 
 from __future__ import annotations
@@ -44,13 +53,28 @@ RATE_LIMIT_ERRORS = Counter(
     "Rate limit checks let through because the limit storage (Redis) failed",
 )
 RATE_LIMITED = Counter("rate_limited_total", "Requests refused with 429, by limit", ["limit"])
+RATE_LIMIT_FALLBACKS = Counter(
+    "rate_limit_fallbacks_total",
+    "Rate limit checks made with the in-process counters because Redis failed, by limit",
+    ["limit"],
+)
 
 _WARN_EVERY = 60.0
 _BREAKER_SECONDS = 2.0
 
 LimitName = Literal[
-    "login", "login_ip", "register_ip", "password_reset", "password_reset_ip", "bookings"
+    "login",
+    "login_ip",
+    "register_ip",
+    "password_reset",
+    "password_reset_ip",
+    "change_password",
+    "bookings",
 ]
+# Limits that guard accounts never fail open: without Redis they count in-process.
+_FAIL_CLOSED: frozenset[str] = frozenset(
+    {"login", "login_ip", "password_reset", "password_reset_ip", "change_password"}
+)
 
 
 def limits_from_settings(settings: Settings) -> dict[str, RateLimitItem]:
@@ -64,6 +88,7 @@ def limits_from_settings(settings: Settings) -> dict[str, RateLimitItem]:
             "rate_limit_password_reset_ip",
             settings.rate_limit_password_reset_ip,
         ),
+        "change_password": ("rate_limit_change_password", settings.rate_limit_change_password),
         "bookings": ("rate_limit_bookings", settings.rate_limit_bookings),
     }
     items: dict[str, RateLimitItem] = {}
@@ -96,7 +121,13 @@ class RateLimiter:
         else:
             self.storage = MemoryStorage()
         self._strategy = MovingWindowRateLimiter(self.storage)
+        # The in-process counters used while Redis fails (only for _FAIL_CLOSED limits).
+        self._fallback_storage: Storage = MemoryStorage()
+        self._fallback = (
+            MovingWindowRateLimiter(self._fallback_storage) if redis is not None else None
+        )
         self._skip_until = 0.0
+        self._failing = False
         self._warned_at = -math.inf
 
     async def hit(self, name: LimitName, key: str) -> None:
@@ -109,47 +140,91 @@ class RateLimiter:
 
     async def record(self, name: LimitName, key: str) -> None:
         """Count one attempt (a failed login, say) without refusing anything."""
-        await self._call_storage(self._strategy.hit, name, key)
+        await self._run(name, lambda strategy, _: strategy.hit(self.limits[name], name, key))
 
     async def clear(self, name: LimitName, key: str) -> None:
         """Forget ``key``'s attempts for ``name`` (a successful login)."""
-        await self._call_storage(self._strategy.clear, name, key)
+        await self._run(name, lambda strategy, _: strategy.clear(self.limits[name], name, key))
+
+    async def reserve(self, name: LimitName, key: str) -> None:
+        """Count one attempt and refuse it when over, in one atomic step (a counter per
+        window, INCR in Redis); ``refund`` gives it back. RateLimited when over."""
+        item = self.limits[name]
+        counter = f"{name}/reserved/{key}"
+
+        async def attempt(_: Any, storage: Storage) -> float | None:
+            if await storage.incr(counter, item.get_expiry(), 1) <= item.amount:
+                return None
+            await storage.incr(counter, item.get_expiry(), -1)  # refused: not an attempt
+            return await storage.get_expiry(counter)
+
+        reset_at = await self._run(name, attempt)
+        if reset_at is not None:
+            self._refuse(name, reset_at)
+
+    async def refund(self, name: LimitName, key: str) -> None:
+        """Give back an attempt taken with ``reserve`` (the login succeeded)."""
+        item = self.limits[name]
+        counter = f"{name}/reserved/{key}"
+        await self._run(name, lambda _, storage: storage.incr(counter, item.get_expiry(), -1))
 
     async def _enforce(self, name: LimitName, key: str, *, count: bool) -> None:
-        if not self._active():
-            return
         item = self.limits[name]
-        try:
-            allowed = await (self._strategy.hit if count else self._strategy.test)(item, name, key)
+
+        async def attempt(strategy: MovingWindowRateLimiter, _: Storage) -> float | None:
+            allowed = await (strategy.hit if count else strategy.test)(item, name, key)
             if allowed:
-                return
-            reset_at, _ = await self._strategy.get_window_stats(item, name, key)
-        except Exception as exc:  # any storage failure: let the request through
-            self._storage_failed(exc)
-            return
+                return None
+            reset_at, _remaining = await strategy.get_window_stats(item, name, key)
+            return reset_at
+
+        reset_at = await self._run(name, attempt)
+        if reset_at is not None:
+            self._refuse(name, reset_at)
+
+    def _refuse(self, name: LimitName, reset_at: float) -> None:
         RATE_LIMITED.labels(limit=name).inc()
         raise RateLimited(math.ceil(reset_at - time.time()))
 
-    async def _call_storage(self, operation: Any, name: LimitName, key: str) -> None:
-        if not self._active():
-            return
-        try:
-            await operation(self.limits[name], name, key)
-        except Exception as exc:
-            self._storage_failed(exc)
+    async def _run(
+        self,
+        name: LimitName,
+        operation: Callable[[MovingWindowRateLimiter, Storage], Awaitable[Any]],
+    ) -> Any:
+        """Run a limit operation on Redis, or on the fallback while Redis fails; None when
+        the limit is off or fails open."""
+        if not self.enabled:
+            return None
+        if time.monotonic() >= self._skip_until:
+            try:
+                result = await operation(self._strategy, self.storage)
+            except Exception as exc:  # any storage failure
+                self._storage_failed(exc)
+            else:
+                self._storage_answered()
+                return result
+        if self._fallback is None or name not in _FAIL_CLOSED:
+            return None
+        RATE_LIMIT_FALLBACKS.labels(limit=name).inc()
+        return await operation(self._fallback, self._fallback_storage)
 
-    def _active(self) -> bool:
-        return self.enabled and time.monotonic() >= self._skip_until
+    def _storage_answered(self) -> None:
+        if self._failing:
+            self._failing = False
+            logger.info("the rate limit storage (Redis) answers again: limits are shared again")
 
     def _storage_failed(self, exc: Exception) -> None:
         RATE_LIMIT_ERRORS.inc()
         now = time.monotonic()
         self._skip_until = now + _BREAKER_SECONDS
-        if now - self._warned_at >= _WARN_EVERY:
+        # Once when it starts failing, then at most every _WARN_EVERY seconds.
+        if not self._failing or now - self._warned_at >= _WARN_EVERY:
+            self._failing = True
             self._warned_at = now
             logger.warning(
-                "rate limits are not enforced: the limit storage failed (%s: %s); "
-                "letting requests through",
+                "the rate limit storage (Redis) failed (%s: %s): login, password reset and "
+                "change-password limits count in this process only; the others let "
+                "requests through until it answers",
                 type(exc).__name__,
                 exc,
             )
@@ -178,11 +253,11 @@ Limiter = Annotated[RateLimiter, Depends(get_limiter)]
 
 
 def client_ip(request: Request) -> str:
-    """The client's address as the server saw it.
+    """The client's address: the peer, or what a trusted proxy forwarded.
 
-    X-Forwarded-For is not read here: behind a reverse proxy, uvicorn rewrites
-    the client address from it only for proxies listed in FORWARDED_ALLOW_IPS
-    (``--forwarded-allow-ips``), so a client cannot choose its own key.
+    X-Forwarded-For is not read here: TrustedProxyMiddleware rewrites the client
+    address from it only for peers listed in TRUSTED_PROXIES, so a client cannot
+    choose its own key.
     """
     return request.client.host if request.client else "unknown"
 

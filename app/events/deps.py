@@ -12,7 +12,7 @@ from app.core.db import UoW
 from app.core.errors import NotAuthenticated, NotFound, PermissionDenied, ValidationFailed
 from app.core.openapi import raises
 from app.core.replica import CatalogueUoW
-from app.core.schemas import QueryDatetime
+from app.core.schemas import Line, QueryDatetime
 from app.events import service
 from app.events.service import DEFAULT_STATUSES, EventFilters, EventRow
 from app.events.status import EventStatus
@@ -105,11 +105,11 @@ async def event_filters(
         ),
     ] = None,
     location: Annotated[
-        str | None,
+        Line | None,
         Query(max_length=255, description="Case-insensitive exact match.", examples=["Berlin"]),
     ] = None,
     search: Annotated[
-        str | None,
+        Line | None,
         Query(
             max_length=200,
             description=(
@@ -128,7 +128,7 @@ async def event_filters(
         Query(description="Events starting strictly before this instant (with an offset)."),
     ] = None,
     organizer: Annotated[
-        str | None,
+        Line | None,
         Query(
             max_length=20,
             description="An organizer's user id, or `me` (needs a token).",

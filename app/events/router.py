@@ -44,7 +44,8 @@ router = APIRouter(prefix="/api/events")
     ),
     tags=["events"],
     response_model=Page[EventRead],
-    responses=problem_responses(ServiceUnavailable),
+    # Busy: no pooled connection within DB_POOL_TIMEOUT, or a statement past its timeout.
+    responses=problem_responses(ServiceUnavailable, Busy),
 )
 async def list_events(request: Request, filters: Filters, page: Pagination) -> Page[EventRead]:
     # One statement on the unit of work's asyncpg connection (no session to clean up,

@@ -17,7 +17,7 @@ from pydantic import (
     field_validator,
 )
 
-from app.core.schemas import Money, UtcDatetime
+from app.core.schemas import PLAIN_TEXT, SINGLE_LINE, Money, UtcDatetime
 from app.events.models import Event, TicketType
 from app.events.status import STATUS_DESCRIPTION, EventStatus
 
@@ -38,16 +38,19 @@ MoneyInput = Annotated[
 EventName = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=255),
+    SINGLE_LINE,
     Field(description="1 to 255 characters.", examples=["PyCon Berlin"]),
 ]
 Location = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=255),
+    SINGLE_LINE,
     Field(description="1 to 255 characters; filtered case-insensitively.", examples=["Berlin"]),
 ]
 Description = Annotated[
     str,
     StringConstraints(max_length=10_000),
+    PLAIN_TEXT,
     Field(description="Free text, up to 10 000 characters.", examples=["Talks and sprints."]),
 ]
 Capacity = Annotated[
@@ -76,6 +79,7 @@ EndTime = Annotated[
 TicketTypeName = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
+    SINGLE_LINE,
     Field(
         description="1 to 100 characters, unique within the event (case-insensitively).",
         examples=["VIP"],

@@ -49,6 +49,7 @@ from app.core.errors import (
 from app.events import messages
 from app.events.models import Event, TicketType
 from app.events.schemas import (
+    INT4_MAX,
     EventCreate,
     EventRead,
     EventUpdate,
@@ -415,6 +416,7 @@ async def update_ticket_type(
             raise NotFound("No ticket type with this id in this event.")
         if not changes:
             return ticket_type
+        _ensure_counters_fit(ticket_type, changes.get("quantity_available"))
         before = await messages.status_of(session, event_id)
         try:
             updated = await session.scalar(
@@ -432,3 +434,14 @@ async def update_ticket_type(
         if before != EventStatus.sold_out:  # its last tickets taken off sale
             await messages.record_if_sold_out(session, event_id)
         return updated
+
+
+def _ensure_counters_fit(ticket_type: TicketType, quantity_available: int | None) -> None:
+    """Tickets released later (cancels) move back into `quantity_available`: what is on sale
+    plus what is sold must fit the integer column, or a cancel would fail."""
+    if quantity_available is None:
+        return
+    room = INT4_MAX - ticket_type.quantity_sold
+    if quantity_available > room:
+        message = f"At most {room} with {ticket_type.quantity_sold} tickets sold."
+        raise ValidationFailed(message, field="body.quantity_available")

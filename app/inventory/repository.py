@@ -147,7 +147,7 @@ CONFIRM_BOOKING = _bound(
     param("total", Integer),
     param("event_id", BigInteger),
     param("user_id", BigInteger),
-    param("total_price", Numeric(10, 2)),
+    param("total_price", Numeric(14, 2)),  # bookings.total_price: any price x the most tickets
     param("idempotency_key", String),
 )
 

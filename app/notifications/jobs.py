@@ -6,6 +6,7 @@ import asyncio
 import logging
 from typing import Any
 
+import orjson
 from arq import Retry
 
 from app.core.config import Settings
@@ -23,8 +24,26 @@ def retry_delay(tries_so_far: int, first: float = FIRST_RETRY_SECONDS) -> float:
     return first * 2 ** (tries_so_far - 1)
 
 
-async def send_email(ctx: dict[str, Any], email: Email) -> None:
+def serialize_job(value: dict[str, Any]) -> bytes:
+    """arq's job and result serializer: JSON, never pickle.
+
+    A pickled job is code the worker runs when it loads it: whoever can write to
+    Redis could run anything in the worker. An Email (a dataclass of plain values)
+    becomes a JSON object; what JSON cannot hold (an exception in a failed job's
+    result) is written as its text.
+    """
+    return orjson.dumps(value, default=str)
+
+
+def deserialize_job(data: bytes) -> dict[str, Any]:
+    value: dict[str, Any] = orjson.loads(data)
+    return value
+
+
+async def send_email(ctx: dict[str, Any], email: Email | dict[str, Any]) -> None:
     """arq job: send one email; on an SMTP failure, ask arq to run it again later."""
+    if isinstance(email, dict):  # as it comes out of the JSON job
+        email = Email(**email)
     settings: Settings = ctx["settings"]
     job_try: int = ctx.get("job_try", 1)
     to, kind = email.to, email.kind

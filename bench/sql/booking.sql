@@ -37,7 +37,7 @@ WITH lines AS (
         WHERE id = :ev::BIGINT RETURNING id
     ), b AS (
         INSERT INTO bookings (user_id, event_id, status, total_price)
-        VALUES (:uid::BIGINT, :ev::BIGINT, 'confirmed', :price::NUMERIC(10, 2))
+        VALUES (:uid::BIGINT, :ev::BIGINT, 'confirmed', :price::NUMERIC(14, 2))
         RETURNING id, booking_reference, created_at, updated_at
     ), items AS (
         INSERT INTO booking_items (booking_id, ticket_type_id, quantity, price_at_booking)
