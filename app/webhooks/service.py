@@ -82,23 +82,33 @@ async def update_endpoint(
         changes["event_types"] = [t.value for t in data.event_types]
     if data.is_active is not None:
         changes["is_active"] = data.is_active
+    if not changes:
+        return await get_endpoint(uow, organizer, endpoint_id)
     async with uow:
-        endpoint = await _own_endpoint(uow, organizer, endpoint_id)
-        if changes:
-            await uow.session.execute(
-                update(WebhookEndpoint)
-                .where(WebhookEndpoint.id == endpoint.id)
-                .values(**changes, updated_at=func.now())
-            )
-            await uow.session.refresh(endpoint)
+        # One statement: a concurrent delete leaves nothing to update (404), never a
+        # half-read row.
+        endpoint = await uow.session.scalar(
+            update(WebhookEndpoint)
+            .where(WebhookEndpoint.id == endpoint_id, WebhookEndpoint.organizer_id == organizer.id)
+            .values(**changes, updated_at=func.now())
+            .returning(WebhookEndpoint)
+            .execution_options(populate_existing=True, synchronize_session=False)
+        )
+        if endpoint is None:
+            raise NotFound("No webhook endpoint with this id.")
         return endpoint
 
 
 async def delete_endpoint(uow: UnitOfWork, organizer: User, endpoint_id: int) -> None:
     """Deleting an endpoint drops its pending messages and deliveries log with it."""
     async with uow:
-        endpoint = await _own_endpoint(uow, organizer, endpoint_id)
-        await uow.session.execute(delete(WebhookEndpoint).where(WebhookEndpoint.id == endpoint.id))
+        deleted = await uow.session.scalar(
+            delete(WebhookEndpoint)
+            .where(WebhookEndpoint.id == endpoint_id, WebhookEndpoint.organizer_id == organizer.id)
+            .returning(WebhookEndpoint.id)
+        )
+        if deleted is None:
+            raise NotFound("No webhook endpoint with this id.")
 
 
 async def list_deliveries(
