@@ -35,6 +35,8 @@ from app.core.observability import install_observability
 from app.core.openapi import install_openapi
 from app.core.replica import create_read_engine
 from app.events.router import router as events_router
+from app.holds.router import router as holds_router
+from app.waitlist.router import router as waitlist_router
 from app.webhooks.router import router as webhooks_router
 
 logger = logging.getLogger("app")
@@ -86,11 +88,27 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ),
         asyncio.create_task(purge_refresh_tokens_forever(app.state.sessionmaker)),
     ]
+    tasks = list(purgers)
+    if not settings.redis_url:
+        # Without Redis there is no worker: expired holds are swept by this process
+        # (with Redis, by the worker's cron job).
+        from app.holds.maintenance import sweep_forever
+
+        tasks.append(
+            asyncio.create_task(
+                sweep_forever(
+                    app.state.sessionmaker,
+                    settings,
+                    # The offers' emails are outbox rows of the sweep's transaction.
+                    lambda offers: None,
+                )
+            )
+        )
     try:
         yield
     finally:
-        for purger in purgers:
-            purger.cancel()
+        for task in tasks:
+            task.cancel()
         await outbox.close()
         if app.state.redis is not None:
             await app.state.redis.aclose()
@@ -119,6 +137,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(auth_router)
     app.include_router(events_router)
     app.include_router(bookings_router)
+    app.include_router(holds_router)
+    app.include_router(waitlist_router)
     app.include_router(webhooks_router)
     if settings.cors_origins:
         app.add_middleware(

@@ -5,7 +5,9 @@ from app.auth.models import RefreshToken, User
 from app.bookings.models import Booking, BookingItem, IdempotencyKey
 from app.core.db import Base
 from app.events.models import Event, TicketType
+from app.holds.models import Hold, HoldItem
 from app.outbox.models import OutboxMessage
+from app.waitlist.models import WaitlistEntry
 from app.webhooks.models import WebhookDelivery, WebhookEndpoint
 
 __all__ = [
@@ -14,11 +16,14 @@ __all__ = [
     "Booking",
     "BookingItem",
     "Event",
+    "Hold",
+    "HoldItem",
     "IdempotencyKey",
     "OutboxMessage",
     "RefreshToken",
     "TicketType",
     "User",
+    "WaitlistEntry",
     "WebhookDelivery",
     "WebhookEndpoint",
 ]

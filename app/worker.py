@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from arq import cron
 from arq.connections import RedisSettings
 from arq.worker import Worker, create_worker
 
@@ -37,12 +38,33 @@ async def startup(ctx: dict[str, Any]) -> None:
 async def shutdown(ctx: dict[str, Any]) -> None:
     if (dispatcher := ctx.get("outbox")) is not None:
         await dispatcher.close()
+    engine = ctx.pop("engine", None)
+    if engine is not None:
+        await engine.dispose()
+
+
+async def sweep_holds(ctx: dict[str, Any]) -> int:
+    """The cron job: expired holds back on sale. The offers it makes and the holds it
+    expires are told through the outbox, in the sweep's own transactions.
+
+    The database is opened on the first sweep (the email jobs never need it)."""
+    from app.core.db import create_engine, make_sessionmaker
+    from app.holds.maintenance import sweep_expired_holds
+
+    settings: Settings = ctx["settings"]
+    if "sessionmaker" not in ctx:
+        ctx["engine"] = create_engine(settings, pool_size=2, max_overflow=0)
+        ctx["sessionmaker"] = make_sessionmaker(ctx["engine"])
+    aftermath = await sweep_expired_holds(ctx["sessionmaker"], settings)
+    return len(aftermath.offers)
 
 
 class WorkerSettings:
     """What the worker runs: the outbox dispatcher, and the legacy email job."""
 
     functions = [send_email]
+    # Expired holds back on sale every 5 seconds (the contract: within 10).
+    cron_jobs = [cron(sweep_holds, second=set(range(0, 60, 5)), unique=True, run_at_startup=True)]
     queue_name = queue_name(DEFAULT_KEY_PREFIX)
     max_tries = MAX_TRIES
     on_startup = startup

@@ -1,6 +1,7 @@
 """Load-test a running event-booking-api: hammer POST /api/bookings/ and check the invariants.
 
     python -m bench.loadtest --base-url http://127.0.0.1:8000 --clients 64 --duration 20
+    python -m bench.loadtest --flow hold ...   # hold, then check out: two requests per booking
 
 It creates its own organizer, attendees, events and ticket types through the API,
 runs C concurrent clients for T seconds against one hot event (or spread over
@@ -42,6 +43,8 @@ class Result:
     booked: Counter = field(default_factory=Counter)  # tickets per ticket type id
     retries: Counter = field(default_factory=Counter)  # transport errors retried
     elapsed: float = 0.0
+    holds: int = 0  # holds placed (flow "hold")
+    hold_latencies: list[float] = field(default_factory=list)
 
     @property
     def created(self) -> int:
@@ -118,12 +121,63 @@ async def set_up(http: httpx.AsyncClient, *, events: int, users: int, capacity: 
     return plan
 
 
-async def hammer(http: httpx.AsyncClient, plan: Plan, *, clients: int, duration: float) -> Result:
+async def _post(
+    http: httpx.AsyncClient, result: Result, url: str, payload: dict, headers: dict
+) -> httpx.Response | None:
+    for _attempt in range(3):
+        try:
+            return await http.post(url, json=payload, headers=headers)
+        except httpx.TransportError as exc:
+            result.retries[type(exc).__name__] += 1
+    result.statuses["error:transport"] += 1
+    return None
+
+
+async def hammer(
+    http: httpx.AsyncClient, plan: Plan, *, clients: int, duration: float, flow: str = "book"
+) -> Result:
     result = Result()
     deadline = time.perf_counter() + duration
     rng = random.Random(1)
 
+    async def hold_then_checkout(n: int) -> None:
+        """One attendee per client (one active hold per attendee and event)."""
+        headers = {"Authorization": f"Bearer {plan.tokens[n % len(plan.tokens)]}"}
+        while time.perf_counter() < deadline:
+            event = plan.events[rng.randrange(len(plan.events))]
+            tt = event["ticket_types"][0]
+            payload = {
+                "event_id": event["id"],
+                "items": [{"ticket_type_id": tt["id"], "quantity": 1}],
+            }
+            headers["Idempotency-Key"] = uuid.uuid4().hex
+            t0 = time.perf_counter()
+            r = await _post(http, result, "/api/holds/", payload, headers)
+            if r is None:
+                continue
+            result.hold_latencies.append(time.perf_counter() - t0)
+            if r.status_code != 201:
+                result.statuses[f"hold {r.status_code}"] += 1
+                if r.headers.get("content-type", "").startswith("application/problem+json"):
+                    result.codes[r.json().get("code", "?")] += 1
+                continue
+            result.holds += 1
+            ref = r.json()["hold_reference"]
+            t1 = time.perf_counter()
+            r = await _post(http, result, f"/api/holds/{ref}/checkout/", {}, headers)
+            if r is None:
+                continue
+            result.latencies.append(time.perf_counter() - t1)
+            result.statuses[r.status_code] += 1
+            if r.status_code == 201:
+                result.booked[tt["id"]] += 1
+            elif r.headers.get("content-type", "").startswith("application/problem+json"):
+                result.codes[r.json().get("code", "?")] += 1
+
     async def client(n: int) -> None:
+        if flow == "hold":
+            await hold_then_checkout(n)
+            return
         headers = {"Authorization": f"Bearer {plan.tokens[n % len(plan.tokens)]}"}
         while time.perf_counter() < deadline:
             event = plan.events[rng.randrange(len(plan.events))]
@@ -177,8 +231,11 @@ async def check_invariants(http: httpx.AsyncClient, plan: Plan, result: Result) 
             type_sum += got["quantity_sold"]
             if got["quantity_available"] < 0:
                 problems.append(f"ticket type {tt['id']}: negative quantity_available")
-            if got["quantity_available"] + got["quantity_sold"] != tt["quantity"]:
-                problems.append(f"ticket type {tt['id']}: available + sold != {tt['quantity']}")
+            total = got["quantity_available"] + got.get("quantity_held", 0) + got["quantity_sold"]
+            if total != tt["quantity"]:
+                problems.append(
+                    f"ticket type {tt['id']}: available + held + sold != {tt['quantity']}"
+                )
             if got["quantity_sold"] != result.booked[tt["id"]]:
                 problems.append(
                     f"ticket type {tt['id']}: {got['quantity_sold']} sold, "
@@ -196,6 +253,9 @@ def report(result: Result, problems: list[str], *, label: str) -> dict:
     summary = {
         "label": label,
         "bookings_per_s": round(result.created / result.elapsed, 1) if result.elapsed else 0.0,
+        "holds_per_s": round(result.holds / result.elapsed, 1) if result.elapsed else 0.0,
+        "hold_p50_ms": round(percentile([x * 1000 for x in result.hold_latencies], 50), 1),
+        "hold_p99_ms": round(percentile([x * 1000 for x in result.hold_latencies], 99), 1),
         "requests_per_s": round(len(lat) / result.elapsed, 1) if result.elapsed else 0.0,
         "p50_ms": round(percentile(lat, 50), 1),
         "p95_ms": round(percentile(lat, 95), 1),
@@ -215,15 +275,23 @@ async def run(args: argparse.Namespace) -> int:
     )
     async with httpx.AsyncClient(base_url=args.base_url, limits=limits, timeout=60) as http:
         events = 1 if args.shape == "hot" else args.events
-        plan = await set_up(http, events=events, users=args.users, capacity=args.capacity)
-        result = await hammer(http, plan, clients=args.clients, duration=args.duration)
+        users = max(args.users, args.clients) if args.flow == "hold" else args.users
+        plan = await set_up(http, events=events, users=users, capacity=args.capacity)
+        result = await hammer(
+            http, plan, clients=args.clients, duration=args.duration, flow=args.flow
+        )
         problems = await check_invariants(http, plan, result)
-    summary = report(result, problems, label=f"{args.shape} c={args.clients}")
+    summary = report(result, problems, label=f"{args.flow} {args.shape} c={args.clients}")
     if args.json:
         print(json.dumps(summary))
     else:
         print(f"shape={args.shape} clients={args.clients} duration={result.elapsed:.1f}s")
         print(f"  bookings/s {summary['bookings_per_s']}  (requests/s {summary['requests_per_s']})")
+        if args.flow == "hold":
+            print(
+                f"  holds/s {summary['holds_per_s']}  hold latency ms p50 "
+                f"{summary['hold_p50_ms']}  p99 {summary['hold_p99_ms']}  (checkouts below)"
+            )
         p50, p95, p99 = summary["p50_ms"], summary["p95_ms"], summary["p99_ms"]
         print(f"  latency ms p50 {p50}  p95 {p95}  p99 {p99}")
         print(f"  statuses {summary['statuses']}  codes {summary['codes']}")
@@ -244,6 +312,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--duration", type=float, default=20.0, help="seconds")
     parser.add_argument("--shape", choices=["hot", "spread"], default="hot")
+    parser.add_argument(
+        "--flow",
+        choices=["book", "hold"],
+        default="book",
+        help="book: POST /api/bookings/; hold: POST /api/holds/ then its checkout",
+    )
     parser.add_argument("--events", type=int, default=50, help="events for --shape spread")
     parser.add_argument("--users", type=int, default=20, help="attendee accounts to create")
     parser.add_argument("--capacity", type=int, default=1_000_000, help="tickets per event")

@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 
 BENCH_DIR = Path(__file__).resolve().parent
 BOOKING_SCRIPT = BENCH_DIR / "sql" / "booking.sql"
+HOLD_SCRIPT = BENCH_DIR / "sql" / "hold_checkout.sql"
 
 
 class PgbenchFailed(RuntimeError):
@@ -74,6 +75,7 @@ def run_pgbench(
     variables: dict[str, int],
     lock_timeout_ms: int,
     pgbench: str,
+    script: Path = BOOKING_SCRIPT,
 ) -> PgbenchResult:
     """Run the booking script for `duration` seconds; latencies from pgbench's per-transaction log.
 
@@ -102,7 +104,7 @@ def run_pgbench(
             "-T",
             str(duration),
             "-f",
-            str(BOOKING_SCRIPT),
+            str(script),
             "-l",
             "--log-prefix",
             prefix,

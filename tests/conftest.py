@@ -98,8 +98,9 @@ def db(engine: object) -> async_sessionmaker[AsyncSession]:
 
 
 TABLES = (
-    "webhook_deliveries, outbox_messages, webhook_endpoints, audit_log, "
-    "idempotency_keys, booking_items, bookings, ticket_types, events, refresh_tokens, users"
+    "webhook_deliveries, outbox_messages, webhook_endpoints, "
+    "audit_log, waitlist_entries, idempotency_keys, hold_items, holds, booking_items, "
+    "bookings, ticket_types, events, refresh_tokens, users"
 )
 
 

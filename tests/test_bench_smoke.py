@@ -93,6 +93,7 @@ def test_profile_prints_cpu_and_shares_per_endpoint(bench_server: str) -> None:
 def test_pgbench_script_is_the_services_booking_statements() -> None:
     """bench/sql/booking.sql is generated from the statements the service runs: a change
     to them without `python -m bench.pgbench_script` fails here."""
-    from bench.pgbench_script import SCRIPT, render
+    from bench.pgbench_script import HOLD_SCRIPT, SCRIPT, render, render_hold
 
     assert SCRIPT.read_text() == render()
+    assert HOLD_SCRIPT.read_text() == render_hold()

@@ -417,3 +417,50 @@ def test_emails_have_a_text_and_an_html_part(database_url: str) -> None:
     assert message.get_content_type() == "multipart/alternative"
     assert "&lt;b&gt;Gig&lt;/b&gt;" in html_of(message)
     assert "the organizer cancelled <b>Gig</b>" in text_of(message)
+
+
+async def test_with_redis_the_workers_sweep_offers_expired_holds_and_emails_the_offer(
+    queued: tuple[Any, Callable[[], Worker]],
+    smtp_sink: SmtpSink,
+    db: Any,
+    organizer: User,
+    attendee: User,
+    create_user: Callable[..., Any],
+) -> None:
+    """With Redis the web workers do not sweep: the worker's cron job does, and the offer
+    its release makes is emailed through the outbox (which the worker sends)."""
+    from sqlalchemy import text
+
+    from app.worker import WorkerSettings, shutdown, sweep_holds
+
+    assert any(job.coroutine is sweep_holds for job in WorkerSettings.cron_jobs)
+    application, start_worker = queued
+    event, standard, _ = await ticketed_event(db, organizer)
+    async with db() as s, s.begin():
+        await s.execute(
+            text("UPDATE ticket_types SET quantity_available = 10 WHERE id = :i"),
+            {"i": standard.id},
+        )
+    waiting = await create_user("attendee")
+    async with client_for(application) as client:
+        body = {"event_id": event.id, "items": [{"ticket_type_id": standard.id, "quantity": 10}]}
+        held = await client.post("/api/holds/", json=body, headers=auth(attendee))
+        assert held.status_code == 201, held.text
+        joined = await client.post(
+            f"/api/events/{event.id}/waitlist/",
+            json={"ticket_type_id": standard.id, "quantity": 2},
+            headers=auth(waiting),
+        )
+        assert joined.status_code == 201, joined.text
+    async with db() as s, s.begin():
+        await s.execute(text("UPDATE holds SET expires_at = now() - interval '1 second'"))
+    start_worker()
+    # The cron job's context: the settings (the offer's email is an outbox row).
+    ctx = {"settings": application.state.settings}
+    try:
+        assert await sweep_holds(ctx) == 1
+        assert await sweep_holds(ctx) == 0
+    finally:
+        await shutdown(ctx)
+    [message] = await smtp_sink.wait_for(1, to=waiting.email)
+    assert message["Subject"].startswith("Tickets held for you")

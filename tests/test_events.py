@@ -85,8 +85,8 @@ async def test_organizer_creates_event_and_is_its_organizer(client, organizer) -
     body = r.json()
     assert set(body) == {
         "id", "organizer", "name", "description", "location", "start_time", "end_time",
-        "total_capacity", "tickets_sold", "tickets_remaining", "status", "created_at",
-        "updated_at",
+        "total_capacity", "tickets_sold", "tickets_held", "tickets_remaining", "status",
+        "created_at", "updated_at",
     }  # fmt: skip
     assert body["organizer"] == {"id": organizer.id, "username": organizer.username}
     assert body["tickets_sold"] == 0 and body["tickets_remaining"] == 500

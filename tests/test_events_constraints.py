@@ -82,3 +82,25 @@ async def test_ticket_type_names_are_unique_per_event_ignoring_case(db, organize
     await make_ticket_type(db, event, name="VIP")
     with pytest.raises(IntegrityError, match="uq_ticket_types_event_id_name_lower"):
         await make_ticket_type(db, event, name="vip")
+
+
+async def test_sold_and_held_tickets_cannot_exceed_capacity_or_held_be_negative(
+    db, organizer
+) -> None:
+    event = await make_event(db, organizer, total_capacity=5)
+    await expect_refused(
+        db,
+        update(Event).where(Event.id == event.id).values(tickets_sold=3, tickets_held=3),
+        "ck_events_tickets_within_capacity",
+    )
+    await expect_refused(
+        db,
+        update(Event).where(Event.id == event.id).values(tickets_held=-1),
+        "ck_events_tickets_held_nonnegative",
+    )
+    ticket_type = await make_ticket_type(db, event)
+    await expect_refused(
+        db,
+        update(TicketType).where(TicketType.id == ticket_type.id).values(quantity_held=-1),
+        "ck_ticket_types_quantity_held_nonnegative",
+    )

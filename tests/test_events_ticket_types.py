@@ -59,7 +59,7 @@ async def test_owner_creates_ticket_type(client, db, organizer) -> None:
     tt = r.json()
     assert set(tt) == {
         "id", "event_id", "name", "description", "price", "quantity_available",
-        "quantity_sold", "is_active", "created_at", "updated_at",
+        "quantity_sold", "quantity_held", "is_active", "created_at", "updated_at",
     }  # fmt: skip
     assert tt["event_id"] == event.id and tt["price"] == "25.50"
     assert tt["quantity_available"] == 10 and tt["quantity_sold"] == 0

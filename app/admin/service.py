@@ -26,6 +26,7 @@ from app.auth.passwords import password_stamp
 from app.bookings import service as bookings_service
 from app.bookings.models import Booking
 from app.bookings.service import BookingView
+from app.core.config import Settings
 from app.core.db import UnitOfWork
 from app.core.errors import InvalidCredentials, NotFound, PermissionDenied
 from app.events import service as events_service
@@ -33,6 +34,7 @@ from app.events.models import Event
 from app.events.schemas import EventUpdate
 from app.events.service import EventChange
 from app.events.status import EVENT_STATUS, EventStatus
+from app.inventory.service import Aftermath
 
 Sessionmaker = async_sessionmaker[AsyncSession]
 # Reads the changed object inside the action's transaction; returns its "after" state,
@@ -184,11 +186,17 @@ async def _booking_state(session: AsyncSession, reference: uuid.UUID) -> dict[st
 
 
 async def cancel_booking(
-    sessionmaker: Sessionmaker, staff: User, reference: uuid.UUID
+    sessionmaker: Sessionmaker,
+    staff: User,
+    reference: uuid.UUID,
+    *,
+    settings: Settings,
+    aftermath: Aftermath | None = None,
 ) -> tuple[BookingView, User]:
     """Cancel a booking on its attendee's behalf, with the rules of the attendee's own cancel.
 
-    Returns the cancelled booking and its attendee (for the email).
+    Returns the cancelled booking and its attendee (for the email); the waiting-list
+    offers its tickets made go into ``aftermath``.
     """
     async with UnitOfWork(sessionmaker) as uow:
         row = (
@@ -208,7 +216,9 @@ async def cancel_booking(
 
     booking = await _act(
         sessionmaker,
-        lambda uow: bookings_service.cancel_booking(uow, attendee, reference),
+        lambda uow: bookings_service.cancel_booking(
+            uow, attendee, reference, settings=settings, aftermath=aftermath
+        ),
         _audit(staff, "cancel_booking", "booking", reference, {"status": status}),
         after,
     )

@@ -29,6 +29,7 @@ from app.core.errors import AppError
 from app.core.metrics import BOOKINGS_CANCELLED
 from app.events.models import Event, TicketType
 from app.events.status import EVENT_STATUS, EventStatus, status_filter
+from app.inventory.service import Aftermath
 
 _STATUS_CHOICES = [(s.value, s.value.replace("_", " ")) for s in EventStatus]
 
@@ -440,8 +441,14 @@ class BookingAdmin(ConsoleView, model=Booking):
                 flash(request, "No booking with this id.", "danger", f"Booking #{pk}")
                 continue
             try:
-                # The attendee's email goes with the cancel (the outbox, same transaction).
-                await service.cancel_booking(self.api.state.sessionmaker, staff, reference)
+                aftermath = Aftermath()
+                await service.cancel_booking(
+                    self.api.state.sessionmaker,
+                    staff,
+                    reference,
+                    settings=self.api.state.settings,
+                    aftermath=aftermath,
+                )
             except AppError as exc:
                 flash(request, _reason(exc), "danger", str(reference))
                 continue

@@ -23,7 +23,7 @@ from app.webhooks.schemas import WebhookEventType
 _BOOKINGS_TO_TELL = text(
     """
     SELECT b.id, b.booking_reference, b.event_id, e.name AS event_name, b.status,
-           b.total_price, b.created_at, b.updated_at, b.cancelled_at,
+           b.total_price, b.created_at, b.updated_at, b.cancelled_at, b.payment_reference,
            u.email, u.username, e.start_time AS event_start, e.location,
            (SELECT json_agg(json_build_object(
                        'id', i.id, 'ticket_type_id', i.ticket_type_id,

@@ -52,6 +52,8 @@ class Booking(Base):
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
     cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Given at checkout of a hold (the payment provider's id); NULL otherwise.
+    payment_reference: Mapped[str | None] = mapped_column(String(255))
 
     items: Mapped[list[BookingItem]] = relationship(
         back_populates="booking", lazy="raise", order_by="BookingItem.id"
@@ -80,17 +82,22 @@ class BookingItem(Base):
 
 
 class IdempotencyKey(Base):
-    """A booking request's Idempotency-Key, kept at least 24 hours."""
+    """A request's Idempotency-Key, kept at least 24 hours, per route (``scope``):
+    a key used on /api/bookings/ and on /api/holds/ names two requests."""
 
     __tablename__ = "idempotency_keys"
 
     user_id: Mapped[int] = mapped_column(
         BigInteger, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
     )
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True, server_default="bookings")
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     request_hash: Mapped[str] = mapped_column(String(64))
     booking_id: Mapped[int | None] = mapped_column(
         BigInteger, ForeignKey("bookings.id", ondelete="CASCADE")
+    )
+    hold_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("holds.id", ondelete="CASCADE")
     )
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), index=True

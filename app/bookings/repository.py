@@ -1,4 +1,4 @@
-"""The bookings' own hot statements: claiming an Idempotency-Key and reading the holder."""
+"""Idempotency-Keys of the booking and hold requests: claiming one, reading its holder."""
 
 from __future__ import annotations
 
@@ -12,14 +12,20 @@ CLAIM_KEY = (
     insert(IdempotencyKey)
     .values(
         user_id=param("user_id", BigInteger),
+        scope=param("scope", String),
         key=param("key", String),
         request_hash=param("request_hash", String),
     )
-    .on_conflict_do_nothing(index_elements=[IdempotencyKey.user_id, IdempotencyKey.key])
+    .on_conflict_do_nothing(
+        index_elements=[IdempotencyKey.user_id, IdempotencyKey.scope, IdempotencyKey.key]
+    )
     .returning(IdempotencyKey.key)
 )
 
-HELD_KEY = select(IdempotencyKey.request_hash, IdempotencyKey.booking_id).where(
+HELD_KEY = select(
+    IdempotencyKey.request_hash, IdempotencyKey.booking_id, IdempotencyKey.hold_id
+).where(
     IdempotencyKey.user_id == param("user_id", BigInteger),
+    IdempotencyKey.scope == param("scope", String),
     IdempotencyKey.key == param("key", String),
 )

@@ -38,6 +38,7 @@ from app.core.openapi import problem_responses
 from app.core.pagination import Page, Pagination, paginate
 from app.core.ratelimit import Limiter
 from app.core.schemas import Line, QueryDatetime
+from app.inventory.service import Aftermath
 
 router = APIRouter(tags=["bookings"])
 
@@ -125,7 +126,10 @@ async def get_booking(booking_reference: uuid.UUID, user: CurrentUser, uow: UoW)
 async def cancel_booking(
     request: Request, booking_reference: uuid.UUID, user: CurrentUser, uow: UoW
 ) -> BookingRead:
-    booking = await service.cancel_booking(uow, user, booking_reference)
+    aftermath = Aftermath()
+    booking = await service.cancel_booking(
+        uow, user, booking_reference, settings=request.app.state.settings, aftermath=aftermath
+    )
     BOOKINGS_CANCELLED.inc()
     return BookingRead.model_validate(booking, from_attributes=True)
 

@@ -60,6 +60,10 @@ class BookingRead(BaseModel):
     created_at: UtcDatetime
     updated_at: UtcDatetime
     cancelled_at: UtcDatetime | None
+    payment_reference: str | None = Field(
+        description="Given at the checkout of a hold (at most 255 characters); null when none.",
+        examples=[None],
+    )
 
 
 class BookingUser(BaseModel):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -35,11 +35,9 @@ from app.core.errors import (
     ValidationFailed,
 )
 from app.core.security import TokenClaims
-from app.events import messages as event_messages
 from app.events.models import Event, TicketType
 from app.inventory import service as inventory
-from app.inventory.service import Line
-from app.webhooks.schemas import WebhookEventType
+from app.inventory.service import Aftermath, Line
 
 
 @dataclass(slots=True)
@@ -55,6 +53,7 @@ class BookingView:
     created_at: datetime
     updated_at: datetime
     cancelled_at: datetime | None
+    payment_reference: str | None = None
     id: int = 0
     user: dict[str, Any] | None = None
 
@@ -64,6 +63,7 @@ class BookingResult:
     booking: BookingView
     replayed: bool = False
     user: User | None = None
+    aftermath: Aftermath = field(default_factory=Aftermath)
 
 
 # ---------------------------------------------------------------- booking
@@ -94,17 +94,18 @@ def request_fingerprint(data: BookingCreate) -> str:
     return hashlib.sha256(orjson.dumps(canonical)).hexdigest()
 
 
-async def _claim_idempotency_key(
-    conn: asyncpg.Connection, user_id: int, key: str, fingerprint: str
+async def claim_idempotency_key(
+    conn: asyncpg.Connection, user_id: int, scope: str, key: str, fingerprint: str
 ) -> int | None:
-    """Claim the key for this request, or return the booking of the request that holds it.
+    """Claim the key of route ``scope`` (``bookings``, ``holds``) for this request, or
+    return the booking (or hold) id of the request that holds it.
 
     Two requests with one key serialise on the key's row: the second waits for the
-    first to commit (then replays its booking) or roll back (then claims the key).
+    first to commit (then replays its result) or roll back (then claims the key).
     """
     try:
         claimed = await compile_statement(repository.CLAIM_KEY).fetchval(
-            conn, user_id=user_id, key=key, request_hash=fingerprint
+            conn, user_id=user_id, scope=scope, key=key, request_hash=fingerprint
         )
     except asyncpg.PostgresError as exc:
         if sqlstate(exc) == "55P03":  # still held by a request in flight
@@ -112,13 +113,16 @@ async def _claim_idempotency_key(
         raise
     if claimed is not None:
         return None
-    row = await compile_statement(repository.HELD_KEY).fetchrow(conn, user_id=user_id, key=key)
+    row = await compile_statement(repository.HELD_KEY).fetchrow(
+        conn, user_id=user_id, scope=scope, key=key
+    )
     assert row is not None
     if row["request_hash"] != fingerprint:
         raise IdempotencyKeyReused()
-    if row["booking_id"] is None:
+    held = row["booking_id"] if scope == "bookings" else row["hold_id"]
+    if held is None:
         raise IdempotencyKeyInUse()
-    return row["booking_id"]
+    return held
 
 
 def lines_of(data: BookingCreate) -> list[Line]:
@@ -164,35 +168,40 @@ async def book_tickets(
     Round trips on one pooled connection: the lock-free read of the account and the
     event, then BEGIN, (the idempotency key), the locks, the write, COMMIT.
     """
+    aftermath = Aftermath()
     async with uow.driver() as conn:
         user = await check_account(conn, claims, data, settings)
         replay: int | None = None
         async with conn.transaction():
             if idempotency_key is not None:
-                replay = await _claim_idempotency_key(
-                    conn, user.id, idempotency_key, request_fingerprint(data)
+                replay = await claim_idempotency_key(
+                    conn, user.id, "bookings", idempotency_key, request_fingerprint(data)
                 )
             if replay is None:
-                order = await inventory.lock_and_check(conn, data.event_id, lines_of(data))
+                order = await inventory.lock_and_check(
+                    conn,
+                    data.event_id,
+                    lines_of(data),
+                    offer_ttl=settings.waitlist_offer_ttl_seconds,
+                    aftermath=aftermath,
+                )
                 written = await inventory.confirm_booking(
                     conn, order, user_id=user.id, idempotency_key=idempotency_key
                 )
                 booking = _confirmed_view(data, order, written)
                 # In the booking's transaction: the email and webhooks exist exactly
                 # when the booking does (a replay or a refusal records nothing).
-                subscribed = await messages.record_booking_confirmed(
+                await messages.record_booking_confirmed(
                     conn,
                     booking,
                     email=user.email,
                     username=user.username,
                     event_start=order.event_start,
                 )
-                if WebhookEventType.event_sold_out in subscribed:
-                    await event_messages.record_if_sold_out(conn, data.event_id)
     if replay is not None:
         async with uow:
-            return BookingResult(await _load_booking(uow.session, booking_id=replay), True, user)
-    return BookingResult(booking, user=user)
+            return BookingResult(await load_booking(uow.session, booking_id=replay), True, user)
+    return BookingResult(booking, user=user, aftermath=aftermath)
 
 
 def _confirmed_view(
@@ -219,18 +228,33 @@ def _confirmed_view(
         created_at=first["created_at"],
         updated_at=first["updated_at"],
         cancelled_at=None,
+        payment_reference=None,
     )
 
 
 # ---------------------------------------------------------------- cancelling
 
 
-async def cancel_booking(uow: UnitOfWork, user: User, reference: uuid.UUID) -> BookingView:
-    """Cancel one's own confirmed booking and release its tickets, exactly once."""
+async def cancel_booking(
+    uow: UnitOfWork,
+    user: User,
+    reference: uuid.UUID,
+    *,
+    settings: Settings,
+    aftermath: Aftermath | None = None,
+) -> BookingView:
+    """Cancel one's own confirmed booking and release its tickets, exactly once (to the
+    waiting list first: the offers made go into ``aftermath``, to email after commit)."""
     async with uow:
-        booking = await _load_booking(uow.session, reference=reference, user_id=user.id)
+        booking = await load_booking(uow.session, reference=reference, user_id=user.id)
         conn = await raw_connection(uow.session)
-        changed = await inventory.cancel_booking(conn, booking.id, booking.event_id)
+        changed = await inventory.cancel_booking(
+            conn,
+            booking.id,
+            booking.event_id,
+            offer_ttl=settings.waitlist_offer_ttl_seconds,
+            aftermath=aftermath if aftermath is not None else Aftermath(),
+        )
         booking.status = "cancelled"
         booking.cancelled_at = changed["cancelled_at"]
         booking.updated_at = changed["updated_at"]
@@ -266,6 +290,7 @@ def _booking_columns() -> Sequence[Any]:
         Booking.created_at,
         Booking.updated_at,
         Booking.cancelled_at,
+        Booking.payment_reference,
         Booking.user_id,
         User.username,
     )
@@ -311,13 +336,14 @@ async def _with_items(session: AsyncSession, rows: Sequence[Any]) -> list[Bookin
             created_at=r.created_at,
             updated_at=r.updated_at,
             cancelled_at=r.cancelled_at,
+            payment_reference=r.payment_reference,
             user={"id": r.user_id, "username": r.username},
         )
         for r in rows
     ]
 
 
-async def _load_booking(
+async def load_booking(
     session: AsyncSession,
     *,
     booking_id: int | None = None,
@@ -344,7 +370,7 @@ async def _load_booking(
 async def get_booking(uow: UnitOfWork, user: User, reference: uuid.UUID) -> BookingView:
     """One's own booking; someone else's is reported as not found."""
     async with uow:
-        return await _load_booking(uow.session, reference=reference, user_id=user.id)
+        return await load_booking(uow.session, reference=reference, user_id=user.id)
 
 
 async def list_bookings(

@@ -107,6 +107,11 @@ class Settings(BaseSettings):
     outbox_retry_for_hours: float = Field(default=24.0, gt=0)
     outbox_poll_seconds: float = Field(default=1.0, gt=0)
     outbox_retention_hours: int = Field(default=168, ge=1)
+    # Holds: how long tickets stay off sale for checkout, and for an offer to a waiting entry.
+    hold_ttl_seconds: int = Field(default=600, ge=1, le=7 * 24 * 3600)
+    waitlist_offer_ttl_seconds: int = Field(default=3600, ge=1, le=30 * 24 * 3600)
+    # How often expired holds are swept back on sale (the contract: within 10 s).
+    hold_sweep_interval_seconds: float = Field(default=5.0, gt=0, le=10)
     # The staff console's session cookie: sent over HTTPS only when true (set it
     # behind a TLS-terminating proxy); a console session lasts this many minutes.
     admin_cookie_secure: bool = False

@@ -140,6 +140,26 @@ class IdempotencyKeyInUse(Conflict):
     code, detail = "idempotency_key_in_use", "A request with this Idempotency-Key is in progress."
 
 
+class HoldExists(Conflict):
+    code, detail = "hold_exists", "You already have an active hold for this event."
+
+
+class HoldExpired(Conflict):
+    code, detail = "hold_expired", "The hold has expired; its tickets are back on sale."
+
+
+class HoldNotActive(Conflict):
+    code, detail = "hold_not_active", "The hold was already checked out or released."
+
+
+class TicketsAvailable(Conflict):
+    code, detail = "tickets_available", "Enough tickets are on sale: book them instead."
+
+
+class AlreadyWaiting(Conflict):
+    code, detail = "already_waiting", "You are already on the waiting list for this ticket type."
+
+
 class PayloadTooLarge(AppError):
     status, code, detail = 413, "payload_too_large", "The request body is too large."
 

@@ -238,16 +238,9 @@ def _document_errors(operation: dict[str, Any], errors: list[type[AppError]]) ->
     operation["responses"] = dict(sorted(responses.items()))
 
 
-def _refs(node: Any) -> Iterator[str]:
-    if isinstance(node, dict):
-        ref = node.get("$ref")
-        if isinstance(ref, str) and ref.startswith(SCHEMAS):
-            yield ref[len(SCHEMAS) :]
-        for value in node.values():
-            yield from _refs(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _refs(value)
+def _refs(node: Any) -> list[str]:
+    """The component names a part of the schema refers to."""
+    return re.findall(r'"\$ref": "#/components/schemas/([^"]+)"', json.dumps(node))
 
 
 def _reachable(start: Iterable[str], components: dict[str, Any]) -> set[str]:
@@ -318,24 +311,10 @@ def _whole_numbers(node: Any) -> None:
             _whole_numbers(value)
 
 
-_GENERIC_PAGE = re.compile(r"^Page_(\w+?)(Read)?_$")
-
-
-def _readable_names(schema: dict[str, Any]) -> None:
+def _readable_names(schema: dict[str, Any]) -> dict[str, Any]:
     """`EventPage`, not `Page_EventRead_`: the name a generated client gives the type."""
-    components = schema["components"]["schemas"]
-    renames = {}
-    for name in list(components):
-        match = _GENERIC_PAGE.match(name)
-        if match:
-            renames[name] = match.group(1) + "Page"
-            components[renames[name]] = components.pop(name)
-            components[renames[name]]["title"] = renames[name]
-    if renames:
-        text = json.dumps(schema)
-        for old, new in renames.items():
-            text = text.replace(f'"{SCHEMAS}{old}"', f'"{SCHEMAS}{new}"')
-        schema.update(json.loads(text))
+    text = re.sub(r'(?<=["/])Page_(\w+?)(?:Read)?_(?=")', r"\1Page", json.dumps(schema))
+    return json.loads(re.sub(r'"Page\[(\w+?)(?:Read)?\]"', r'"\1Page"', text))
 
 
 def documented_path(path: str) -> str:
@@ -345,7 +324,7 @@ def documented_path(path: str) -> str:
 
 def postprocess_schema(app: FastAPI, schema: dict[str, Any]) -> dict[str, Any]:
     _integer_bounds(schema, app)
-    _readable_names(schema)
+    schema = _readable_names(schema)
     components = schema["components"]["schemas"]
     for model in (Problem, ProblemFieldError, ValidationProblem):
         body = model.model_json_schema(ref_template=SCHEMAS + "{model}")

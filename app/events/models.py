@@ -35,6 +35,10 @@ class Event(Base):
         CheckConstraint(
             "tickets_sold >= 0 AND tickets_sold <= total_capacity", name="tickets_sold_in_capacity"
         ),
+        CheckConstraint("tickets_held >= 0", name="tickets_held_nonnegative"),
+        CheckConstraint(
+            "tickets_sold + tickets_held <= total_capacity", name="tickets_within_capacity"
+        ),
         CheckConstraint("end_time IS NULL OR end_time > start_time", name="end_after_start"),
         CheckConstraint("char_length(name) >= 1", name="name_not_empty"),
         CheckConstraint("char_length(location) >= 1", name="location_not_empty"),
@@ -53,6 +57,8 @@ class Event(Base):
     end_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     total_capacity: Mapped[int] = mapped_column(Integer, index=True)
     tickets_sold: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # Tickets in active holds (the sum of its ticket types' quantity_held).
+    tickets_held: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), index=True
@@ -83,6 +89,7 @@ class TicketType(Base):
     __table_args__ = (
         CheckConstraint("quantity_available >= 0", name="quantity_available_nonnegative"),
         CheckConstraint("quantity_sold >= 0", name="quantity_sold_nonnegative"),
+        CheckConstraint("quantity_held >= 0", name="quantity_held_nonnegative"),
         CheckConstraint("price >= 0", name="price_nonnegative"),
         CheckConstraint("char_length(name) >= 1", name="name_not_empty"),
         Index(
@@ -101,6 +108,8 @@ class TicketType(Base):
     price: Mapped[Decimal] = mapped_column(Numeric(10, 2))
     quantity_available: Mapped[int] = mapped_column(Integer)
     quantity_sold: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # In active holds: neither on sale (quantity_available) nor sold.
+    quantity_held: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     is_active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(

@@ -189,7 +189,14 @@ async def retrieve_ticket_type(
     responses=problem_responses(TicketTypeNameTaken, EventNotBookable, Busy),
 )
 async def update_ticket_type(
-    uow: UoW, row: OwnedEvent, ticket_type_id: TicketTypeId, body: TicketTypeUpdate
+    request: Request,
+    uow: UoW,
+    row: OwnedEvent,
+    ticket_type_id: TicketTypeId,
+    body: TicketTypeUpdate,
 ) -> TicketTypeRead:
-    ticket_type = await service.update_ticket_type(uow, row.event.id, ticket_type_id, body)
+    # Tickets added go to the waiting list first; the offers' emails are in the outbox.
+    ticket_type, _ = await service.update_ticket_type(
+        uow, row.event.id, ticket_type_id, body, settings=request.app.state.settings
+    )
     return TicketTypeRead.model_validate(ticket_type)

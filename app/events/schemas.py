@@ -178,6 +178,9 @@ class TicketTypeRead(BaseModel):
     price: Money
     quantity_available: int = Field(description="Tickets left to sell.", examples=[40])
     quantity_sold: int = Field(description="Tickets sold (confirmed bookings).", examples=[10])
+    quantity_held: int = Field(
+        description="Tickets in active holds: neither on sale nor sold.", examples=[2]
+    )
     is_active: bool = Field(description="Only active ticket types can be booked.")
     created_at: UtcDatetime = Field(examples=["2026-11-25T16:30:00+00:00"])
     updated_at: UtcDatetime = Field(examples=["2026-11-25T16:30:00+00:00"])
@@ -197,7 +200,13 @@ class EventRead(BaseModel):
     )
     total_capacity: int = Field(examples=[500])
     tickets_sold: int = Field(examples=[120])
-    tickets_remaining: int = Field(description="`total_capacity - tickets_sold`.", examples=[380])
+    tickets_held: int = Field(
+        description="Tickets in active holds (the sum of its ticket types' `quantity_held`).",
+        examples=[4],
+    )
+    tickets_remaining: int = Field(
+        description="`total_capacity - tickets_sold - tickets_held`.", examples=[376]
+    )
     status: EventStatus = Field(description=STATUS_DESCRIPTION, examples=["upcoming"])
     created_at: UtcDatetime = Field(examples=["2026-11-25T16:30:00+00:00"])
     updated_at: UtcDatetime = Field(examples=["2026-11-25T16:30:00+00:00"])
@@ -214,7 +223,8 @@ class EventRead(BaseModel):
             "end_time": event.end_time,
             "total_capacity": event.total_capacity,
             "tickets_sold": event.tickets_sold,
-            "tickets_remaining": event.total_capacity - event.tickets_sold,
+            "tickets_held": event.tickets_held,
+            "tickets_remaining": event.total_capacity - event.tickets_sold - event.tickets_held,
             "status": status,
             "created_at": event.created_at,
             "updated_at": event.updated_at,
@@ -237,7 +247,8 @@ class EventRead(BaseModel):
             end_time=row["end_time"],
             total_capacity=row["total_capacity"],
             tickets_sold=row["tickets_sold"],
-            tickets_remaining=row["total_capacity"] - row["tickets_sold"],
+            tickets_held=row["tickets_held"],
+            tickets_remaining=row["total_capacity"] - row["tickets_sold"] - row["tickets_held"],
             status=row["status"],
             created_at=row["created_at"],
             updated_at=row["updated_at"],

@@ -37,6 +37,7 @@ from sqlalchemy.orm import contains_eager
 from app.auth.models import User
 from app.bookings import messages as booking_messages
 from app.bookings import service as bookings_service
+from app.core.config import Settings
 from app.core.db import CompiledStatement, UnitOfWork, compile_once, param, raw_connection
 from app.core.errors import (
     CapacityBelowSold,
@@ -58,6 +59,7 @@ from app.events.schemas import (
 )
 from app.events.status import EVENT_STATUS, EventStatus, status_filter
 from app.inventory import service as inventory
+from app.inventory.service import Aftermath
 
 DEFAULT_STATUSES = (EventStatus.upcoming, EventStatus.sold_out)
 TICKET_TYPE_NAME_INDEX = "uq_ticket_types_event_id_name_lower"
@@ -153,6 +155,7 @@ _LIST_COLUMNS = (
     Event.end_time,
     Event.total_capacity,
     Event.tickets_sold,
+    Event.tickets_held,
     EVENT_STATUS.label("status"),
     Event.created_at,
     Event.updated_at,
@@ -325,9 +328,10 @@ async def update_event(uow: UnitOfWork, event_id: int, data: EventUpdate) -> Eve
             field_name = "end_time" if "end_time" in changes else "start_time"
             raise ValidationFailed("end_time must be after start_time.", field=f"body.{field_name}")
         capacity = changes.get("total_capacity")
-        if capacity is not None and capacity < event.tickets_sold:
+        if capacity is not None and capacity < event.tickets_sold + event.tickets_held:
+            held = f" and {event.tickets_held} held" if event.tickets_held else ""
             raise CapacityBelowSold(
-                f"The capacity cannot be lower than the {event.tickets_sold} tickets sold."
+                f"The capacity cannot be lower than the {event.tickets_sold} tickets sold{held}."
             )
         if cancel:
             changes["cancelled_at"] = func.now()
@@ -399,9 +403,18 @@ async def create_ticket_type(uow: UnitOfWork, event_id: int, data: TicketTypeCre
 
 
 async def update_ticket_type(
-    uow: UnitOfWork, event_id: int, ticket_type_id: int, data: TicketTypeUpdate
-) -> TicketType:
+    uow: UnitOfWork,
+    event_id: int,
+    ticket_type_id: int,
+    data: TicketTypeUpdate,
+    *,
+    settings: Settings,
+) -> tuple[TicketType, Aftermath]:
+    """A partial update. What is left to sell changes through the inventory: tickets
+    added go to the waiting list first, and the answer shows the state after the offers."""
     changes = data.changes()
+    quantity = changes.pop("quantity_available", None)
+    aftermath = Aftermath()
     async with uow:
         session = uow.session
         event = await _lock_event(session, event_id)
@@ -414,34 +427,49 @@ async def update_ticket_type(
         )
         if ticket_type is None:
             raise NotFound("No ticket type with this id in this event.")
-        if not changes:
-            return ticket_type
-        _ensure_counters_fit(ticket_type, changes.get("quantity_available"))
         before = await messages.status_of(session, event_id)
-        try:
-            updated = await session.scalar(
-                update(TicketType)
-                .where(TicketType.id == ticket_type_id)
-                .values(**changes)
-                .returning(TicketType)
-                .execution_options(populate_existing=True, synchronize_session=False)
+        if changes:
+            try:
+                await session.execute(
+                    update(TicketType)
+                    .where(TicketType.id == ticket_type_id)
+                    .values(**changes)
+                    .execution_options(synchronize_session=False)
+                )
+            except IntegrityError as exc:
+                if _is_name_taken(exc):
+                    raise _name_taken(changes["name"]) from exc
+                raise
+        if quantity is not None:
+            _ensure_counters_fit(ticket_type, quantity)
+            await inventory.set_quantity_available(
+                await raw_connection(session),
+                event_id,
+                ticket_type_id,
+                quantity,
+                offer_ttl=settings.waitlist_offer_ttl_seconds,
+                aftermath=aftermath,
             )
-        except IntegrityError as exc:
-            if _is_name_taken(exc):
-                raise _name_taken(changes["name"]) from exc
-            raise
-        assert updated is not None
+        if changes or quantity is not None:
+            ticket_type = await session.scalar(
+                select(TicketType)
+                .where(TicketType.id == ticket_type_id)
+                .execution_options(populate_existing=True)
+            )
+        assert ticket_type is not None
         if before != EventStatus.sold_out:  # its last tickets taken off sale
             await messages.record_if_sold_out(session, event_id)
-        return updated
+        return ticket_type, aftermath
 
 
 def _ensure_counters_fit(ticket_type: TicketType, quantity_available: int | None) -> None:
-    """Tickets released later (cancels) move back into `quantity_available`: what is on sale
-    plus what is sold must fit the integer column, or a cancel would fail."""
+    """Tickets released later (cancels, ended holds) move back into `quantity_available`:
+    what is on sale plus what is held and sold must fit the integer column, or a release
+    would fail."""
     if quantity_available is None:
         return
-    room = INT4_MAX - ticket_type.quantity_sold
+    taken = ticket_type.quantity_sold + ticket_type.quantity_held
+    room = INT4_MAX - taken
     if quantity_available > room:
-        message = f"At most {room} with {ticket_type.quantity_sold} tickets sold."
+        message = f"At most {room} with {taken} tickets sold or held."
         raise ValidationFailed(message, field="body.quantity_available")

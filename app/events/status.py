@@ -21,9 +21,10 @@ class EventStatus(enum.StrEnum):
 STATUS_DESCRIPTION = (
     "`cancelled` once the organizer cancelled it; otherwise `past` once it has ended "
     "(`end_time`, or `start_time` when there is none); otherwise `sold_out` when "
-    "`tickets_sold` reaches `total_capacity`, or when the event has ticket types and none of "
-    "its active ones has tickets left; otherwise `upcoming`. An event without any ticket type "
-    "yet is `upcoming` (its organizer has not put tickets on sale yet, nothing is sold out)."
+    "`tickets_sold + tickets_held` reaches `total_capacity` (nothing left to sell or hold), "
+    "or when the event has ticket types and none of its active ones has tickets left; "
+    "otherwise `upcoming`. An event without any ticket type yet is `upcoming` (its "
+    "organizer has not put tickets on sale yet, nothing is sold out)."
 )
 
 
@@ -50,7 +51,10 @@ def event_status_expr() -> ColumnElement[str]:
             func.coalesce(Event.end_time, Event.start_time) <= func.now(),
             literal(EventStatus.past.value),
         ),
-        (Event.tickets_sold >= Event.total_capacity, literal(EventStatus.sold_out.value)),
+        (
+            Event.tickets_sold + Event.tickets_held >= Event.total_capacity,
+            literal(EventStatus.sold_out.value),
+        ),
         (and_(has_ticket_types, not_(has_tickets_on_sale)), literal(EventStatus.sold_out.value)),
         else_=literal(EventStatus.upcoming.value),
     )

@@ -60,6 +60,7 @@ _locked_event = (
         Event.cancelled_at,
         Event.total_capacity,
         Event.tickets_sold,
+        Event.tickets_held,
     )
     .where(Event.id == param("event_id", BigInteger))
     .with_for_update()
@@ -84,6 +85,7 @@ LOCK_EVENT_AND_TYPES = select(
     _locked_event.c.cancelled_at,
     _locked_event.c.total_capacity,
     _locked_event.c.tickets_sold,
+    _locked_event.c.tickets_held,
     _locked_types.c.id,
     _locked_types.c.name.label("type_name"),
     _locked_types.c.price,
@@ -99,6 +101,7 @@ LOCK_EVENT = (
         Event.cancelled_at,
         Event.total_capacity,
         Event.tickets_sold,
+        Event.tickets_held,
     )
     .where(Event.id == param("event_id", BigInteger))
     .with_for_update()
@@ -134,7 +137,7 @@ CONFIRM_BOOKING = _bound(
         RETURNING id, ticket_type_id
     ), idem AS (
         UPDATE idempotency_keys SET booking_id = (SELECT id FROM b)
-        WHERE user_id = :user_id AND key = :idempotency_key
+        WHERE user_id = :user_id AND scope = 'bookings' AND key = :idempotency_key
     )
     SELECT b.id, b.booking_reference, b.created_at, b.updated_at, items.id AS item_id,
            items.ticket_type_id
@@ -201,4 +204,289 @@ RELEASE_SOLD = _bound(
     """,
     param("booking_ids", IDS),
     param("event_id", BigInteger),
+)
+
+# ---------------------------------------------------------------- holds
+
+# A hold takes tickets from on sale to held: the hold and its items written, the
+# counters moved, the idempotency key (route `holds`) pointed at it. One round trip.
+PLACE_HOLD = _bound(
+    """
+    WITH lines AS (
+        SELECT * FROM unnest(:ids, :quantities, :prices) AS l(ticket_type_id, quantity, price)
+    ), tt AS (
+        UPDATE ticket_types t
+        SET quantity_available = t.quantity_available - l.quantity,
+            quantity_held = t.quantity_held + l.quantity,
+            updated_at = now()
+        FROM lines l WHERE t.id = l.ticket_type_id
+        RETURNING t.id
+    ), ev AS (
+        UPDATE events SET tickets_held = tickets_held + :total, updated_at = now()
+        WHERE id = :event_id RETURNING id
+    ), h AS (
+        INSERT INTO holds (user_id, event_id, status, total_price, expires_at)
+        VALUES (:user_id, :event_id, 'active', :total_price,
+                now() + make_interval(secs => :ttl_seconds))
+        RETURNING id, hold_reference, created_at, expires_at
+    ), items AS (
+        INSERT INTO hold_items (hold_id, ticket_type_id, quantity, unit_price)
+        SELECT h.id, l.ticket_type_id, l.quantity, l.price FROM h, lines l
+    ), idem AS (
+        UPDATE idempotency_keys SET hold_id = (SELECT id FROM h)
+        WHERE user_id = :user_id AND scope = 'holds' AND key = :idempotency_key
+    )
+    SELECT id, hold_reference, created_at, expires_at FROM h
+    """,
+    param("ids", IDS),
+    param("quantities", ARRAY(Integer)),
+    param("prices", ARRAY(Numeric(10, 2))),
+    param("total", Integer),
+    param("event_id", BigInteger),
+    param("user_id", BigInteger),
+    param("total_price", Numeric(10, 2)),
+    param("ttl_seconds", Integer),
+    param("idempotency_key", String),
+)
+
+# The attendee's active hold on the event, if any (the caller holds the event lock).
+ACTIVE_HOLD_OF_USER = _bound(
+    """
+    SELECT id, expires_at <= now() AS expired FROM holds
+    WHERE user_id = :user_id AND event_id = :event_id AND status = 'active'
+    """,
+    param("user_id", BigInteger),
+    param("event_id", BigInteger),
+)
+
+# A hold row locked after its event's row; its status as stored and as it reads now.
+LOCK_HOLD = _bound(
+    """
+    SELECT id, event_id, user_id, status, booking_id, total_price,
+           status = 'active' AND expires_at <= now() AS expired
+    FROM holds WHERE id = :hold_id FOR UPDATE
+    """,
+    param("hold_id", BigInteger),
+)
+
+# Active holds of an event past their time, locked; SKIP LOCKED so that two sweepers
+# (workers, replicas) never take the same one.
+LOCK_EXPIRED_HOLDS = _bound(
+    """
+    SELECT id FROM holds
+    WHERE event_id = :event_id AND status = 'active' AND expires_at <= now()
+    ORDER BY id FOR UPDATE SKIP LOCKED
+    """,
+    param("event_id", BigInteger),
+)
+
+LOCK_ACTIVE_HOLDS = _bound(
+    """
+    SELECT id FROM holds WHERE event_id = :event_id AND status = 'active'
+    ORDER BY id FOR UPDATE
+    """,
+    param("event_id", BigInteger),
+)
+
+# Events with expired active holds, for the sweeper (no lock: it locks each event next).
+EVENTS_WITH_EXPIRED_HOLDS = _bound(
+    """
+    SELECT DISTINCT event_id FROM holds
+    WHERE status = 'active' AND expires_at <= now()
+    LIMIT :limit
+    """,
+    param("limit", Integer),
+)
+
+# The sweeper's event lock: an event another transaction is changing is left for later
+# (that transaction releases expired holds itself when it needs their tickets).
+LOCK_EVENT_SKIP_LOCKED = (
+    select(Event.id)
+    .where(Event.id == param("event_id", BigInteger))
+    .with_for_update(skip_locked=True)
+)
+
+LOCK_TYPES_OF_HOLDS = _bound(
+    """
+    SELECT id FROM ticket_types
+    WHERE id IN (SELECT ticket_type_id FROM hold_items WHERE hold_id = ANY(:hold_ids))
+    ORDER BY id FOR UPDATE
+    """,
+    param("hold_ids", IDS),
+)
+
+# Holds end (`released` or `expired`): their tickets go back on sale, once: only rows
+# still `active` change, and the counters move by what those rows held.
+END_HOLDS = _bound(
+    """
+    WITH h AS (
+        UPDATE holds SET status = :status, ended_at = now()
+        WHERE id = ANY(:hold_ids) AND status = 'active'
+        RETURNING id
+    ), released AS (
+        SELECT ticket_type_id, sum(quantity)::int AS quantity
+        FROM hold_items WHERE hold_id IN (SELECT id FROM h)
+        GROUP BY ticket_type_id
+    ), tt AS (
+        UPDATE ticket_types t
+        SET quantity_available = t.quantity_available + r.quantity,
+            quantity_held = t.quantity_held - r.quantity,
+            updated_at = now()
+        FROM released r WHERE t.id = r.ticket_type_id
+        RETURNING r.quantity
+    ), ev AS (
+        UPDATE events
+        SET tickets_held = tickets_held - (SELECT coalesce(sum(quantity), 0) FROM tt),
+            updated_at = now()
+        WHERE id = :event_id
+    )
+    SELECT id FROM h
+    """,
+    param("status", String),
+    param("hold_ids", IDS),
+    param("event_id", BigInteger),
+)
+
+# Checkout: the held tickets move to sold (never back on sale in between), the booking
+# is written at the hold's prices, the hold points at it. One round trip.
+CHECKOUT_HOLD = _bound(
+    """
+    WITH lines AS (
+        SELECT ticket_type_id, quantity, unit_price FROM hold_items WHERE hold_id = :hold_id
+    ), tt AS (
+        UPDATE ticket_types t
+        SET quantity_held = t.quantity_held - l.quantity,
+            quantity_sold = t.quantity_sold + l.quantity,
+            updated_at = now()
+        FROM lines l WHERE t.id = l.ticket_type_id
+        RETURNING l.quantity
+    ), ev AS (
+        UPDATE events
+        SET tickets_held = tickets_held - (SELECT sum(quantity) FROM lines),
+            tickets_sold = tickets_sold + (SELECT sum(quantity) FROM lines),
+            updated_at = now()
+        WHERE id = :event_id
+    ), b AS (
+        INSERT INTO bookings (user_id, event_id, status, total_price, payment_reference)
+        SELECT user_id, event_id, 'confirmed', total_price, :payment_reference
+        FROM holds WHERE id = :hold_id
+        RETURNING id
+    ), items AS (
+        INSERT INTO booking_items (booking_id, ticket_type_id, quantity, price_at_booking)
+        SELECT b.id, l.ticket_type_id, l.quantity, l.unit_price FROM b, lines l
+    ), h AS (
+        UPDATE holds SET status = 'converted', ended_at = now(), booking_id = (SELECT id FROM b)
+        WHERE id = :hold_id
+    )
+    SELECT id FROM b
+    """,
+    param("hold_id", BigInteger),
+    param("event_id", BigInteger),
+    param("payment_reference", String),
+)
+
+# ---------------------------------------------------------------- waiting lists
+
+# The line of an event: waiting entries in joining order, with what their type has on
+# sale now (read under the event's lock, which every change of these counters takes).
+WAITING_LINE = _bound(
+    """
+    SELECT w.id, w.user_id, w.ticket_type_id, w.quantity,
+           t.name AS type_name, t.price, t.is_active, t.quantity_available
+    FROM waitlist_entries w JOIN ticket_types t ON t.id = w.ticket_type_id
+    WHERE w.event_id = :event_id AND w.status = 'waiting'
+    ORDER BY w.created_at, w.id
+    """,
+    param("event_id", BigInteger),
+)
+
+EVENT_ROOM = _bound(
+    """
+    SELECT name, start_time, location, cancelled_at,
+           total_capacity - tickets_sold - tickets_held AS room,
+           ARRAY(SELECT user_id FROM holds
+                 WHERE event_id = events.id AND status = 'active') AS holding_users
+    FROM events WHERE id = :event_id
+    """,
+    param("event_id", BigInteger),
+)
+
+MARK_OFFERED = _bound(
+    """
+    UPDATE waitlist_entries w SET status = 'offered', hold_id = :hold_id, offered_at = now()
+    FROM users u WHERE w.id = :entry_id AND u.id = w.user_id
+    RETURNING u.email, u.username
+    """,
+    param("hold_id", BigInteger),
+    param("entry_id", BigInteger),
+)
+
+# The entries whose offered hold ended: `expired`, `left` (released) or `converted`.
+END_OFFERS = _bound(
+    """
+    UPDATE waitlist_entries SET status = :status, ended_at = now()
+    WHERE hold_id = ANY(:hold_ids) AND status = 'offered'
+    """,
+    param("status", String),
+    param("hold_ids", IDS),
+)
+
+LEAVE_EVENT_WAITLIST = _bound(
+    """
+    UPDATE waitlist_entries SET status = 'left', ended_at = now()
+    WHERE event_id = :event_id AND status IN ('waiting', 'offered')
+    """,
+    param("event_id", BigInteger),
+)
+
+# Whether the event has any active ticket type with tickets on sale (for sold_out).
+ANY_ON_SALE = _bound(
+    """
+    SELECT EXISTS (SELECT 1 FROM ticket_types
+                   WHERE event_id = :event_id AND is_active AND quantity_available > 0)
+    """,
+    param("event_id", BigInteger),
+)
+
+# The organizer sets what is left to sell of a type (its row locked after the event's).
+SET_QUANTITY_AVAILABLE = _bound(
+    """
+    UPDATE ticket_types SET quantity_available = :quantity, updated_at = now()
+    WHERE id = :ticket_type_id
+    RETURNING quantity_available
+    """,
+    param("quantity", Integer),
+    param("ticket_type_id", BigInteger),
+)
+
+# Joining a line: the event row, then the ticket type's, locked; what a booking of it
+# would find now.
+LOCK_EVENT_AND_TYPE = _bound(
+    """
+    SELECT e.start_time, e.cancelled_at, e.total_capacity - e.tickets_sold - e.tickets_held
+             AS room,
+           t.id AS ticket_type_id, t.event_id AS type_event_id, t.quantity_available,
+           t.is_active
+    FROM (SELECT * FROM events WHERE id = :event_id FOR UPDATE) e
+    LEFT JOIN LATERAL (SELECT id, event_id, quantity_available, is_active FROM ticket_types
+                       WHERE id = :ticket_type_id FOR UPDATE) t ON true
+    """,
+    param("event_id", BigInteger),
+    param("ticket_type_id", BigInteger),
+)
+
+# A waiting entry, locked after its event's row; its offered hold, if active.
+LOCK_ENTRY = _bound(
+    """
+    SELECT w.id, w.status, w.hold_id FROM waitlist_entries w WHERE w.id = :entry_id FOR UPDATE
+    """,
+    param("entry_id", BigInteger),
+)
+
+LEAVE_ENTRY = _bound(
+    """
+    UPDATE waitlist_entries SET status = 'left', ended_at = now()
+    WHERE id = :entry_id AND status IN ('waiting', 'offered')
+    """,
+    param("entry_id", BigInteger),
 )

@@ -12,15 +12,21 @@ The checks under the locks (``event_not_bookable``, ``ticket_type_inactive``,
 cancels and event changes call these functions inside their own transaction, on
 its asyncpg connection.
 
-Where something happens that others may want to hear of (a booking confirmed or
-cancelled), it happens in one named function: ``confirm_booking``,
-``cancel_bookings``.
+Holds take tickets from on sale to held (``quantity_held``, ``tickets_held``) and end
+exactly one way: ``checkout_hold`` moves them to sold, ``release_hold`` and
+``expire_holds`` put them back on sale. Tickets that come back go to the waiting list
+first (``offer_to_waitlist``), in the same transaction.
+
+Where something happens that others may want to hear of, it happens in one named
+function: ``confirm_booking``, ``cancel_bookings``, ``expire_holds``, ``make_offer``,
+``event_sold_out``.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -31,8 +37,12 @@ from app.core.errors import (
     AlreadyCancelled,
     CapacityExceeded,
     EventNotBookable,
+    HoldExists,
+    HoldExpired,
+    HoldNotActive,
     NotFound,
     SoldOut,
+    TicketsAvailable,
     TicketTypeInactive,
     ValidationFailed,
 )
@@ -60,6 +70,8 @@ class PricedOrder:
     unit_prices: dict[int, Decimal]
     total: int
     total_price: Decimal
+    room_after: int  # the event's capacity left once the order is taken
+    types_emptied: bool  # the order takes the last tickets of one of its types
 
 
 def check_owned(lines: Sequence[Line], owned: Collection[int]) -> None:
@@ -81,17 +93,78 @@ async def read_account_event_and_types(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """A hold made for a waiting entry: what its email says (sent after commit)."""
+
+    entry_id: int
+    email: str
+    username: str
+    event_id: int
+    event_name: str
+    event_start: datetime
+    location: str
+    ticket_type_name: str
+    quantity: int
+    unit_price: Decimal
+    hold_reference: uuid.UUID
+    expires_at: datetime
+
+
+@dataclass(slots=True)
+class Aftermath:
+    """What a transaction of the inventory did that is told to people after its commit."""
+
+    offers: list[Offer] = field(default_factory=list)
+
+
 async def lock_and_check(
-    conn: asyncpg.Connection, event_id: int, lines: Sequence[Line]
+    conn: asyncpg.Connection,
+    event_id: int,
+    lines: Sequence[Line],
+    *,
+    offer_ttl: int,
+    aftermath: Aftermath,
+    holder_id: int | None = None,
 ) -> PricedOrder:
     """Lock the event row and the lines' ticket types (in that order) and check that
     the order can be taken: the event is bookable, every type is on sale with enough
-    left, the event's capacity holds. Then price it. Raises before anything is written."""
+    left, the event's capacity holds. Then price it. Raises before anything is written.
+
+    An order refused for lack of tickets first releases the event's expired holds
+    (under the event lock it already holds; their tickets go to the waiting list
+    first) and is checked again: expired holds never cause ``sold_out``. With
+    ``holder_id`` (a hold being placed), that attendee's active hold on the event is
+    ``hold_exists``, or released first when it has expired.
+    """
     ids = sorted(line.ticket_type_id for line in lines)
-    locked = await compile_statement(sql.LOCK_EVENT_AND_TYPES).fetch(
-        conn, event_id=event_id, ids=ids
-    )
+    lock = compile_statement(sql.LOCK_EVENT_AND_TYPES)
+    locked = await lock.fetch(conn, event_id=event_id, ids=ids)
+    if holder_id is not None and locked and await _holds_already(conn, holder_id, event_id):
+        # Their own hold had expired (not swept yet): it ended, the line was served.
+        await _expire_and_offer(conn, event_id, offer_ttl, aftermath)
+        await _holds_already(conn, holder_id, event_id)  # an offer made just now?
+        locked = await lock.fetch(conn, event_id=event_id, ids=ids)
+    try:
+        return _check_and_price(event_id, lines, ids, locked)
+    except (SoldOut, CapacityExceeded):
+        if not await _expire_and_offer(conn, event_id, offer_ttl, aftermath):
+            raise
+    if holder_id is not None:
+        await _holds_already(conn, holder_id, event_id)
+    locked = await lock.fetch(conn, event_id=event_id, ids=ids)
     return _check_and_price(event_id, lines, ids, locked)
+
+
+async def _holds_already(conn: asyncpg.Connection, user_id: int, event_id: int) -> bool:
+    """``hold_exists`` when the attendee has a live hold on the event; whether they have
+    one that expired without being released yet."""
+    current = await compile_statement(sql.ACTIVE_HOLD_OF_USER).fetchrow(
+        conn, user_id=user_id, event_id=event_id
+    )
+    if current is not None and not current["expired"]:
+        raise HoldExists()
+    return current is not None
 
 
 def _check_and_price(
@@ -116,12 +189,15 @@ def _check_and_price(
                 f"({left} left, {wanted[type_id]} asked)."
             )
     total = sum(wanted.values())
-    if event["tickets_sold"] + total > event["total_capacity"]:
-        left = event["total_capacity"] - event["tickets_sold"]
+    taken = event["tickets_sold"] + event["tickets_held"]
+    if taken + total > event["total_capacity"]:
+        left = event["total_capacity"] - taken
         raise CapacityExceeded(f"The event has {left} tickets left in total, {total} asked.")
     unit_prices = {i: types[i]["price"] for i in ids}
     return PricedOrder(
         event_id=event_id,
+        room_after=event["total_capacity"] - taken - total,
+        types_emptied=any(types[i]["quantity_available"] == wanted[i] for i in ids),
         event_name=event["name"],
         event_start=event["start_time"],
         ids=ids,
@@ -144,7 +220,7 @@ async def confirm_booking(
     items are written, the idempotency key points at it. One round trip; the caller
     holds the locks of ``lock_and_check``. Rows: one per item (booking columns repeated).
     """
-    return await compile_statement(sql.CONFIRM_BOOKING).fetch(
+    written = await compile_statement(sql.CONFIRM_BOOKING).fetch(
         conn,
         ids=order.ids,
         quantities=[order.wanted[i] for i in order.ids],
@@ -155,6 +231,27 @@ async def confirm_booking(
         total_price=order.total_price,
         idempotency_key=idempotency_key,
     )
+    await _after_taking(conn, order)
+    return written
+
+
+async def _after_taking(conn: asyncpg.Connection, order: PricedOrder) -> None:
+    """Call ``event_sold_out`` when this order took the event's last tickets."""
+    if order.room_after > 0 and not order.types_emptied:
+        return
+    if order.room_after > 0:
+        on_sale = await compile_statement(sql.ANY_ON_SALE).fetchval(conn, event_id=order.event_id)
+        if on_sale:
+            return
+    await event_sold_out(conn, order.event_id)
+
+
+async def event_sold_out(conn: asyncpg.Connection, event_id: int) -> None:
+    """The event just became ``sold_out`` (nothing left to sell or hold), inside the
+    transaction that took its last tickets: ``event.sold_out`` goes to the outbox."""
+    from app.events import messages as event_messages  # the events domain calls this one
+
+    await event_messages.record_if_sold_out(conn, event_id)
 
 
 async def lock_event(conn: asyncpg.Connection, event_id: int) -> asyncpg.Record:
@@ -166,7 +263,12 @@ async def lock_event(conn: asyncpg.Connection, event_id: int) -> asyncpg.Record:
 
 
 async def cancel_booking(
-    conn: asyncpg.Connection, booking_id: int, event_id: int
+    conn: asyncpg.Connection,
+    booking_id: int,
+    event_id: int,
+    *,
+    offer_ttl: int,
+    aftermath: Aftermath,
 ) -> asyncpg.Record:
     """Cancel one confirmed booking of an event that has not started; release its
     tickets, exactly once. Returns the booking's new ``cancelled_at``/``updated_at``.
@@ -182,6 +284,7 @@ async def cancel_booking(
     if event["start_time"] <= datetime.now(UTC):
         raise EventNotBookable("The event has started; the booking can no longer be cancelled.")
     cancelled = await cancel_bookings(conn, event_id, [booking_id])
+    await offer_to_waitlist(conn, event_id, offer_ttl, aftermath)
     return cancelled[0]
 
 
@@ -197,9 +300,13 @@ async def cancel_bookings(
 
 
 async def cancel_event(conn: asyncpg.Connection, event_id: int) -> list[int]:
-    """An event is cancelled: every confirmed booking of it is cancelled and its tickets
+    """An event is cancelled: its active holds are released, its waiting and offered
+    entries leave the line, every confirmed booking of it is cancelled and its tickets
     released, in the caller's transaction, under the event lock the caller holds.
     Returns the ids of the bookings cancelled (for the emails sent after commit)."""
+    holds = await compile_statement(sql.LOCK_ACTIVE_HOLDS).fetch(conn, event_id=event_id)
+    await compile_statement(sql.LEAVE_EVENT_WAITLIST).execute(conn, event_id=event_id)
+    await _end_holds(conn, event_id, [h["id"] for h in holds], "released")
     rows = await compile_statement(sql.CANCEL_EVENT_BOOKINGS).fetch(conn, event_id=event_id)
     ids = [r["id"] for r in rows]
     await _release_sold(conn, event_id, ids)
@@ -213,3 +320,356 @@ async def _release_sold(conn: asyncpg.Connection, event_id: int, booking_ids: li
     await compile_statement(sql.RELEASE_SOLD).execute(
         conn, booking_ids=booking_ids, event_id=event_id
     )
+
+
+# ---------------------------------------------------------------- holds
+
+
+async def place_hold(
+    conn: asyncpg.Connection,
+    event_id: int,
+    lines: Sequence[Line],
+    *,
+    user_id: int,
+    ttl_seconds: int,
+    offer_ttl: int,
+    idempotency_key: str | None,
+    aftermath: Aftermath,
+) -> tuple[PricedOrder, asyncpg.Record]:
+    """A hold is placed: the same locks and checks as a booking, one active hold per
+    attendee and event, the tickets from on sale to held. Returns the order and the
+    hold's ``id, hold_reference, created_at, expires_at``."""
+    order = await lock_and_check(
+        conn, event_id, lines, offer_ttl=offer_ttl, aftermath=aftermath, holder_id=user_id
+    )
+    hold = await _write_hold(conn, order, user_id, ttl_seconds, idempotency_key)
+    await _after_taking(conn, order)
+    return order, hold
+
+
+async def _write_hold(
+    conn: asyncpg.Connection,
+    order: PricedOrder,
+    user_id: int,
+    ttl_seconds: int,
+    idempotency_key: str | None,
+) -> asyncpg.Record:
+    hold = await compile_statement(sql.PLACE_HOLD).fetchrow(
+        conn,
+        ids=order.ids,
+        quantities=[order.wanted[i] for i in order.ids],
+        prices=[order.unit_prices[i] for i in order.ids],
+        total=order.total,
+        event_id=order.event_id,
+        user_id=user_id,
+        total_price=order.total_price,
+        ttl_seconds=ttl_seconds,
+        idempotency_key=idempotency_key,
+    )
+    assert hold is not None
+    return hold
+
+
+async def _lock_hold(
+    conn: asyncpg.Connection, hold_id: int, event_id: int
+) -> tuple[asyncpg.Record, asyncpg.Record]:
+    """The event row, then the hold's row (the global order); 404 if either is gone."""
+    event = await lock_event(conn, event_id)
+    hold = await compile_statement(sql.LOCK_HOLD).fetchrow(conn, hold_id=hold_id)
+    if hold is None:
+        raise NotFound("No hold with this reference.")
+    return event, hold
+
+
+async def checkout_hold(
+    conn: asyncpg.Connection,
+    hold_id: int,
+    event_id: int,
+    *,
+    payment_reference: str | None,
+) -> tuple[int, bool]:
+    """A hold is checked out: its tickets move from held to sold (never on sale in
+    between) into a booking at the hold's prices. Returns (booking id, created now);
+    a hold already checked out returns its booking. Under the event's and the hold's
+    locks, so of concurrent checkouts, deletes and expiries exactly one wins."""
+    event, hold = await _lock_hold(conn, hold_id, event_id)
+    if hold["status"] == "converted":
+        return hold["booking_id"], False
+    if hold["status"] == "expired" or hold["expired"]:
+        raise HoldExpired()
+    if hold["status"] != "active":
+        raise HoldNotActive()
+    if event["start_time"] <= _now():
+        raise EventNotBookable("The event has started; the hold can no longer be checked out.")
+    booking_id = await compile_statement(sql.CHECKOUT_HOLD).fetchval(
+        conn, hold_id=hold_id, event_id=event_id, payment_reference=payment_reference
+    )
+    await confirm_checkout(conn, hold_id, booking_id)
+    return booking_id, True
+
+
+async def confirm_checkout(conn: asyncpg.Connection, hold_id: int, booking_id: int) -> None:
+    """A booking is confirmed by checking out a hold (``booking_id``); an offered waiting
+    entry of the hold is ``converted``."""
+    await compile_statement(sql.END_OFFERS).execute(conn, status="converted", hold_ids=[hold_id])
+
+
+async def release_hold(
+    conn: asyncpg.Connection,
+    hold_id: int,
+    event_id: int,
+    *,
+    offer_ttl: int,
+    aftermath: Aftermath,
+) -> None:
+    """A hold is released by its owner: its tickets go back (to the waiting list first);
+    an offered waiting entry of it has ``left``. 409 ``hold_not_active`` when it already
+    ended or reads expired."""
+    _, hold = await _lock_hold(conn, hold_id, event_id)
+    if hold["status"] != "active" or hold["expired"]:
+        raise HoldNotActive()
+    await compile_statement(sql.END_OFFERS).execute(conn, status="left", hold_ids=[hold_id])
+    await _end_holds(conn, event_id, [hold_id], "released")
+    await offer_to_waitlist(conn, event_id, offer_ttl, aftermath)
+
+
+async def expire_holds(conn: asyncpg.Connection, event_id: int, hold_ids: list[int]) -> list[int]:
+    """Holds expire: past their time, their tickets go back on sale and their offered
+    waiting entries are ``expired``. The caller holds the event's lock and the holds'.
+    Returns the ids of the holds that expired now (each told as ``hold.expired``)."""
+    from app.holds import messages as hold_messages  # the holds domain calls this one
+
+    await compile_statement(sql.END_OFFERS).execute(conn, status="expired", hold_ids=hold_ids)
+    expired = await _end_holds(conn, event_id, hold_ids, "expired")
+    await hold_messages.record_holds_expired(conn, event_id, expired)
+    return expired
+
+
+async def _end_holds(
+    conn: asyncpg.Connection, event_id: int, hold_ids: list[int], status: str
+) -> list[int]:
+    if not hold_ids:
+        return []
+    await compile_statement(sql.LOCK_TYPES_OF_HOLDS).execute(conn, hold_ids=hold_ids)
+    rows = await compile_statement(sql.END_HOLDS).fetch(
+        conn, status=status, hold_ids=hold_ids, event_id=event_id
+    )
+    return [r["id"] for r in rows]
+
+
+async def _expire_and_offer(
+    conn: asyncpg.Connection, event_id: int, offer_ttl: int, aftermath: Aftermath
+) -> bool:
+    """Release the event's expired holds (the caller holds the event lock) and offer what
+    came back to the waiting list. Whether any hold expired."""
+    expired = await compile_statement(sql.LOCK_EXPIRED_HOLDS).fetch(conn, event_id=event_id)
+    if not expired:
+        return False
+    await expire_holds(conn, event_id, [r["id"] for r in expired])
+    await offer_to_waitlist(conn, event_id, offer_ttl, aftermath, expire_first=False)
+    return True
+
+
+async def sweep_event(
+    conn: asyncpg.Connection, event_id: int, offer_ttl: int, aftermath: Aftermath
+) -> bool:
+    """The sweeper's transaction for one event: its expired holds back on sale. An event
+    whose row another transaction holds is skipped (SKIP LOCKED): that one releases
+    expired holds itself when it needs their tickets, and the next sweep comes soon."""
+    locked = await compile_statement(sql.LOCK_EVENT_SKIP_LOCKED).fetchval(conn, event_id=event_id)
+    if locked is None:
+        return False
+    return await _expire_and_offer(conn, event_id, offer_ttl, aftermath)
+
+
+async def events_with_expired_holds(conn: asyncpg.Connection, limit: int = 100) -> list[int]:
+    rows = await compile_statement(sql.EVENTS_WITH_EXPIRED_HOLDS).fetch(conn, limit=limit)
+    return [r["event_id"] for r in rows]
+
+
+# ---------------------------------------------------------------- waiting lists
+
+
+async def offer_to_waitlist(
+    conn: asyncpg.Connection,
+    event_id: int,
+    offer_ttl: int,
+    aftermath: Aftermath,
+    *,
+    expire_first: bool = True,
+) -> None:
+    """Tickets came back: the earliest waiting entry whose quantity fits in what is free
+    (its type's tickets on sale, within the event's capacity) gets a hold of that
+    quantity, then the next, while tickets remain. Same transaction as the release,
+    under the event lock the caller holds, so no booking can take them first.
+
+    An attendee who holds tickets of the event already keeps their place for later
+    (one active hold per attendee and event)."""
+    line = await compile_statement(sql.WAITING_LINE).fetch(conn, event_id=event_id)
+    if not line:
+        return
+    if expire_first:  # expired holds count as free, and must not block a new hold
+        expired = await compile_statement(sql.LOCK_EXPIRED_HOLDS).fetch(conn, event_id=event_id)
+        if expired:
+            await expire_holds(conn, event_id, [r["id"] for r in expired])
+            line = await compile_statement(sql.WAITING_LINE).fetch(conn, event_id=event_id)
+    event = await compile_statement(sql.EVENT_ROOM).fetchrow(conn, event_id=event_id)
+    if event is None or event["cancelled_at"] is not None or event["start_time"] <= _now():
+        return
+    room = event["room"]
+    holding = set(event["holding_users"])
+    on_sale = {e["ticket_type_id"]: e["quantity_available"] for e in line}
+    for entry in line:
+        quantity, type_id = entry["quantity"], entry["ticket_type_id"]
+        if room <= 0:
+            break
+        if entry["user_id"] in holding or not entry["is_active"]:
+            continue
+        if quantity > on_sale[type_id] or quantity > room:
+            continue
+        await make_offer(conn, event, event_id, entry, offer_ttl, aftermath)
+        holding.add(entry["user_id"])
+        on_sale[type_id] -= quantity
+        room -= quantity
+
+
+async def make_offer(
+    conn: asyncpg.Connection,
+    event: asyncpg.Record,
+    event_id: int,
+    entry: asyncpg.Record,
+    offer_ttl: int,
+    aftermath: Aftermath,
+) -> None:
+    """A waiting entry is offered tickets: an ordinary hold of its quantity, lasting
+    ``offer_ttl`` seconds; its email and webhook are stored in the same transaction."""
+    type_id, quantity, price = entry["ticket_type_id"], entry["quantity"], entry["price"]
+    order = PricedOrder(
+        event_id=event_id,
+        event_name=event["name"],
+        event_start=event["start_time"],
+        ids=[type_id],
+        wanted={type_id: quantity},
+        names={type_id: entry["type_name"]},
+        unit_prices={type_id: price},
+        total=quantity,
+        total_price=price * quantity,
+        room_after=0,
+        types_emptied=False,
+    )
+    hold = await _write_hold(conn, order, entry["user_id"], offer_ttl, None)
+    user = await compile_statement(sql.MARK_OFFERED).fetchrow(
+        conn, hold_id=hold["id"], entry_id=entry["id"]
+    )
+    assert user is not None
+    offer = Offer(
+        entry_id=entry["id"],
+        email=user["email"],
+        username=user["username"],
+        event_id=event_id,
+        event_name=event["name"],
+        event_start=event["start_time"],
+        location=event["location"],
+        ticket_type_name=entry["type_name"],
+        quantity=quantity,
+        unit_price=price,
+        hold_reference=hold["hold_reference"],
+        expires_at=hold["expires_at"],
+    )
+    aftermath.offers.append(offer)
+    # In the offer's transaction: the attendee's email and the organizer's webhook.
+    from app.waitlist import messages as waitlist_messages  # it reads this module's Offer
+
+    await waitlist_messages.record_offer(conn, offer)
+
+
+async def set_quantity_available(
+    conn: asyncpg.Connection,
+    event_id: int,
+    ticket_type_id: int,
+    quantity: int,
+    *,
+    offer_ttl: int,
+    aftermath: Aftermath,
+) -> None:
+    """The organizer sets what is left to sell of a type (the caller holds the event's
+    and the type's locks); tickets added go to the waiting list first."""
+    await compile_statement(sql.SET_QUANTITY_AVAILABLE).execute(
+        conn, quantity=quantity, ticket_type_id=ticket_type_id
+    )
+    await offer_to_waitlist(conn, event_id, offer_ttl, aftermath)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def lock_for_waiting(
+    conn: asyncpg.Connection,
+    event_id: int,
+    ticket_type_id: int,
+    *,
+    offer_ttl: int,
+    aftermath: Aftermath,
+) -> None:
+    """Lock the event and the ticket type for a new waiting entry: 404 for an unknown
+    event, 422 for a type of another event, ``event_not_bookable`` once it is cancelled
+    or started. Expired holds are released first (their tickets are on sale, offered to
+    those already waiting)."""
+    lock = compile_statement(sql.LOCK_EVENT_AND_TYPE)
+    row = await lock.fetchrow(conn, event_id=event_id, ticket_type_id=ticket_type_id)
+    if row is None:
+        raise NotFound("No event with this id.")
+    if row["type_event_id"] != event_id:
+        raise ValidationFailed(
+            "This ticket type does not belong to the event.", field="body.ticket_type_id"
+        )
+    if row["cancelled_at"] is not None or row["start_time"] <= _now():
+        raise EventNotBookable()
+    await _expire_and_offer(conn, event_id, offer_ttl, aftermath)
+
+
+async def check_nothing_on_sale(
+    conn: asyncpg.Connection, event_id: int, ticket_type_id: int, quantity: int
+) -> None:
+    """``tickets_available`` when a booking of ``quantity`` tickets of the type would not be
+    refused for lack of them (its type's and the event's), under the caller's locks."""
+    row = await compile_statement(sql.LOCK_EVENT_AND_TYPE).fetchrow(
+        conn, event_id=event_id, ticket_type_id=ticket_type_id
+    )
+    assert row is not None
+    if row["quantity_available"] >= quantity and row["room"] >= quantity:
+        raise TicketsAvailable(
+            f"{min(row['quantity_available'], row['room'])} tickets of this type are on sale: "
+            "book them instead."
+        )
+
+
+async def leave_waitlist(
+    conn: asyncpg.Connection,
+    event_id: int,
+    entry_id: int,
+    *,
+    offer_ttl: int,
+    aftermath: Aftermath,
+) -> None:
+    """A waiting entry leaves the line; its offered hold, if still active, is released
+    and its tickets go to the next entry. Under the event's lock, then the entry's and
+    the hold's rows."""
+    await lock_event(conn, event_id)
+    entry = await compile_statement(sql.LOCK_ENTRY).fetchrow(conn, entry_id=entry_id)
+    if entry is None or entry["status"] not in ("waiting", "offered"):
+        return
+    hold = None
+    if entry["status"] == "offered" and entry["hold_id"] is not None:
+        hold = await compile_statement(sql.LOCK_HOLD).fetchrow(conn, hold_id=entry["hold_id"])
+    if hold is not None and hold["status"] == "active" and hold["expired"]:
+        # The offer had run out already: it expires (the entry reads so), not "left".
+        await expire_holds(conn, event_id, [hold["id"]])
+    else:
+        await compile_statement(sql.LEAVE_ENTRY).execute(conn, entry_id=entry_id)
+        if hold is not None and hold["status"] == "active":
+            await _end_holds(conn, event_id, [hold["id"]], "released")
+        else:
+            return
+    await offer_to_waitlist(conn, event_id, offer_ttl, aftermath)

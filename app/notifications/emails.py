@@ -13,7 +13,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 
 from app.core.config import Settings
 
-EmailKind = Literal["booking_confirmed", "booking_cancelled", "password_reset"]
+EmailKind = Literal["booking_confirmed", "booking_cancelled", "password_reset", "waitlist_offered"]
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -21,6 +21,7 @@ SUBJECTS: dict[str, str] = {
     "booking_confirmed": "Booking confirmed: {event_name}",
     "booking_cancelled": "Booking cancelled: {event_name}",
     "password_reset": "Reset your password",
+    "waitlist_offered": "Tickets held for you: {event_name}",
 }
 
 

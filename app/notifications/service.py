@@ -23,6 +23,7 @@ from app.outbox.service import record_emails
 
 if TYPE_CHECKING:
     from app.core.db import UnitOfWork
+    from app.inventory.service import Offer
 
 logger = logging.getLogger("app.notifications")
 
@@ -62,6 +63,26 @@ def booking_email(
         },
         # A booking is confirmed once and cancelled once: never email it twice.
         job_id=f"{kind}:{reference}",
+    )
+
+
+def waitlist_offer_email(offer: Offer) -> Email:
+    return Email(
+        kind="waitlist_offered",
+        to=offer.email,
+        context={
+            "username": offer.username,
+            "reference": str(offer.hold_reference),
+            "deadline": _when(offer.expires_at),
+            "event_name": offer.event_name,
+            "event_start": _when(offer.event_start),
+            "location": offer.location,
+            "ticket_type_name": offer.ticket_type_name,
+            "quantity": offer.quantity,
+            "total": _money(offer.unit_price * offer.quantity),
+        },
+        # One email per offer (its hold), however often the job is queued.
+        job_id=f"waitlist_offered:{offer.hold_reference}",
     )
 
 
