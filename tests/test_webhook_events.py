@@ -286,3 +286,52 @@ async def test_taking_the_last_tickets_off_sale_or_lowering_the_capacity_sells_o
     await receiver.stays_at(3)
     sold_out = [r.json()["data"] for r in receiver.requests if r.json()["type"] == "event.sold_out"]
     assert sorted(e["id"] for e in sold_out) == [first.id, second.id]
+
+
+async def test_an_expired_hold_sends_hold_expired_and_its_tickets_offered_send_waitlist_offered(
+    client: httpx.AsyncClient,
+    db: Any,
+    organizer: User,
+    attendee: User,
+    create_user,
+    receiver: Receiver,
+    hooks_app: Any,
+) -> None:
+    from app.holds.maintenance import sweep_expired_holds
+
+    response = await client.post(
+        "/api/webhooks/",
+        json={"url": receiver.url, "event_types": ["hold.expired", "waitlist.offered"]},
+        headers=auth(organizer),
+    )
+    assert response.status_code == 201
+    event = await make_event(db, organizer)
+    standard = await make_ticket_type(db, event, quantity_available=4)
+    body = {"event_id": event.id, "items": [{"ticket_type_id": standard.id, "quantity": 4}]}
+    held = await client.post("/api/holds/", json=body, headers=auth(attendee))
+    assert held.status_code == 201, held.text
+    waiting = await create_user("attendee")
+    joined = await client.post(
+        f"/api/events/{event.id}/waitlist/",
+        json={"ticket_type_id": standard.id, "quantity": 2},
+        headers=auth(waiting),
+    )
+    assert joined.status_code == 201, joined.text
+    await receiver.stays_at(0, 0.3)
+
+    async with db() as session:
+        await session.execute(text("UPDATE holds SET expires_at = now() - interval '1 second'"))
+        await session.commit()
+    await sweep_expired_holds(hooks_app.state.sessionmaker, hooks_app.state.settings)
+
+    requests = await receiver.wait_for(2, timeout=5)
+    by_type = {r.json()["type"]: r.json()["data"] for r in requests}
+    expired = by_type["hold.expired"]
+    assert expired["hold_reference"] == held.json()["hold_reference"]
+    assert expired["status"] == "expired" and expired["items"][0]["quantity"] == 4
+    offered = by_type["waitlist.offered"]
+    assert offered["id"] == joined.json()["id"] and offered["status"] == "offered"
+    assert offered["hold_reference"] is not None and offered["quantity"] == 2
+    await receiver.stays_at(2)
+    emails = [t for c, t in await outbox(db) if c == "email"]
+    assert emails == ["waitlist_offered"]
