@@ -93,6 +93,11 @@ _LOG_DELIVERY = text(
     """
 )
 
+# Lock order, as in a DELETE or PATCH of an endpoint: the endpoint row, then its
+# messages (a delete cascades in that order). Recording an outcome takes the endpoint
+# first too, so the two never wait on each other.
+_LOCK_ENDPOINT = text("SELECT id FROM webhook_endpoints WHERE id = :id FOR NO KEY UPDATE")
+
 _DISABLE_ENDPOINT = text(
     "UPDATE webhook_endpoints SET is_active = false, updated_at = now() WHERE id = :id"
 )
@@ -352,6 +357,10 @@ class Dispatcher:
             )
         OUTBOX_ATTEMPTS.labels(message.channel, "retry" if status == "pending" else status).inc()
         async with self.sessionmaker.begin() as session:
+            if message.channel == "webhook":
+                endpoint = await session.scalar(_LOCK_ENDPOINT, {"id": message.endpoint_id})
+                if endpoint is None:  # deleted meanwhile, its messages with it
+                    return
             await session.execute(
                 _FINISH,
                 {

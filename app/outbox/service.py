@@ -43,6 +43,9 @@ _RECORD = text(
         FROM webhook_endpoints w
         WHERE w.organizer_id = (SELECT id FROM organizer)
           AND w.is_active AND CAST(:event_type AS varchar) = ANY(w.event_types)
+        -- An endpoint being deleted is waited for, then skipped: never a message
+        -- pointing at a deleted endpoint (a foreign-key error).
+        FOR KEY SHARE OF w
         RETURNING id
     ), mails AS (
         INSERT INTO outbox_messages (channel, topic, payload)
