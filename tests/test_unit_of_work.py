@@ -1,5 +1,7 @@
-"""Through PgBouncer the unit of work's asyncpg connection is inside its transaction from
-the start (outside one, a statement may reach another server connection)."""
+"""The unit of work's asyncpg connection is inside its transaction from the start, direct
+and through PgBouncer (outside one, row locks would end with each statement, a change of
+several statements could half commit, and through a pooler a statement may reach another
+server connection)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from deploy.services import find_binary, start_pgbouncer
 from tests.conftest import make_settings
 
 
-@pytest.fixture(params=["pgbouncer"])
+@pytest.fixture(params=["direct", "pgbouncer"])
 async def sessionmaker(request, database_url, tmp_path_factory):
     url, bouncer = database_url, None
     if request.param == "pgbouncer":
