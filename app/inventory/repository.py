@@ -10,13 +10,25 @@ them: ``bench/pgbench_script.py``).
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Integer, Numeric, String, any_, func, select, text, true
+from sqlalchemy import (
+    BigInteger,
+    Integer,
+    Numeric,
+    String,
+    any_,
+    func,
+    literal_column,
+    select,
+    text,
+    true,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from app.auth.models import User
 from app.bookings.models import Booking
 from app.core.db import param
 from app.events.models import Event, TicketType
+from app.holds.models import Hold
 
 IDS = ARRAY(BigInteger)
 
@@ -92,6 +104,19 @@ LOCK_EVENT_AND_TYPES = select(
     _locked_types.c.quantity_available,
     _locked_types.c.is_active,
 ).select_from(_locked_event.join(_locked_types, true()))
+
+# The same locks for a hold being placed, with the attendee's active hold on the event
+# (``holder_expired``: NULL when none, else whether it has expired) in the same round trip.
+LOCK_EVENT_AND_TYPES_FOR_HOLDER = LOCK_EVENT_AND_TYPES.add_columns(
+    select(Hold.expires_at <= func.now())
+    .where(
+        Hold.user_id == param("user_id", BigInteger),
+        Hold.event_id == _locked_event.c.id,
+        Hold.status == literal_column("'active'"),
+    )
+    .scalar_subquery()
+    .label("holder_expired")
+)
 
 LOCK_EVENT = (
     select(
@@ -377,6 +402,9 @@ CHECKOUT_HOLD = _bound(
     ), h AS (
         UPDATE holds SET status = 'converted', ended_at = now(), booking_id = (SELECT id FROM b)
         WHERE id = :hold_id
+    ), offer AS (
+        UPDATE waitlist_entries SET status = 'converted', ended_at = now()
+        WHERE hold_id = :hold_id AND status = 'offered'
     )
     SELECT id FROM b
     """,
@@ -489,4 +517,24 @@ LEAVE_ENTRY = _bound(
     WHERE id = :entry_id AND status IN ('waiting', 'offered')
     """,
     param("entry_id", BigInteger),
+)
+
+# Checkout's locks in one statement, in the global order: the event row, the hold's row,
+# then the hold's ticket types by ascending id (LATERAL: each is the outer side of the next).
+LOCK_EVENT_HOLD_AND_TYPES = _bound(
+    """
+    SELECT e.start_time, h.id, h.status, h.booking_id, h.expired, t.id AS ticket_type_id
+    FROM (SELECT id, start_time FROM events WHERE id = :event_id FOR UPDATE) e
+    CROSS JOIN LATERAL (
+        SELECT id, status, booking_id, status = 'active' AND expires_at <= now() AS expired
+        FROM holds WHERE id = :hold_id AND event_id = e.id FOR UPDATE
+    ) h
+    CROSS JOIN LATERAL (
+        SELECT id FROM ticket_types
+        WHERE id IN (SELECT ticket_type_id FROM hold_items WHERE hold_id = h.id)
+        ORDER BY id FOR UPDATE
+    ) t
+    """,
+    param("event_id", BigInteger),
+    param("hold_id", BigInteger),
 )

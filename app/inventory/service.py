@@ -138,13 +138,19 @@ async def lock_and_check(
     ``hold_exists``, or released first when it has expired.
     """
     ids = sorted(line.ticket_type_id for line in lines)
-    lock = compile_statement(sql.LOCK_EVENT_AND_TYPES)
-    locked = await lock.fetch(conn, event_id=event_id, ids=ids)
-    if holder_id is not None and locked and await _holds_already(conn, holder_id, event_id):
-        # Their own hold had expired (not swept yet): it ended, the line was served.
-        await _expire_and_offer(conn, event_id, offer_ttl, aftermath)
-        await _holds_already(conn, holder_id, event_id)  # an offer made just now?
+    if holder_id is None:
+        lock = compile_statement(sql.LOCK_EVENT_AND_TYPES)
         locked = await lock.fetch(conn, event_id=event_id, ids=ids)
+    else:
+        lock = compile_statement(sql.LOCK_EVENT_AND_TYPES_FOR_HOLDER)
+        locked = await lock.fetch(conn, event_id=event_id, ids=ids, user_id=holder_id)
+        if locked and locked[0]["holder_expired"] is not None:
+            if not locked[0]["holder_expired"]:
+                raise HoldExists()
+            # Their own hold had expired (not swept yet): it ends now; the line is served.
+            await _expire_and_offer(conn, event_id, offer_ttl, aftermath)
+            await _holds_already(conn, holder_id, event_id)  # an offer made just now?
+            locked = await lock.fetch(conn, event_id=event_id, ids=ids, user_id=holder_id)
     try:
         return _check_and_price(event_id, lines, ids, locked)
     except (SoldOut, CapacityExceeded):
@@ -152,7 +158,9 @@ async def lock_and_check(
             raise
     if holder_id is not None:
         await _holds_already(conn, holder_id, event_id)
-    locked = await lock.fetch(conn, event_id=event_id, ids=ids)
+        locked = await lock.fetch(conn, event_id=event_id, ids=ids, user_id=holder_id)
+    else:
+        locked = await lock.fetch(conn, event_id=event_id, ids=ids)
     return _check_and_price(event_id, lines, ids, locked)
 
 
@@ -387,28 +395,37 @@ async def checkout_hold(
 ) -> tuple[int, bool]:
     """A hold is checked out: its tickets move from held to sold (never on sale in
     between) into a booking at the hold's prices. Returns (booking id, created now);
-    a hold already checked out returns its booking. Under the event's and the hold's
-    locks, so of concurrent checkouts, deletes and expiries exactly one wins."""
-    event, hold = await _lock_hold(conn, hold_id, event_id)
+    a hold already checked out returns its booking. Under the event's, the hold's and
+    its types' locks (one statement), so of concurrent checkouts, deletes and expiries
+    exactly one wins."""
+    locked = await compile_statement(sql.LOCK_EVENT_HOLD_AND_TYPES).fetch(
+        conn, event_id=event_id, hold_id=hold_id
+    )
+    if not locked:
+        raise NotFound("No hold with this reference.")
+    hold = locked[0]
     if hold["status"] == "converted":
         return hold["booking_id"], False
     if hold["status"] == "expired" or hold["expired"]:
         raise HoldExpired()
     if hold["status"] != "active":
         raise HoldNotActive()
-    if event["start_time"] <= _now():
+    if hold["start_time"] <= _now():
         raise EventNotBookable("The event has started; the hold can no longer be checked out.")
+    return await confirm_checkout(conn, hold_id, event_id, payment_reference), True
+
+
+async def confirm_checkout(
+    conn: asyncpg.Connection, hold_id: int, event_id: int, payment_reference: str | None
+) -> int:
+    """A booking is confirmed by checking out a hold: held to sold, the booking written at
+    the hold's prices, the hold ``converted`` and so is an offered waiting entry of it.
+    One round trip; the caller holds the locks. Returns the booking's id."""
     booking_id = await compile_statement(sql.CHECKOUT_HOLD).fetchval(
         conn, hold_id=hold_id, event_id=event_id, payment_reference=payment_reference
     )
-    await confirm_checkout(conn, hold_id, booking_id)
-    return booking_id, True
-
-
-async def confirm_checkout(conn: asyncpg.Connection, hold_id: int, booking_id: int) -> None:
-    """A booking is confirmed by checking out a hold (``booking_id``); an offered waiting
-    entry of the hold is ``converted``."""
-    await compile_statement(sql.END_OFFERS).execute(conn, status="converted", hold_ids=[hold_id])
+    assert booking_id is not None
+    return booking_id
 
 
 async def release_hold(
