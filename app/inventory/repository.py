@@ -17,7 +17,6 @@ from sqlalchemy import (
     String,
     any_,
     func,
-    literal_column,
     select,
     text,
     true,
@@ -28,7 +27,6 @@ from app.auth.models import User
 from app.bookings.models import Booking
 from app.core.db import param
 from app.events.models import Event, TicketType
-from app.holds.models import Hold
 
 IDS = ARRAY(BigInteger)
 
@@ -104,19 +102,6 @@ LOCK_EVENT_AND_TYPES = select(
     _locked_types.c.quantity_available,
     _locked_types.c.is_active,
 ).select_from(_locked_event.join(_locked_types, true()))
-
-# The same locks for a hold being placed, with the attendee's active hold on the event
-# (``holder_expired``: NULL when none, else whether it has expired) in the same round trip.
-LOCK_EVENT_AND_TYPES_FOR_HOLDER = LOCK_EVENT_AND_TYPES.add_columns(
-    select(Hold.expires_at <= func.now())
-    .where(
-        Hold.user_id == param("user_id", BigInteger),
-        Hold.event_id == _locked_event.c.id,
-        Hold.status == literal_column("'active'"),
-    )
-    .scalar_subquery()
-    .label("holder_expired")
-)
 
 LOCK_EVENT = (
     select(

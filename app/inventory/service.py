@@ -138,19 +138,16 @@ async def lock_and_check(
     ``hold_exists``, or released first when it has expired.
     """
     ids = sorted(line.ticket_type_id for line in lines)
-    if holder_id is None:
-        lock = compile_statement(sql.LOCK_EVENT_AND_TYPES)
+    lock = compile_statement(sql.LOCK_EVENT_AND_TYPES)
+    locked = await lock.fetch(conn, event_id=event_id, ids=ids)
+    # The attendee's own hold is read by a statement of its own, after the locks: a
+    # statement's snapshot is taken before it waits for the event's lock, so a hold
+    # committed meanwhile would be missed by a subquery of the locking statement.
+    if holder_id is not None and locked and await _holds_already(conn, holder_id, event_id):
+        # Their own hold had expired (not swept yet): it ends now; the line is served.
+        await _expire_and_offer(conn, event_id, offer_ttl, aftermath)
+        await _holds_already(conn, holder_id, event_id)  # an offer made just now?
         locked = await lock.fetch(conn, event_id=event_id, ids=ids)
-    else:
-        lock = compile_statement(sql.LOCK_EVENT_AND_TYPES_FOR_HOLDER)
-        locked = await lock.fetch(conn, event_id=event_id, ids=ids, user_id=holder_id)
-        if locked and locked[0]["holder_expired"] is not None:
-            if not locked[0]["holder_expired"]:
-                raise HoldExists()
-            # Their own hold had expired (not swept yet): it ends now; the line is served.
-            await _expire_and_offer(conn, event_id, offer_ttl, aftermath)
-            await _holds_already(conn, holder_id, event_id)  # an offer made just now?
-            locked = await lock.fetch(conn, event_id=event_id, ids=ids, user_id=holder_id)
     try:
         return _check_and_price(event_id, lines, ids, locked)
     except (SoldOut, CapacityExceeded):
@@ -158,9 +155,7 @@ async def lock_and_check(
             raise
     if holder_id is not None:
         await _holds_already(conn, holder_id, event_id)
-        locked = await lock.fetch(conn, event_id=event_id, ids=ids, user_id=holder_id)
-    else:
-        locked = await lock.fetch(conn, event_id=event_id, ids=ids)
+    locked = await lock.fetch(conn, event_id=event_id, ids=ids)
     return _check_and_price(event_id, lines, ids, locked)
 
 

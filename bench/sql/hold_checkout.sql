@@ -18,14 +18,14 @@ WHERE events.id = :ev::BIGINT) AS own_ids
 FROM users
 WHERE users.id = :uid::BIGINT;
 BEGIN;
-SELECT e.name, e.start_time, e.cancelled_at, e.total_capacity, e.tickets_sold, e.tickets_held, t.id, t.name AS type_name, t.price, t.quantity_available, t.is_active, (SELECT holds.expires_at <= now() AS anon_1
-FROM holds
-WHERE holds.user_id = :uid::BIGINT AND holds.event_id = e.id AND holds.status = 'active') AS holder_expired
+SELECT e.name, e.start_time, e.cancelled_at, e.total_capacity, e.tickets_sold, e.tickets_held, t.id, t.name AS type_name, t.price, t.quantity_available, t.is_active
 FROM (SELECT events.id AS id, events.name AS name, events.start_time AS start_time, events.cancelled_at AS cancelled_at, events.total_capacity AS total_capacity, events.tickets_sold AS tickets_sold, events.tickets_held AS tickets_held
 FROM events
 WHERE events.id = :ev::BIGINT FOR UPDATE) AS e JOIN LATERAL (SELECT ticket_types.id AS id, ticket_types.name AS name, ticket_types.price AS price, ticket_types.quantity_available AS quantity_available, ticket_types.is_active AS is_active
 FROM ticket_types
 WHERE ticket_types.event_id = e.id AND ticket_types.id = ANY (ARRAY[:tt]::BIGINT[]) ORDER BY ticket_types.id FOR UPDATE) AS t ON true \gset
+SELECT id, expires_at <= now() AS expired FROM holds
+    WHERE user_id = :uid::BIGINT AND event_id = :ev::BIGINT AND status = 'active';
 WITH lines AS (
         SELECT * FROM unnest(ARRAY[:tt]::BIGINT[], ARRAY[1]::INTEGER[], ARRAY[:price]::NUMERIC(10, 2)[]) AS l(ticket_type_id, quantity, price)
     ), tt AS (
