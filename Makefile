@@ -11,7 +11,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test migrate migrations createsuperuser shell worker lint format profile \
-	bench cluster up up-d down build rebuild
+	bench chaos cluster up up-d down build rebuild
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -59,6 +59,9 @@ format: $(VENV)/.synced ## Fix what ruff can fix and format the code
 
 bench: $(VENV)/.synced ## Run the benchmarks
 	$(BIN)/python -m bench
+
+chaos: $(VENV)/.synced ## Booking storm while a private PostgreSQL restarts, stops, freezes (and a worker, Redis die)
+	$(BIN)/python -m bench.chaos
 
 profile: $(VENV)/.synced ## CPU per request and its shares by package (in-process, cProfile)
 	$(BIN)/python -m bench.profile

@@ -646,3 +646,48 @@ async def test_odd_input_in_the_console_is_never_a_server_error(
             data={"pks": ["abc", "99999999999999999999"], "csrf_token": token},
         )
         assert r.status_code == 303, (identity, r.status_code)
+
+
+async def test_holds_and_waiting_entries_are_listed_and_searchable(
+    console: httpx.AsyncClient, booked: dict[str, Any], create_user: Callable[..., Any]
+) -> None:
+    event, (_, vip) = booked["event"], booked["types"]
+    hold = await console.post(
+        "/api/holds/",
+        headers=auth(booked["attendee"]),
+        json={"event_id": event.id, "items": [{"ticket_type_id": vip.id, "quantity": 2}]},
+    )
+    assert hold.status_code == 201, hold.text
+    reference = hold.json()["hold_reference"]
+    # The rest of VIP goes to another attendee; a third one waits for VIP tickets.
+    buyer = await create_user("attendee", username="bea")
+    await _book(console, buyer, event, [(vip.id, 2)])
+    waiter = await create_user("attendee", username="walt", email="walt@example.com")
+    entry = await console.post(
+        f"/api/events/{event.id}/waitlist/",
+        headers=auth(waiter),
+        json={"ticket_type_id": vip.id, "quantity": 1},
+    )
+    assert entry.status_code == 201, entry.text
+
+    holds = await console.get("/admin/hold/list")
+    assert reference in holds.text and "ann &lt;ann@example.com&gt;" in holds.text
+    for term in (reference[:8], "ann@", "Jazz"):
+        found = await console.get("/admin/hold/list", params={"search": term})
+        assert reference in found.text, term
+    assert reference not in (await console.get("/admin/hold/list", params={"search": "walt"})).text
+    active = await console.get("/admin/hold/list", params={"status": "active"})
+    assert reference in active.text
+    assert (
+        reference not in (await console.get("/admin/hold/list", params={"status": "expired"})).text
+    )
+
+    waiting = await console.get("/admin/waitlist-entry/list", params={"search": "walt@"})
+    assert "walt &lt;walt@example.com&gt;" in waiting.text and "waiting" in waiting.text
+    nobody = await console.get("/admin/waitlist-entry/list", params={"search": "ann@"})
+    assert "walt@example.com" not in nobody.text
+    details = await console.get(f"/admin/waitlist-entry/details/{entry.json()['id']}")
+    assert details.status_code == 200 and "walt@example.com" in details.text
+
+    types = await console.get("/admin/ticket-type/list")
+    assert "Quantity Held" in types.text or "quantity_held" in types.text

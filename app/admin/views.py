@@ -29,8 +29,10 @@ from app.core.errors import AppError
 from app.core.metrics import BOOKINGS_CANCELLED
 from app.events.models import Event, TicketType
 from app.events.status import EVENT_STATUS, EventStatus, status_filter
+from app.holds.models import Hold
 from app.inventory.service import Aftermath
 from app.notifications import service as notifications
+from app.waitlist.models import WaitlistEntry
 
 _STATUS_CHOICES = [(s.value, s.value.replace("_", " ")) for s in EventStatus]
 
@@ -212,6 +214,7 @@ class EventAdmin(ConsoleView, model=Event):
         "status",
         Event.total_capacity,
         Event.tickets_sold,
+        Event.tickets_held,
         Event.organizer_id,
     ]
     column_details_list = [
@@ -224,6 +227,7 @@ class EventAdmin(ConsoleView, model=Event):
         "status",
         Event.total_capacity,
         Event.tickets_sold,
+        Event.tickets_held,
         Event.organizer_id,
         Event.cancelled_at,
         Event.created_at,
@@ -318,6 +322,7 @@ class TicketTypeAdmin(ConsoleView, model=TicketType):
         TicketType.price,
         TicketType.quantity_available,
         TicketType.quantity_sold,
+        TicketType.quantity_held,
         TicketType.is_active,
     ]
     column_details_list = [
@@ -463,6 +468,82 @@ class BookingAdmin(ConsoleView, model=Booking):
         return self._back(request, pks)
 
 
+# ---------------------------------------------------------------- holds and waiting lists
+
+
+class HoldAdmin(ConsoleView, model=Hold):
+    name, name_plural, icon = "Hold", "Holds", "fa-solid fa-hourglass-half"
+    column_list = [
+        Hold.hold_reference,
+        Hold.status,
+        Hold.event_id,
+        "attendee",
+        Hold.total_price,
+        Hold.expires_at,
+        Hold.created_at,
+        Hold.booking_id,
+    ]
+    column_details_list = [Hold.id, *column_list, Hold.user_id, Hold.ended_at]
+    column_labels = {Hold.hold_reference: "Reference", "attendee": "Attendee"}
+    column_sortable_list = [Hold.created_at, Hold.expires_at]
+    column_default_sort = (Hold.id, True)
+    column_filters = [
+        StaticValuesFilter(
+            Hold.status, [(s, s) for s in ("active", "converted", "released", "expired")]
+        )
+    ]
+    column_searchable_list = ["hold_reference"]
+
+    def search_placeholder(self) -> str:
+        return "Reference, attendee email or username, event id"
+
+    def search_query(self, stmt: Select, term: str) -> Select:
+        return stmt.where(_reference_or_person(Hold, Hold.hold_reference, term))
+
+    async def annotate(self, rows: Sequence[Any]) -> None:
+        await _annotate_attendees(self, rows)
+
+
+class WaitlistEntryAdmin(ConsoleView, model=WaitlistEntry):
+    name, name_plural, icon = "Waiting entry", "Waiting lists", "fa-solid fa-people-line"
+    column_list = [
+        WaitlistEntry.id,
+        WaitlistEntry.status,
+        WaitlistEntry.event_id,
+        WaitlistEntry.ticket_type_id,
+        "attendee",
+        WaitlistEntry.quantity,
+        WaitlistEntry.created_at,
+        WaitlistEntry.offered_at,
+    ]
+    column_details_list = [
+        *column_list,
+        WaitlistEntry.user_id,
+        WaitlistEntry.hold_id,
+        WaitlistEntry.ended_at,
+    ]
+    column_labels = {"attendee": "Attendee"}
+    column_sortable_list = [WaitlistEntry.id, WaitlistEntry.created_at]
+    column_default_sort = (WaitlistEntry.id, False)
+    column_filters = [
+        StaticValuesFilter(
+            WaitlistEntry.status,
+            [(s, s) for s in ("waiting", "offered", "converted", "expired", "left")],
+        ),
+        EventStatusFilter(),
+    ]
+    column_searchable_list = ["user_id"]
+
+    def search_placeholder(self) -> str:
+        return "Attendee email or username, event id"
+
+    def search_query(self, stmt: Select, term: str) -> Select:
+        return stmt.where(_reference_or_person(WaitlistEntry, None, term))
+
+    async def annotate(self, rows: Sequence[Any]) -> None:
+        await _annotate_attendees(self, rows)
+
+
 # ---------------------------------------------------------------- audit log
 
 
@@ -485,6 +566,8 @@ class AuditLogAdmin(ConsoleView, model=AuditLog):
 
 VIEWS: list[type[ConsoleView]] = [
     BookingAdmin,
+    HoldAdmin,
+    WaitlistEntryAdmin,
     EventAdmin,
     TicketTypeAdmin,
     UserAdmin,
