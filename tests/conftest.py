@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from app.core.security import create_token, pwd_context
 from tests import pg
 from tests.redis_server import free_port
 
-pytest_plugins = ["tests.conftest_redis"]
+pytest_plugins = ["tests.conftest_redis", "tests.conftest_webhooks"]
 ROOT = Path(__file__).resolve().parents[1]
 TEST_SECRET_KEY = "test-secret-key-0123456789-abcdefghijklmnop"
 TEST_PASSWORD = "Correct-Horse-42"
@@ -54,6 +55,9 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         # The whole suite stays well under PostgreSQL's default 100 connections.
         "db_pool_size": 10,
         "db_max_overflow": 5,
+        # Every app of the suite shares one database: only the tests about delivery run
+        # a dispatcher (or call run_until_idle), so none sends another test's messages.
+        "outbox_in_process": False,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -94,6 +98,7 @@ def db(engine: object) -> async_sessionmaker[AsyncSession]:
 
 
 TABLES = (
+    "webhook_deliveries, outbox_messages, webhook_endpoints, "
     "audit_log, waitlist_entries, idempotency_keys, hold_items, holds, booking_items, "
     "bookings, ticket_types, events, refresh_tokens, users"
 )
@@ -190,9 +195,10 @@ def wait_until_ready(base: str, proc: subprocess.Popen[bytes], timeout: float) -
         time.sleep(0.2)
 
 
-@pytest.fixture(scope="session")
-def live_server(database_url: str) -> Iterator[str]:
-    """The real service under uvicorn with 2 worker processes, on the test database."""
+@contextmanager
+def uvicorn_server(database_url: str, **env_overrides: str) -> Iterator[str]:
+    """The real service under uvicorn with 2 worker processes, on the test database;
+    yields its base URL. ``env_overrides`` are settings (OUTBOX_IN_PROCESS="true", ...)."""
     port = free_port()
     env = {
         **os.environ,
@@ -202,6 +208,9 @@ def live_server(database_url: str) -> Iterator[str]:
         "DB_POOL_SIZE": "10",
         "DB_MAX_OVERFLOW": "5",
         "LOG_LEVEL": "WARNING",
+        # Only the tests about delivery send the outbox (see make_settings).
+        "OUTBOX_IN_PROCESS": "false",
+        **env_overrides,
     }
     env.pop("REDIS_URL", None)
     proc = subprocess.Popen(
@@ -237,3 +246,10 @@ def live_server(database_url: str) -> Iterator[str]:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="session")
+def live_server(database_url: str) -> Iterator[str]:
+    """The real service under uvicorn with 2 worker processes, on the test database."""
+    with uvicorn_server(database_url) as base:
+        yield base
