@@ -22,7 +22,7 @@ from app.bookings import service as bookings
 from app.bookings.models import Booking
 from app.bookings.schemas import BookingCreate
 from app.core.config import Settings
-from app.core.db import UnitOfWork, compile_statement, param, raw_connection
+from app.core.db import UnitOfWork, param, raw_connection
 from app.core.errors import NotFound
 from app.core.security import TokenClaims
 from app.events.models import Event, TicketType
@@ -153,17 +153,14 @@ async def checkout_hold(
     """Turn one's own active hold into a confirmed booking (at the hold's prices).
     Returns the booking and whether it was made now (a hold checked out before
     returns its booking)."""
-    async with uow.driver() as conn:
-        found = await compile_statement(FIND_HOLD).fetchrow(
-            conn, hold_reference=reference, user_id=user.id
-        )
-        if found is None:
-            raise NotFound("No hold with this reference.")
-        async with conn.transaction():
-            booking_id, created = await inventory.checkout_hold(
-                conn, found["id"], found["event_id"], payment_reference=payment_reference
-            )
     async with uow:
+        hold = await _find_hold(uow.session, reference, user.id)
+        booking_id, created = await inventory.checkout_hold(
+            await raw_connection(uow.session),
+            hold.id,
+            hold.event_id,
+            payment_reference=payment_reference,
+        )
         booking = await bookings.load_booking(uow.session, booking_id=booking_id)
         if created:  # booking.confirmed and its email, with the checkout's transaction
             await booking_messages.record_booking_confirmed(
