@@ -17,7 +17,8 @@ from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from app.core.config import Settings
-from app.core.errors import RateLimited, install_error_handlers
+from app.core.errors import RateLimited
+from app.core.handlers import install_error_handlers
 from app.core.ratelimit import RateLimiter, limit_per_ip, limits_from_settings
 from tests.conftest import TEST_PASSWORD, TEST_SECRET_KEY, auth
 from tests.redis_server import free_port, serve, start_redis_server, stop

@@ -19,7 +19,7 @@ import orjson
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth.deps import check_role, check_token_user
+from app.auth.access import check_role, check_token_user
 from app.auth.models import Role, User
 from app.bookings import repository
 from app.bookings.models import Booking, BookingItem
