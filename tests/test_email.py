@@ -23,8 +23,14 @@ from app.notifications.emails import Email, render
 from app.notifications.jobs import send_with_retries
 from app.notifications.outbox import queue_name
 from app.worker import make_worker
-from tests.booking_setup import add_event, add_ticket_type
-from tests.conftest import TEST_PASSWORD, auth, make_settings
+from tests.factories import (
+    TEST_PASSWORD,
+    auth,
+    confirmed_booking,
+    make_event,
+    make_settings,
+    make_ticket_type,
+)
 from tests.redis_server import SmtpSink, html_of, text_of
 
 # arq's worker closes its pool with a call that redis-py 5 marks deprecated.
@@ -100,23 +106,10 @@ async def queued(
 
 
 async def ticketed_event(db: Any, organizer: User, **fields: Any) -> tuple[Any, Any, Any]:
-    event = await add_event(db, organizer.id, name=fields.pop("name", "Jazz <Night> & Co"))
-    standard = await add_ticket_type(db, event.id, name="Standard", price=Decimal("25.00"))
-    vip = await add_ticket_type(db, event.id, name="VIP", price=Decimal("80.50"))
+    event = await make_event(db, organizer.id, name=fields.pop("name", "Jazz <Night> & Co"))
+    standard = await make_ticket_type(db, event.id, name="Standard", price=Decimal("25.00"))
+    vip = await make_ticket_type(db, event.id, name="VIP", price=Decimal("80.50"))
     return event, standard, vip
-
-
-async def book(client: httpx.AsyncClient, user: User, event: Any, *items: tuple[Any, int]) -> dict:
-    response = await client.post(
-        "/api/bookings/",
-        json={
-            "event_id": event.id,
-            "items": [{"ticket_type_id": tt.id, "quantity": q} for tt, q in items],
-        },
-        headers=auth(user),
-    )
-    assert response.status_code == 201, response.text
-    return response.json()
 
 
 def reset_link_in(message: Any) -> str:
@@ -137,7 +130,9 @@ async def test_a_booking_sends_exactly_one_confirmation_email(
     attendee: User,
 ) -> None:
     event, standard, vip = await ticketed_event(db, organizer)
-    booking = await book(mail_client, attendee, event, (standard, 2), (vip, 1))
+    booking = await confirmed_booking(
+        mail_client, attendee, event.id, (standard.id, 2), (vip.id, 1)
+    )
 
     [message] = await smtp_sink.wait_for(1, to=attendee.email)
     await mail_app.state.outbox.wait_idle()
@@ -183,7 +178,7 @@ async def test_cancelling_a_booking_emails_the_attendee(
     attendee: User,
 ) -> None:
     event, standard, _ = await ticketed_event(db, organizer)
-    booking = await book(mail_client, attendee, event, (standard, 3))
+    booking = await confirmed_booking(mail_client, attendee, event.id, (standard.id, 3))
     await smtp_sink.wait_for(1)
     reference = booking["booking_reference"]
     response = await mail_client.put(f"/api/bookings/{reference}/cancel/", headers=auth(attendee))
@@ -207,9 +202,9 @@ async def test_cancelling_an_event_emails_every_booking_once(
     event, standard, vip = await ticketed_event(db, organizer, name="Open Air")
     first, second = await create_user("attendee"), await create_user("attendee")
     bookings = [
-        await book(mail_client, first, event, (standard, 1)),
-        await book(mail_client, first, event, (vip, 2)),
-        await book(mail_client, second, event, (standard, 4)),
+        await confirmed_booking(mail_client, first, event.id, (standard.id, 1)),
+        await confirmed_booking(mail_client, first, event.id, (vip.id, 2)),
+        await confirmed_booking(mail_client, second, event.id, (standard.id, 4)),
     ]
     await smtp_sink.wait_for(3)
     response = await mail_client.patch(
@@ -319,7 +314,7 @@ async def test_the_worker_retries_when_smtp_fails(
     smtp_sink.fail_next = 2
     event, standard, _ = await ticketed_event(db, organizer)
     async with client_for(application) as client:
-        booking = await book(client, attendee, event, (standard, 1))
+        booking = await confirmed_booking(client, attendee, event.id, (standard.id, 1))
     start_worker()
     [message] = await smtp_sink.wait_for(1, to=attendee.email, timeout=20)
     assert booking["booking_reference"] in text_of(message)
