@@ -235,7 +235,7 @@ def shell() -> None:
 
 @cli.command()
 def worker(burst: bool = typer.Option(False, help="Stop once the queue is empty.")) -> None:
-    """Run the background worker (arq) that sends the emails queued in Redis."""
+    """Run the background worker: it sends the outbox (emails and webhooks)."""
     import logging.config
 
     from arq.logs import default_log_config

@@ -37,6 +37,7 @@ from app.core.replica import create_read_engine
 from app.events.router import router as events_router
 from app.holds.router import router as holds_router
 from app.waitlist.router import router as waitlist_router
+from app.webhooks.router import router as webhooks_router
 
 logger = logging.getLogger("app")
 
@@ -65,12 +66,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from redis.asyncio import Redis
 
         app.state.redis = Redis.from_url(settings.redis_url, socket_timeout=2)
-    # Rate limits share Redis across workers; emails leave after commit (arq queue or a task).
+    # Rate limits share Redis across workers. Emails and webhooks wait in the outbox
+    # table; this process sends them unless a worker does (see Settings).
     from app.core.ratelimit import limiter_for
-    from app.notifications.outbox import get_outbox
+    from app.outbox.dispatcher import Dispatcher
 
     limiter_for(app.state)
-    outbox = get_outbox(app.state)
+    outbox = Dispatcher(settings, url)
+    app.state.outbox = outbox
+    app.state.metrics_probes = [outbox.gauges]
+    if settings.dispatches_in_process:
+        outbox.start()
     from app.auth.maintenance import purge_refresh_tokens_forever
     from app.bookings.maintenance import purge_idempotency_keys_forever
 
@@ -87,14 +93,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Without Redis there is no worker: expired holds are swept by this process
         # (with Redis, by the worker's cron job).
         from app.holds.maintenance import sweep_forever
-        from app.notifications import service as notifications
 
         tasks.append(
             asyncio.create_task(
                 sweep_forever(
                     app.state.sessionmaker,
                     settings,
-                    lambda offers: notifications.waitlist_offered(app, offers),
+                    # The offers' emails are outbox rows of the sweep's transaction.
+                    lambda offers: None,
                 )
             )
         )
@@ -133,6 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(bookings_router)
     app.include_router(holds_router)
     app.include_router(waitlist_router)
+    app.include_router(webhooks_router)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -6,7 +6,9 @@ from app.bookings.models import Booking, BookingItem, IdempotencyKey
 from app.core.db import Base
 from app.events.models import Event, TicketType
 from app.holds.models import Hold, HoldItem
+from app.outbox.models import OutboxMessage
 from app.waitlist.models import WaitlistEntry
+from app.webhooks.models import WebhookDelivery, WebhookEndpoint
 
 __all__ = [
     "AuditLog",
@@ -17,8 +19,11 @@ __all__ = [
     "Hold",
     "HoldItem",
     "IdempotencyKey",
+    "OutboxMessage",
     "RefreshToken",
     "TicketType",
     "User",
     "WaitlistEntry",
+    "WebhookDelivery",
+    "WebhookEndpoint",
 ]

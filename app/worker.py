@@ -1,4 +1,9 @@
-"""The background worker: arq's WorkerSettings for `python -m app worker`."""
+"""The background worker: arq's WorkerSettings for `python -m app worker`.
+
+It sends the outbox (emails and webhooks stored with the changes they report) when
+the API processes do not (REDIS_URL set), and still runs email jobs queued by
+earlier versions, which put emails on the arq queue.
+"""
 
 from __future__ import annotations
 
@@ -10,46 +15,52 @@ from arq.connections import RedisSettings
 from arq.worker import Worker, create_worker
 
 from app.core.config import Settings, get_settings
+from app.core.db import resolve_database_url
 from app.core.redis import DEFAULT_KEY_PREFIX
 from app.notifications.jobs import MAX_TRIES, deserialize_job, send_email, serialize_job
-from app.notifications.outbox import queue_name
+from app.outbox.dispatcher import Dispatcher
 
 logger = logging.getLogger("app.worker")
 
 
+def queue_name(prefix: str) -> str:
+    return f"{prefix}:emails"
+
+
 async def startup(ctx: dict[str, Any]) -> None:
-    ctx.setdefault("settings", get_settings())
-    logger.info("worker ready")
+    settings: Settings = ctx.setdefault("settings", get_settings())
+    dispatcher = Dispatcher(settings, resolve_database_url(settings))
+    dispatcher.start()
+    ctx["outbox"] = dispatcher
+    logger.info("worker ready: sending the outbox")
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    if (dispatcher := ctx.get("outbox")) is not None:
+        await dispatcher.close()
     engine = ctx.pop("engine", None)
     if engine is not None:
         await engine.dispose()
 
 
 async def sweep_holds(ctx: dict[str, Any]) -> int:
-    """The cron job: expired holds back on sale; offers made are emailed through the queue.
+    """The cron job: expired holds back on sale. The offers it makes and the holds it
+    expires are told through the outbox, in the sweep's own transactions.
 
     The database is opened on the first sweep (the email jobs never need it)."""
     from app.core.db import create_engine, make_sessionmaker
     from app.holds.maintenance import sweep_expired_holds
-    from app.notifications.service import waitlist_offer_email
 
     settings: Settings = ctx["settings"]
     if "sessionmaker" not in ctx:
         ctx["engine"] = create_engine(settings, pool_size=2, max_overflow=0)
         ctx["sessionmaker"] = make_sessionmaker(ctx["engine"])
     aftermath = await sweep_expired_holds(ctx["sessionmaker"], settings)
-    for offer in aftermath.offers:
-        email = waitlist_offer_email(offer)
-        # The worker's own pool: its default queue is the one this worker serves.
-        await ctx["redis"].enqueue_job("send_email", email, _job_id=email.job_id)
     return len(aftermath.offers)
 
 
 class WorkerSettings:
-    """What the worker runs: the email job, retried up to MAX_TRIES times with backoff."""
+    """What the worker runs: the outbox dispatcher, and the legacy email job."""
 
     functions = [send_email]
     # Expired holds back on sale every 5 seconds (the contract: within 10).
@@ -61,7 +72,6 @@ class WorkerSettings:
     job_timeout = 60
     job_serializer = staticmethod(serialize_job)
     job_deserializer = staticmethod(deserialize_job)
-    # Emails are not results anyone reads back; keep them an hour for debugging.
     keep_result = 3600
 
 

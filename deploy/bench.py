@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -152,6 +153,7 @@ def main() -> int:
             os.killpg(direct.pid, signal.SIGTERM)
             direct.wait(timeout=15)
         cluster.stop()
+        shutil.rmtree(cluster.workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

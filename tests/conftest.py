@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import httpx
@@ -28,11 +25,11 @@ from tests.factories import (
     auth,
     make_settings,
     token_for,
+    uvicorn_server,
     wait_until_ready,
 )
-from tests.redis_server import free_port
 
-pytest_plugins = ["tests.conftest_redis"]
+pytest_plugins = ["tests.conftest_redis", "tests.conftest_webhooks"]
 __all__ = [
     "ROOT",
     "TEST_PASSWORD",
@@ -40,6 +37,7 @@ __all__ = [
     "auth",
     "make_settings",
     "token_for",
+    "uvicorn_server",
     "wait_until_ready",
 ]
 
@@ -90,6 +88,7 @@ def db(engine: object) -> async_sessionmaker[AsyncSession]:
 
 
 TABLES = (
+    "webhook_deliveries, outbox_messages, webhook_endpoints, "
     "audit_log, waitlist_entries, idempotency_keys, hold_items, holds, booking_items, "
     "bookings, ticket_types, events, refresh_tokens, users"
 )
@@ -104,6 +103,9 @@ async def _clean_database(db: async_sessionmaker[AsyncSession]) -> AsyncIterator
     for attempt in range(5):
         try:
             async with db() as session:
+                # Housekeeping, not a request: on a busy machine emptying every table can
+                # take longer than the app's STATEMENT_TIMEOUT_MS.
+                await session.execute(text("SET LOCAL statement_timeout = 0"))
                 await session.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
                 await session.commit()
             return
@@ -159,47 +161,5 @@ async def attendee(create_user: Callable[..., object]) -> User:
 @pytest.fixture(scope="session")
 def live_server(database_url: str) -> Iterator[str]:
     """The real service under uvicorn with 2 worker processes, on the test database."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "SECRET_KEY": TEST_SECRET_KEY,
-        "RATE_LIMIT_ENABLED": "false",
-        "DB_POOL_SIZE": "10",
-        "DB_MAX_OVERFLOW": "5",
-        "LOG_LEVEL": "WARNING",
-    }
-    env.pop("REDIS_URL", None)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "app.main:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "2",
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=env,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(base, proc, timeout=30)
-    except RuntimeError:
-        proc.kill()
-        raise
-    try:
+    with uvicorn_server(database_url) as base:
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()

@@ -8,8 +8,12 @@ HTTP client (`await book(client, attendee, event.id, (standard.id, 2))`).
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from itertools import count
@@ -25,6 +29,7 @@ from app.bookings.models import Booking, BookingItem
 from app.core.config import Settings
 from app.core.security import create_token, pwd_context
 from app.events.models import Event, TicketType
+from tests.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_SECRET_KEY = "test-secret-key-0123456789-abcdefghijklmnop"
@@ -45,6 +50,9 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         # The whole suite stays well under PostgreSQL's default 100 connections.
         "db_pool_size": 10,
         "db_max_overflow": 5,
+        # Every app of the suite shares one database: only the tests about delivery run
+        # a dispatcher (or call run_until_idle), so none sends another test's messages.
+        "outbox_in_process": False,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -75,6 +83,59 @@ def wait_until_ready(base: str, proc: subprocess.Popen[bytes], timeout: float) -
         if time.monotonic() > deadline:
             raise RuntimeError(f"the server at {base} was not ready within {timeout:.0f} s")
         time.sleep(0.2)
+
+
+@contextmanager
+def uvicorn_server(database_url: str, **env_overrides: str) -> Iterator[str]:
+    """The real service under uvicorn with 2 worker processes, on the test database;
+    yields its base URL. ``env_overrides`` are settings (OUTBOX_IN_PROCESS="true", ...)."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "SECRET_KEY": TEST_SECRET_KEY,
+        "RATE_LIMIT_ENABLED": "false",
+        "DB_POOL_SIZE": "10",
+        "DB_MAX_OVERFLOW": "5",
+        "LOG_LEVEL": "WARNING",
+        # Only the tests about delivery send the outbox (see make_settings).
+        "OUTBOX_IN_PROCESS": "false",
+        **env_overrides,
+    }
+    env.pop("REDIS_URL", None)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "app.main:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(base, proc, timeout=30)
+    except RuntimeError:
+        proc.kill()
+        raise
+    try:
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def order(event_id, *items):

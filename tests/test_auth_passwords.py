@@ -150,7 +150,7 @@ def outbox(monkeypatch) -> list[dict[str, str]]:
     """The reset emails the service sends, instead of sending them."""
     sent: list[dict[str, str]] = []
 
-    async def capture(settings: object, *, email: str, username: str, link: str) -> None:
+    async def capture(settings: object, *, email: str, username: str, link: str, **_) -> None:
         sent.append({"email": email, "username": username, "link": link})
 
     monkeypatch.setattr(notifications, "send_password_reset", capture)
@@ -190,10 +190,11 @@ async def test_reset_request_with_invalid_email_is_422(client) -> None:
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body.email"
 
 
-async def test_reset_email_is_logged_with_the_link(client, create_user, caplog) -> None:
+async def test_reset_email_is_logged_with_the_link(app, client, create_user, caplog) -> None:
     user = await create_user(email="logme@example.com")
     with caplog.at_level(logging.INFO, logger="app.notifications"):
         await _request_reset(client, "logme@example.com")
+        await app.state.outbox.run_until_idle()  # the outbox's dispatcher sends (logs) it
     [record] = [r for r in caplog.records if r.name == "app.notifications"]
     message = record.getMessage()
     assert "logme@example.com" in message and user.username in message

@@ -21,6 +21,7 @@ def run_cli(
     environment = {
         **os.environ,
         "DATABASE_URL": database_url,
+        "OUTBOX_IN_PROCESS": "false",
         "SECRET_KEY": TEST_SECRET_KEY,
         "LOG_LEVEL": "WARNING",
         **env,

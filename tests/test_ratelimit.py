@@ -237,6 +237,7 @@ WINDOW = f"3/{WINDOW_SECONDS} second"
 def server_env(database_url: str, redis_url: str, prefix: str) -> dict[str, str]:
     return {
         "DATABASE_URL": database_url,
+        "OUTBOX_IN_PROCESS": "false",
         "SECRET_KEY": TEST_SECRET_KEY,
         "REDIS_URL": redis_url,
         "TEST_REDIS_KEY_PREFIX": prefix,

@@ -96,7 +96,15 @@ async def test_expired_holds_count_as_on_sale_when_joining(
     await expire(db, ref)
     r = await join(client, waiters[0], event.id, standard.id, 2)
     assert r.status_code == 409 and r.json()["code"] == "tickets_available"
-    assert await type_counters(db, standard.id) == {standard.id: (4, 0, 0)}
+    async with db() as s:
+        entries = await s.scalar(
+            text("SELECT count(*) FROM waitlist_entries WHERE ticket_type_id = :t"),
+            {"t": standard.id},
+        )
+    assert entries == 0
+    # The expired hold's tickets are on sale at once for a booking, too.
+    assert (await book(client, waiters[1], event.id, (standard.id, 4))).status_code == 201
+    assert await type_counters(db, standard.id) == {standard.id: (0, 0, 4)}
 
 
 async def test_joining_is_refused_for_bad_input(

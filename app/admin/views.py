@@ -31,7 +31,6 @@ from app.events.models import Event, TicketType
 from app.events.status import EVENT_STATUS, EventStatus, status_filter
 from app.holds.models import Hold
 from app.inventory.service import Aftermath
-from app.notifications import service as notifications
 from app.waitlist.models import WaitlistEntry
 
 _STATUS_CHOICES = [(s.value, s.value.replace("_", " ")) for s in EventStatus]
@@ -281,9 +280,6 @@ class EventAdmin(ConsoleView, model=Event):
             except (AppError, ValueError) as exc:
                 flash(request, _reason(exc), "danger", f"Event #{pk}")
                 continue
-            notifications.booking_cancelled(
-                self.api, change.cancelled_booking_ids, reason="event_cancelled"
-            )
             flash(
                 request,
                 f"{change.row.event.name} is cancelled "
@@ -451,7 +447,7 @@ class BookingAdmin(ConsoleView, model=Booking):
                 continue
             try:
                 aftermath = Aftermath()
-                booking, attendee = await service.cancel_booking(
+                await service.cancel_booking(
                     self.api.state.sessionmaker,
                     staff,
                     reference,
@@ -462,8 +458,6 @@ class BookingAdmin(ConsoleView, model=Booking):
                 flash(request, _reason(exc), "danger", str(reference))
                 continue
             BOOKINGS_CANCELLED.inc()
-            notifications.booking_cancelled(self.api, booking, attendee)
-            notifications.waitlist_offered(self.api, aftermath.offers)
             flash(request, f"Booking {reference} is cancelled.", "success", "Cancelled")
         return self._back(request, pks)
 

@@ -379,7 +379,7 @@ async def request_password_reset(
         settings, reset.encode_uid(user.id), reset.make_token(user, settings.signing_key)
     )
     background.add_task(
-        _send_reset_email, settings, email=user.email, username=user.username, link=link
+        _send_reset_email, uow, settings, email=user.email, username=user.username, link=link
     )
 
 
@@ -435,9 +435,13 @@ async def _set_password(session: AsyncSession, user: User, hashed: str) -> None:
     await session.flush()
 
 
-async def _send_reset_email(settings: Settings, *, email: str, username: str, link: str) -> None:
+async def _send_reset_email(
+    uow: UnitOfWork, settings: Settings, *, email: str, username: str, link: str
+) -> None:
     try:
-        await notifications.send_password_reset(settings, email=email, username=username, link=link)
+        await notifications.send_password_reset(
+            settings, email=email, username=username, link=link, uow=uow
+        )
     except Exception:
         # The client already has its 202; a failed delivery must not look like a server error.
         logger.exception("sending the password reset email to user %s failed", username)

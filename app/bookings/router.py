@@ -40,7 +40,6 @@ from app.core.pagination import Page, Pagination, paginate
 from app.core.ratelimit import Limiter
 from app.core.schemas import QueryDatetime
 from app.inventory.service import Aftermath
-from app.notifications import service as notifications
 
 router = APIRouter(tags=["bookings"])
 
@@ -94,9 +93,6 @@ async def create_booking(
     )
     if not result.replayed:
         BOOKINGS_CREATED.inc()
-        # Committed: the confirmation email leaves in the background.
-        notifications.booking_confirmed(request.app, result.booking, result.user)
-        notifications.waitlist_offered(request.app, result.aftermath.offers)
     created(request, response, f"/api/bookings/{result.booking.booking_reference}/")
     return BookingRead.model_validate(result.booking, from_attributes=True)
 
@@ -126,8 +122,6 @@ async def cancel_booking(
         uow, user, booking_reference, settings=request.app.state.settings, aftermath=aftermath
     )
     BOOKINGS_CANCELLED.inc()
-    notifications.booking_cancelled(request.app, booking, user)
-    notifications.waitlist_offered(request.app, aftermath.offers)
     return BookingRead.model_validate(booking, from_attributes=True)
 
 

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.access import check_role, check_token_user
 from app.auth.models import Role, User
-from app.bookings import repository
+from app.bookings import messages, repository
 from app.bookings.models import Booking, BookingItem
 from app.bookings.schemas import BookingCreate, BookingFilters
 from app.core.config import Settings
@@ -188,35 +188,47 @@ async def book_tickets(
                 written = await inventory.confirm_booking(
                     conn, order, user_id=user.id, idempotency_key=idempotency_key
                 )
+                booking = _confirmed_view(data, order, written)
+                # In the booking's transaction: the email and webhooks exist exactly
+                # when the booking does (a replay or a refusal records nothing).
+                await messages.record_booking_confirmed(
+                    conn,
+                    booking,
+                    email=user.email,
+                    username=user.username,
+                    event_start=order.event_start,
+                )
     if replay is not None:
         async with uow:
             return BookingResult(await load_booking(uow.session, booking_id=replay), True, user)
+    return BookingResult(booking, user=user, aftermath=aftermath)
+
+
+def _confirmed_view(
+    data: BookingCreate, order: inventory.PricedOrder, written: Sequence[asyncpg.Record]
+) -> BookingView:
     first = written[0]
-    return BookingResult(
-        BookingView(
-            id=first["id"],
-            booking_reference=first["booking_reference"],
-            event_id=data.event_id,
-            event_name=order.event_name,
-            status="confirmed",
-            items=[
-                {
-                    "id": line["item_id"],
-                    "ticket_type_id": line["ticket_type_id"],
-                    "ticket_type_name": order.names[line["ticket_type_id"]],
-                    "quantity": order.wanted[line["ticket_type_id"]],
-                    "price_at_booking": order.unit_prices[line["ticket_type_id"]],
-                }
-                for line in written
-            ],
-            total_price=order.total_price,
-            created_at=first["created_at"],
-            updated_at=first["updated_at"],
-            cancelled_at=None,
-            payment_reference=None,
-        ),
-        user=user,
-        aftermath=aftermath,
+    return BookingView(
+        id=first["id"],
+        booking_reference=first["booking_reference"],
+        event_id=data.event_id,
+        event_name=order.event_name,
+        status="confirmed",
+        items=[
+            {
+                "id": line["item_id"],
+                "ticket_type_id": line["ticket_type_id"],
+                "ticket_type_name": order.names[line["ticket_type_id"]],
+                "quantity": order.wanted[line["ticket_type_id"]],
+                "price_at_booking": order.unit_prices[line["ticket_type_id"]],
+            }
+            for line in written
+        ],
+        total_price=order.total_price,
+        created_at=first["created_at"],
+        updated_at=first["updated_at"],
+        cancelled_at=None,
+        payment_reference=None,
     )
 
 
@@ -243,9 +255,12 @@ async def cancel_booking(
             offer_ttl=settings.waitlist_offer_ttl_seconds,
             aftermath=aftermath if aftermath is not None else Aftermath(),
         )
-    booking.status = "cancelled"
-    booking.cancelled_at = changed["cancelled_at"]
-    booking.updated_at = changed["updated_at"]
+        booking.status = "cancelled"
+        booking.cancelled_at = changed["cancelled_at"]
+        booking.updated_at = changed["updated_at"]
+        await messages.record_booking_cancelled(
+            conn, booking, email=user.email, username=user.username
+        )
     return booking
 
 

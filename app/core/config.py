@@ -91,6 +91,22 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     data_dir: Path = PROJECT_ROOT / ".data"
     idempotency_key_ttl_hours: int = Field(default=24, ge=24)
+    # Webhooks and the outbox.
+    webhook_allow_private_networks: bool = Field(
+        default=False,
+        description="Allow webhook URLs on loopback, private and link-local addresses.",
+    )
+    outbox_in_process: bool | None = Field(
+        default=None,
+        description=(
+            "Send outbox messages from the API process; unset: yes without REDIS_URL "
+            "(with it, `python -m app worker` sends them)."
+        ),
+    )
+    outbox_retry_first_seconds: float = Field(default=5.0, gt=0)
+    outbox_retry_for_hours: float = Field(default=24.0, gt=0)
+    outbox_poll_seconds: float = Field(default=1.0, gt=0)
+    outbox_retention_hours: int = Field(default=168, ge=1)
     # Holds: how long tickets stay off sale for checkout, and for an offer to a waiting entry.
     hold_ttl_seconds: int = Field(default=600, ge=1, le=7 * 24 * 3600)
     waitlist_offer_ttl_seconds: int = Field(default=3600, ge=1, le=30 * 24 * 3600)
@@ -100,6 +116,13 @@ class Settings(BaseSettings):
     # behind a TLS-terminating proxy); a console session lasts this many minutes.
     admin_cookie_secure: bool = False
     admin_session_minutes: int = Field(default=8 * 60, ge=1, le=7 * 24 * 60)
+
+    @property
+    def dispatches_in_process(self) -> bool:
+        """Whether the API process sends the outbox's messages itself."""
+        if self.outbox_in_process is not None:
+            return self.outbox_in_process
+        return self.redis_url is None
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -407,8 +407,17 @@ def compile_statement(
 async def raw_connection(session: AsyncSession) -> asyncpg.Connection:
     """The asyncpg connection under ``session``'s transaction, for compiled statements.
 
-    Statements sent on it are part of the session's transaction (same connection).
+    SQLAlchemy's asyncpg adapter sends BEGIN only with the session's first statement,
+    so a session that has not spoken yet would hand out a connection in autocommit:
+    its row locks would end with each statement and a multi-statement change could
+    half commit. BEGIN is sent here in that case, so whatever runs on the returned
+    connection is part of the unit of work's one transaction (and, through a
+    transaction-mode pooler, stays on one server connection).
     """
     conn = await session.connection()
     raw = await conn.get_raw_connection()
-    return raw.driver_connection  # type: ignore[return-value]
+    driver = raw.driver_connection
+    adapted = raw.dbapi_connection
+    if not getattr(adapted, "_started", True):
+        await adapted._start_transaction()  # type: ignore[union-attr]
+    return driver  # type: ignore[return-value]

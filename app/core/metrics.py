@@ -8,6 +8,7 @@ counters there and a scrape of any worker reports the sum. `python -m app serve
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import os
 from collections.abc import Awaitable, Callable, Iterator
@@ -44,7 +45,19 @@ BOOKING_CONFLICTS = Counter(
     "booking_conflicts_total", "Requests refused with a domain error, by code", ["code"]
 )
 
+OUTBOX_ATTEMPTS = Counter(
+    "outbox_attempts_total",
+    "Attempts to send outbox messages, by channel (email, webhook) and result "
+    "(delivered, retry, dead, skipped)",
+    ["channel", "result"],
+)
+
 UNMATCHED_ROUTE = "<unmatched>"
+
+# Gauges read from the database when /metrics is scraped: ``app.state.metrics_probes``
+# holds async callables returning metric families (the outbox's depth, for instance).
+Probe = Callable[[], Awaitable[list[GaugeMetricFamily]]]
+PROBE_TIMEOUT_SECONDS = 2.0
 
 
 def record_conflict(code: str, status: int) -> None:
@@ -122,9 +135,31 @@ def metrics_endpoint(
         else:
             body = generate_latest(REGISTRY)
         body += generate_latest(app_registry)
+        state = request.app.state if request is not None else None
+        for probe in getattr(state, "metrics_probes", ()):
+            body += await _probed(probe)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     return metrics
+
+
+class _Families(Collector):
+    def __init__(self, families: list[GaugeMetricFamily]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield from self._families
+
+
+async def _probed(probe: Probe) -> bytes:
+    """The probe's metrics, or nothing when its source does not answer in time."""
+    try:
+        families = await asyncio.wait_for(probe(), PROBE_TIMEOUT_SECONDS)
+    except Exception:  # a scrape must not fail because the database is down
+        return b""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(families))
+    return generate_latest(registry)
 
 
 def _bearer_matches(header: str, token: str) -> bool:

@@ -29,7 +29,6 @@ from app.events.schemas import (
     TicketTypeRead,
     TicketTypeUpdate,
 )
-from app.notifications import service as notifications
 
 router = APIRouter(prefix="/api/events")
 
@@ -106,12 +105,8 @@ async def retrieve_event(uow: CatalogueUoW, row: CatalogueEvent) -> EventDetail:
     response_model=EventRead,
     responses=problem_responses(EventNotBookable, CapacityBelowSold, Busy),
 )
-async def update_event(request: Request, uow: UoW, row: OwnedEvent, body: EventUpdate) -> EventRead:
+async def update_event(uow: UoW, row: OwnedEvent, body: EventUpdate) -> EventRead:
     change = await service.update_event(uow, row.event.id, body)
-    # Committed: the attendees of the bookings the cancellation cancelled can be told.
-    notifications.booking_cancelled(
-        request.app, change.cancelled_booking_ids, reason="event_cancelled"
-    )
     return EventRead.from_row(change.row.event, change.row.status)
 
 
@@ -200,9 +195,8 @@ async def update_ticket_type(
     ticket_type_id: TicketTypeId,
     body: TicketTypeUpdate,
 ) -> TicketTypeRead:
-    ticket_type, aftermath = await service.update_ticket_type(
+    # Tickets added go to the waiting list first; the offers' emails are in the outbox.
+    ticket_type, _ = await service.update_ticket_type(
         uow, row.event.id, ticket_type_id, body, settings=request.app.state.settings
     )
-    # Committed: tickets added went to the waiting list first; tell those offered.
-    notifications.waitlist_offered(request.app, aftermath.offers)
     return TicketTypeRead.model_validate(ticket_type)

@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import contains_eager
 
 from app.auth.models import User
+from app.bookings import messages as booking_messages
 from app.bookings import service as bookings_service
 from app.core.config import Settings
 from app.core.db import CompiledStatement, UnitOfWork, compile_once, param, raw_connection
@@ -46,10 +47,12 @@ from app.core.errors import (
     TicketTypeNameTaken,
     ValidationFailed,
 )
+from app.events import messages
 from app.events.models import Event, TicketType
 from app.events.schemas import (
     INT4_MAX,
     EventCreate,
+    EventRead,
     EventUpdate,
     TicketTypeCreate,
     TicketTypeUpdate,
@@ -318,6 +321,7 @@ async def update_event(uow: UnitOfWork, event_id: int, data: EventUpdate) -> Eve
         session = uow.session
         event = await _lock_event(session, event_id)
         _ensure_not_cancelled(event)
+        before = await messages.status_of(session, event_id)
         start = changes.get("start_time", event.start_time)
         end = changes.get("end_time", event.end_time)
         if end is not None and end <= start:
@@ -342,7 +346,17 @@ async def update_event(uow: UnitOfWork, event_id: int, data: EventUpdate) -> Eve
         if cancel:
             cancelled_ids = await inventory.cancel_event(await raw_connection(session), event_id)
         row = await _fetch_event(session, event_id)
-    assert row is not None
+        assert row is not None
+        # In the same transaction: event.cancelled, then a booking.cancelled (and an
+        # email) for every booking it cancelled; or event.sold_out when a smaller
+        # capacity sold it out.
+        if cancel:
+            await messages.record_event_cancelled(session, event_id)
+            await booking_messages.record_bookings_cancelled(
+                session, cancelled_ids, reason="event_cancelled"
+            )
+        elif before != EventStatus.sold_out:
+            await messages.record_sold_out(session, EventRead.from_row(row.event, row.status))
     return EventChange(row=row, cancelled_booking_ids=cancelled_ids)
 
 
@@ -413,6 +427,7 @@ async def update_ticket_type(
         )
         if ticket_type is None:
             raise NotFound("No ticket type with this id in this event.")
+        before = await messages.status_of(session, event_id)
         if changes:
             try:
                 await session.execute(
@@ -442,6 +457,8 @@ async def update_ticket_type(
                 .execution_options(populate_existing=True)
             )
         assert ticket_type is not None
+        if before != EventStatus.sold_out:  # its last tickets taken off sale
+            await messages.record_if_sold_out(session, event_id)
         return ticket_type, aftermath
 
 

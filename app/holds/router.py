@@ -33,7 +33,6 @@ from app.core.pagination import Page, Pagination, paginate
 from app.core.ratelimit import Limiter
 from app.holds import service
 from app.holds.schemas import CheckoutRequest, HoldRead, HoldStatus
-from app.notifications import service as notifications
 
 router = APIRouter(tags=["holds"])
 
@@ -75,7 +74,6 @@ async def create_hold(
         settings=request.app.state.settings,
         idempotency_key=idempotency_key,
     )
-    notifications.waitlist_offered(request.app, result.aftermath.offers)
     created(request, response, f"/api/holds/{result.hold.hold_reference}/")
     return HoldRead.model_validate(result.hold, from_attributes=True)
 
@@ -102,10 +100,7 @@ async def get_hold(hold_reference: uuid.UUID, user: CurrentUser, uow: UoW) -> Ho
 async def release_hold(
     request: Request, hold_reference: uuid.UUID, user: CurrentUser, uow: UoW
 ) -> Response:
-    aftermath = await service.release_hold(
-        uow, user, hold_reference, settings=request.app.state.settings
-    )
-    notifications.waitlist_offered(request.app, aftermath.offers)
+    await service.release_hold(uow, user, hold_reference, settings=request.app.state.settings)
     return Response(status_code=204)
 
 
@@ -136,7 +131,6 @@ async def checkout_hold(
     )
     if is_new:
         BOOKINGS_CREATED.inc()
-        notifications.booking_confirmed(request.app, booking, user)
         created(request, response, f"/api/bookings/{booking.booking_reference}/")
     else:
         response.status_code = 200

@@ -17,6 +17,7 @@ from sqlalchemy import BigInteger, Uuid, case, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.models import User
+from app.bookings import messages as booking_messages
 from app.bookings import service as bookings
 from app.bookings.models import Booking
 from app.bookings.schemas import BookingCreate
@@ -161,6 +162,10 @@ async def checkout_hold(
             payment_reference=payment_reference,
         )
         booking = await bookings.load_booking(uow.session, booking_id=booking_id)
+        if created:  # booking.confirmed and its email, with the checkout's transaction
+            await booking_messages.record_booking_confirmed(
+                uow.session, booking, email=user.email, username=user.username
+            )
     return booking, created
 
 

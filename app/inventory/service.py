@@ -248,7 +248,10 @@ async def _after_taking(conn: asyncpg.Connection, order: PricedOrder) -> None:
 
 async def event_sold_out(conn: asyncpg.Connection, event_id: int) -> None:
     """The event just became ``sold_out`` (nothing left to sell or hold), inside the
-    transaction that took its last tickets. Nothing listens yet; this is the place."""
+    transaction that took its last tickets: ``event.sold_out`` goes to the outbox."""
+    from app.events import messages as event_messages  # the events domain calls this one
+
+    await event_messages.record_if_sold_out(conn, event_id)
 
 
 async def lock_event(conn: asyncpg.Connection, event_id: int) -> asyncpg.Record:
@@ -433,9 +436,13 @@ async def release_hold(
 async def expire_holds(conn: asyncpg.Connection, event_id: int, hold_ids: list[int]) -> list[int]:
     """Holds expire: past their time, their tickets go back on sale and their offered
     waiting entries are ``expired``. The caller holds the event's lock and the holds'.
-    Returns the ids of the holds that expired now."""
+    Returns the ids of the holds that expired now (each told as ``hold.expired``)."""
+    from app.holds import messages as hold_messages  # the holds domain calls this one
+
     await compile_statement(sql.END_OFFERS).execute(conn, status="expired", hold_ids=hold_ids)
-    return await _end_holds(conn, event_id, hold_ids, "expired")
+    expired = await _end_holds(conn, event_id, hold_ids, "expired")
+    await hold_messages.record_holds_expired(conn, event_id, expired)
+    return expired
 
 
 async def _end_holds(
@@ -535,7 +542,7 @@ async def make_offer(
     aftermath: Aftermath,
 ) -> None:
     """A waiting entry is offered tickets: an ordinary hold of its quantity, lasting
-    ``offer_ttl`` seconds; its email leaves after commit."""
+    ``offer_ttl`` seconds; its email and webhook are stored in the same transaction."""
     type_id, quantity, price = entry["ticket_type_id"], entry["quantity"], entry["price"]
     order = PricedOrder(
         event_id=event_id,
@@ -555,22 +562,25 @@ async def make_offer(
         conn, hold_id=hold["id"], entry_id=entry["id"]
     )
     assert user is not None
-    aftermath.offers.append(
-        Offer(
-            entry_id=entry["id"],
-            email=user["email"],
-            username=user["username"],
-            event_id=event_id,
-            event_name=event["name"],
-            event_start=event["start_time"],
-            location=event["location"],
-            ticket_type_name=entry["type_name"],
-            quantity=quantity,
-            unit_price=price,
-            hold_reference=hold["hold_reference"],
-            expires_at=hold["expires_at"],
-        )
+    offer = Offer(
+        entry_id=entry["id"],
+        email=user["email"],
+        username=user["username"],
+        event_id=event_id,
+        event_name=event["name"],
+        event_start=event["start_time"],
+        location=event["location"],
+        ticket_type_name=entry["type_name"],
+        quantity=quantity,
+        unit_price=price,
+        hold_reference=hold["hold_reference"],
+        expires_at=hold["expires_at"],
     )
+    aftermath.offers.append(offer)
+    # In the offer's transaction: the attendee's email and the organizer's webhook.
+    from app.waitlist import messages as waitlist_messages  # it reads this module's Offer
+
+    await waitlist_messages.record_offer(conn, offer)
 
 
 async def set_quantity_available(

@@ -1,104 +1,34 @@
-"""What the other domains call to email users, after their transaction has committed.
+"""The emails users get, built from what a domain service holds, and stored in the outbox.
 
-    notifications.booking_confirmed(request.app, booking, user)
-    notifications.booking_cancelled(request.app, booking, user)
-    notifications.booking_cancelled(request.app, cancelled_ids, reason="event_cancelled")
+    email = notifications.booking_email("booking_confirmed", booking, user)
+    await outbox.record_event(conn, ..., emails=[email])      # in the change's transaction
 
-None of these waits: the email is queued (or, without REDIS_URL, sent) by a
-background task of the process, and the arq worker sends it. The queued job
-carries a ready payload, so the worker never reads the database. The booking
-emails are built from the booking the request already holds; only an event
-cancellation, which knows just the ids of the bookings it cancelled, reads
-them back (in a session of its own, so only committed data is seen).
+Emails are outbox rows (app/outbox): stored with the change they report, sent by the
+dispatcher, retried with backoff when SMTP fails; nothing is lost to a dead process or
+an unreachable Redis once the change committed. The queued payload is ready to
+render, so sending never reads the database.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from starlette.requests import HTTPConnection
-
-from app.auth.models import User
-from app.bookings.models import Booking, BookingItem
 from app.core.config import Settings
-from app.events.models import Event, TicketType
-from app.inventory.service import Offer
 from app.notifications.emails import Email
-from app.notifications.jobs import send_with_retries
-from app.notifications.outbox import Outbox, get_outbox, outbox_for
+from app.outbox.service import record_emails
+
+if TYPE_CHECKING:
+    from app.core.db import UnitOfWork
+    from app.inventory.service import Offer
 
 logger = logging.getLogger("app.notifications")
 
 BookingKind = Literal["booking_confirmed", "booking_cancelled"]
 CancelReason = Literal["attendee", "event_cancelled"]
-
-
-def booking_confirmed(
-    app: Any,
-    booking: Any,
-    user: Any = None,
-    *,
-    event_start: datetime | None = None,
-    location: str | None = None,
-) -> None:
-    """Email the attendee the confirmation of ``booking`` (reference, items, prices, total).
-
-    ``booking`` is the committed booking as the response shows it (``booking_reference``,
-    ``event_name``, ``items`` with ``ticket_type_name``, ``quantity``, ``price_at_booking``,
-    and ``total_price``) and ``user`` its attendee (``email``, ``username``); the event's
-    start and location are shown when given. A booking id instead reads it back.
-    """
-    if isinstance(booking, int):
-        _post_loaded(app, [booking], "booking_confirmed", "attendee")
-        return
-    email = booking_email(
-        "booking_confirmed", booking, user, event_start=event_start, location=location
-    )
-    outbox = _outbox(app)
-    outbox.spawn(outbox.send(email))
-
-
-def booking_cancelled(
-    app: Any,
-    booking: Any,
-    user: Any = None,
-    *,
-    reason: CancelReason = "attendee",
-    event_start: datetime | None = None,
-    location: str | None = None,
-) -> None:
-    """Email the attendee of each cancelled booking: one email per booking.
-
-    ``booking`` and ``user`` as for booking_confirmed; or a booking id, or the list of
-    ids an event cancellation returned (``reason="event_cancelled"``): those are read back.
-    """
-    if isinstance(booking, int | list | tuple | set | frozenset):
-        ids = [booking] if isinstance(booking, int) else list(booking)
-        _post_loaded(app, ids, "booking_cancelled", reason)
-        return
-    email = booking_email(
-        "booking_cancelled",
-        booking,
-        user,
-        reason=reason,
-        event_start=event_start,
-        location=location,
-    )
-    outbox = _outbox(app)
-    outbox.spawn(outbox.send(email))
-
-
-def _post_loaded(app: Any, ids: list[int], kind: BookingKind, reason: CancelReason) -> None:
-    if not ids:
-        return
-    sessionmaker = _state(app).sessionmaker
-    _outbox(app).post(lambda: load_booking_emails(sessionmaker, ids, kind=kind, reason=reason))
 
 
 def booking_email(
@@ -136,16 +66,6 @@ def booking_email(
     )
 
 
-def waitlist_offered(app: Any, offers: Sequence[Offer]) -> None:
-    """Email each waiting attendee whose entry was just offered a hold (after commit):
-    the hold's reference and its deadline."""
-    if not offers:
-        return
-    outbox = _outbox(app)
-    for offer in offers:
-        outbox.spawn(outbox.send(waitlist_offer_email(offer)))
-
-
 def waitlist_offer_email(offer: Offer) -> Email:
     return Email(
         kind="waitlist_offered",
@@ -178,77 +98,13 @@ def password_reset_email(settings: Settings, *, email: str, username: str, link:
     )
 
 
-async def send_password_reset(settings: Settings, *, email: str, username: str, link: str) -> None:
-    """Deliver the password reset link to ``email``; called after the response is sent.
-
-    Queued for the worker when the application runs with Redis, else sent from here
-    (retrying with backoff when SMTP fails).
-    """
+async def send_password_reset(
+    settings: Settings, *, email: str, username: str, link: str, uow: UnitOfWork
+) -> None:
+    """Store the password reset email with ``link`` in the outbox (its own transaction)."""
     message = password_reset_email(settings, email=email, username=username, link=link)
-    outbox = outbox_for(settings)
-    if outbox is not None:
-        await outbox.send(message)
-    else:
-        await send_with_retries(settings, message)
-
-
-async def load_booking_emails(
-    sessionmaker: async_sessionmaker[AsyncSession],
-    booking_ids: Sequence[int],
-    *,
-    kind: BookingKind,
-    reason: CancelReason = "attendee",
-) -> list[Email]:
-    """One email per booking, read back from the database (two queries)."""
-    async with sessionmaker() as session:
-        bookings = (
-            await session.execute(
-                select(
-                    Booking.id,
-                    Booking.booking_reference,
-                    Booking.total_price,
-                    User.email,
-                    User.username,
-                    Event.name.label("event_name"),
-                    Event.start_time,
-                    Event.location,
-                )
-                .join(User, User.id == Booking.user_id)
-                .join(Event, Event.id == Booking.event_id)
-                .where(Booking.id.in_(booking_ids))
-                .order_by(Booking.id)
-            )
-        ).all()
-        items = (
-            await session.execute(
-                select(
-                    BookingItem.booking_id,
-                    TicketType.name.label("ticket_type_name"),
-                    BookingItem.quantity,
-                    BookingItem.price_at_booking,
-                )
-                .join(TicketType, TicketType.id == BookingItem.ticket_type_id)
-                .where(BookingItem.booking_id.in_(booking_ids))
-                .order_by(BookingItem.id)
-            )
-        ).all()
-    lines: dict[int, list[Any]] = {}
-    for item in items:
-        lines.setdefault(item.booking_id, []).append(item)
-    emails = [
-        booking_email(
-            kind,
-            {**row._asdict(), "items": lines.get(row.id, [])},
-            row,
-            reason=reason,
-            event_start=row.start_time,
-            location=row.location,
-        )
-        for row in bookings
-    ]
-    if missing := len(booking_ids) - len(emails):
-        logger.warning("%d booking(s) to email about were not found", missing)
-    return emails
+    async with uow:
+        await record_emails(uow.session, [message])
 
 
 def _field(source: Any, name: str) -> Any:
@@ -270,12 +126,3 @@ def _money(value: Decimal) -> str:
 
 def _when(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%a %d %b %Y, %H:%M UTC")
-
-
-def _state(app: Any) -> Any:
-    """``app.state`` of an application, or of a request's application."""
-    return app.app.state if isinstance(app, HTTPConnection) else app.state
-
-
-def _outbox(app: Any) -> Outbox:
-    return get_outbox(_state(app))

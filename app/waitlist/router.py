@@ -21,7 +21,6 @@ from app.core.links import created
 from app.core.openapi import problem_responses
 from app.core.pagination import Page, Pagination, paginate
 from app.events.deps import OwnedEvent
-from app.notifications import service as notifications
 from app.waitlist import service
 from app.waitlist.schemas import (
     EntryStatus,
@@ -51,10 +50,7 @@ async def join_waitlist(
     uow: UoW,
     response: Response,
 ) -> WaitlistEntryRead:
-    entry, aftermath = await service.join(
-        uow, user, event_id, data, settings=request.app.state.settings
-    )
-    notifications.waitlist_offered(request.app, aftermath.offers)
+    entry, _ = await service.join(uow, user, event_id, data, settings=request.app.state.settings)
     created(request, response, f"/api/waitlist/{entry['id']}/")
     return WaitlistEntryRead.model_validate(entry)
 
@@ -78,8 +74,7 @@ async def get_entry(entry_id: Id, user: CurrentUser, uow: UoW) -> WaitlistEntryR
     response_description="Left",
 )
 async def leave_waitlist(request: Request, entry_id: Id, user: CurrentUser, uow: UoW) -> Response:
-    aftermath = await service.leave(uow, user, entry_id, settings=request.app.state.settings)
-    notifications.waitlist_offered(request.app, aftermath.offers)
+    await service.leave(uow, user, entry_id, settings=request.app.state.settings)
     return Response(status_code=204)
 
 

@@ -1,0 +1,1 @@
+"""The transactional outbox: messages (emails, webhooks) stored with the change they report."""

@@ -1,0 +1,153 @@
+"""Recording messages in the outbox, inside the transaction of the change they report.
+
+    await outbox.record_event(conn, WebhookEventType.booking_confirmed, event_id=42,
+                              data=booking_json, emails=[confirmation])
+
+One statement stores a webhook message for every active endpoint of the event's
+organizer subscribed to the type, and the emails; at commit PostgreSQL wakes the
+dispatchers (NOTIFY is delivered only if the transaction commits). A rolled-back
+change leaves no message; a committed one always has its messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+import asyncpg
+import orjson
+from sqlalchemy import Executable, TextClause, text
+from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.notifications.emails import Email
+from app.webhooks.schemas import WebhookEventType
+
+# What a domain service holds inside its transaction: the unit of work's session, or
+# the asyncpg connection of a hot path (``UnitOfWork.driver``).
+Transaction = AsyncSession | asyncpg.Connection
+
+NOTIFY_CHANNEL = "outbox"
+
+# Also answers which event types the organizer's active endpoints take, so a caller
+# can skip building a message nobody subscribed to (event.sold_out after a booking).
+_RECORD = text(
+    """
+    WITH organizer AS (
+        SELECT organizer_id AS id FROM events WHERE id = :event_id
+    ), hooks AS (
+        INSERT INTO outbox_messages (channel, topic, endpoint_id, payload)
+        SELECT 'webhook', CAST(:event_type AS varchar), w.id, CAST(:payload AS jsonb)
+        FROM webhook_endpoints w
+        WHERE w.organizer_id = (SELECT id FROM organizer)
+          AND w.is_active AND CAST(:event_type AS varchar) = ANY(w.event_types)
+        -- An endpoint being deleted is waited for, then skipped: never a message
+        -- pointing at a deleted endpoint (a foreign-key error).
+        FOR KEY SHARE OF w
+        RETURNING id
+    ), mails AS (
+        INSERT INTO outbox_messages (channel, topic, payload)
+        SELECT 'email', m ->> 'kind', m
+        FROM jsonb_array_elements(CAST(:emails AS jsonb)) AS m
+        RETURNING id
+    )
+    SELECT ARRAY(
+               SELECT DISTINCT t FROM webhook_endpoints w, unnest(w.event_types) AS t
+               WHERE w.organizer_id = (SELECT id FROM organizer) AND w.is_active
+           ) AS subscribed,
+           (SELECT pg_notify('outbox', '')
+            WHERE EXISTS (SELECT FROM hooks) OR EXISTS (SELECT FROM mails)) IS NULL AS notified
+    """
+)
+
+_RECORD_EMAILS = text(
+    """
+    WITH mails AS (
+        INSERT INTO outbox_messages (channel, topic, payload)
+        SELECT 'email', m ->> 'kind', m
+        FROM jsonb_array_elements(CAST(:emails AS jsonb)) AS m
+        RETURNING id
+    )
+    SELECT pg_notify('outbox', '') WHERE EXISTS (SELECT FROM mails)
+    """
+)
+
+
+def webhook_payload(event_type: WebhookEventType, data: Mapping[str, Any]) -> str:
+    """The body receivers get: ``{type, timestamp, data}``."""
+    return orjson.dumps(
+        {
+            "type": event_type.value,
+            "timestamp": datetime.now(UTC).isoformat(),
+            "data": data,
+        }
+    ).decode()
+
+
+def email_payload(emails: Sequence[Email]) -> str:
+    fields = [{"kind": e.kind, "to": e.to, "context": e.context} for e in emails]
+    return orjson.dumps(fields).decode()
+
+
+async def record_event(
+    db: Transaction,
+    event_type: WebhookEventType,
+    *,
+    event_id: int,
+    data: Mapping[str, Any],
+    emails: Sequence[Email] = (),
+) -> frozenset[str]:
+    """Store ``event_type`` about event ``event_id`` (``data``: the booking, event, hold
+    or entry as the API shows it, JSON-ready) for its organizer's endpoints, and
+    ``emails``, in the caller's transaction.
+
+    Returns the event types the organizer's active endpoints subscribe to.
+    """
+    rows = await fetch_rows(
+        db,
+        _RECORD,
+        {
+            "event_type": event_type.value,
+            "event_id": event_id,
+            "payload": webhook_payload(event_type, data),
+            "emails": email_payload(emails),
+        },
+    )
+    return frozenset(rows[0]["subscribed"]) if rows else frozenset()
+
+
+async def record_emails(db: Transaction, emails: Sequence[Email]) -> None:
+    """Store ``emails`` in the caller's transaction."""
+    if emails:
+        await _execute(db, _RECORD_EMAILS, {"emails": email_payload(emails)})
+
+
+@lru_cache(maxsize=32)
+def _compiled(statement: Executable) -> tuple[str, tuple[str, ...], dict[str, Any]]:
+    """SQL for asyncpg ($n), the bind name of each $n, and the values SQLAlchemy bound."""
+    compiled = statement.compile(
+        dialect=PGDialect_asyncpg(), compile_kwargs={"render_postcompile": True}
+    )
+    bound = {name: b.effective_value for name, b in compiled.binds.items() if b.value is not None}
+    return compiled.string, tuple(compiled.positiontup or ()), bound
+
+
+async def _execute(db: Transaction, statement: TextClause, values: dict[str, Any]) -> None:
+    if isinstance(db, AsyncSession):
+        await db.execute(statement, values)
+        return
+    sql, names, defaults = _compiled(statement)
+    await db.execute(sql, *({**defaults, **values}[name] for name in names))
+
+
+async def fetch_rows(
+    db: Transaction, statement: Executable, values: dict[str, Any]
+) -> list[Mapping[str, Any]]:
+    """Rows of a Core statement with named parameters, on the session or asyncpg alike."""
+    if isinstance(db, AsyncSession):
+        return [row._mapping for row in await db.execute(statement, values)]
+    sql, names, defaults = _compiled(statement)
+    merged = {**defaults, **values}
+    return list(await db.fetch(sql, *(merged[name] for name in names)))

@@ -1,0 +1,1 @@
+"""Webhook endpoints of organizers: subscriptions, signing, the deliveries log."""
