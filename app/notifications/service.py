@@ -12,10 +12,11 @@ render, so sending never reads the database.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from app.core.config import Settings
 from app.notifications.emails import Email
@@ -23,12 +24,37 @@ from app.outbox.service import record_emails
 
 if TYPE_CHECKING:
     from app.core.db import UnitOfWork
-    from app.inventory.service import Offer
 
 logger = logging.getLogger("app.notifications")
 
 BookingKind = Literal["booking_confirmed", "booking_cancelled"]
 CancelReason = Literal["attendee", "event_cancelled"]
+
+
+class OfferNotice(Protocol):
+    """What the waiting-list offer email says (the inventory's Offer has these fields);
+    a protocol, so that notifications depend on no domain that sends them."""
+
+    @property
+    def email(self) -> str: ...
+    @property
+    def username(self) -> str: ...
+    @property
+    def event_name(self) -> str: ...
+    @property
+    def event_start(self) -> datetime: ...
+    @property
+    def location(self) -> str: ...
+    @property
+    def ticket_type_name(self) -> str: ...
+    @property
+    def quantity(self) -> int: ...
+    @property
+    def unit_price(self) -> Decimal: ...
+    @property
+    def hold_reference(self) -> uuid.UUID: ...
+    @property
+    def expires_at(self) -> datetime: ...
 
 
 def booking_email(
@@ -66,7 +92,7 @@ def booking_email(
     )
 
 
-def waitlist_offer_email(offer: Offer) -> Email:
+def waitlist_offer_email(offer: OfferNotice) -> Email:
     return Email(
         kind="waitlist_offered",
         to=offer.email,
