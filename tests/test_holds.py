@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 from sqlalchemy import text
@@ -421,3 +422,20 @@ async def test_payment_reference_with_a_nul_character_is_422(client, db, attende
     r = await checkout(client, attendee, ref, payment_reference="pi\x00x")
     assert r.status_code == 422 and r.json()["code"] == "validation_error"
     assert await type_counters(db, standard.id) == {standard.id: (7, 1, 0)}
+
+
+async def test_a_hold_of_the_most_tickets_at_the_highest_price_is_201(
+    client, db, organizer, attendee, settings
+):
+    event = await make_event(db, organizer.id, total_capacity=settings.max_tickets_per_booking)
+    top = await make_ticket_type(
+        db, event.id, price="99999999.99", quantity_available=settings.max_tickets_per_booking
+    )
+    total = str(Decimal("99999999.99") * settings.max_tickets_per_booking)
+    r = await hold(client, attendee, event.id, (top.id, settings.max_tickets_per_booking))
+    assert r.status_code == 201, r.text
+    assert r.json()["total_price"] == total
+    c = await checkout(client, attendee, r.json()["hold_reference"])
+    assert c.status_code == 201, c.text
+    assert c.json()["total_price"] == total
+    await check_invariants(db)

@@ -244,7 +244,7 @@ PLACE_HOLD = _bound(
     param("total", Integer),
     param("event_id", BigInteger),
     param("user_id", BigInteger),
-    param("total_price", Numeric(10, 2)),
+    param("total_price", Numeric(14, 2)),
     param("ttl_seconds", Integer),
     param("idempotency_key", String),
 )
