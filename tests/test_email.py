@@ -7,6 +7,7 @@ import logging
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
@@ -459,3 +460,39 @@ async def test_with_redis_the_workers_sweep_offers_expired_holds_and_emails_the_
         await shutdown(ctx)
     [message] = await smtp_sink.wait_for(1, to=waiting.email)
     assert message["Subject"].startswith("Tickets held for you")
+
+
+async def test_booking_emails_tell_when_and_where_the_event_is(
+    mail_client: httpx.AsyncClient,
+    smtp_sink: SmtpSink,
+    db: Any,
+    organizer: User,
+    attendee: User,
+) -> None:
+    start = datetime(2031, 5, 17, 19, 30, tzinfo=UTC)
+    event = await make_event(
+        db,
+        organizer,
+        name="Harbour Lights",
+        start_time=start,
+        end_time=start + timedelta(hours=3),
+        location="Pier 7, Hamburg",
+    )
+    standard = await make_ticket_type(db, event, name="Standard", price=Decimal("25.00"))
+    booking = await confirmed_booking(mail_client, attendee, event.id, (standard.id, 1))
+    reference = booking["booking_reference"]
+    response = await mail_client.put(f"/api/bookings/{reference}/cancel/", headers=auth(attendee))
+    assert response.status_code == 200, response.text
+
+    messages = await smtp_sink.wait_for(2, to=attendee.email)
+    assert sorted(m["Subject"].split(":")[0] for m in messages) == [
+        "Booking cancelled",
+        "Booking confirmed",
+    ]
+    for message in messages:
+        text = text_of(message)
+        assert "When: Sat 17 May 2031, 19:30 UTC to Sat 17 May 2031, 22:30 UTC" in text, text
+        assert "Where: Pier 7, Hamburg" in text, text
+        html = html_of(message)
+        assert "Sat 17 May 2031, 19:30 UTC" in html and "22:30 UTC" in html
+        assert "Pier 7, Hamburg" in html

@@ -57,6 +57,8 @@ _locked_event = (
         Event.id,
         Event.name,
         Event.start_time,
+        Event.end_time,
+        Event.location,
         Event.cancelled_at,
         Event.total_capacity,
         Event.tickets_sold,
@@ -82,6 +84,8 @@ _locked_types = (
 LOCK_EVENT_AND_TYPES = select(
     _locked_event.c.name,
     _locked_event.c.start_time,
+    _locked_event.c.end_time,
+    _locked_event.c.location,
     _locked_event.c.cancelled_at,
     _locked_event.c.total_capacity,
     _locked_event.c.tickets_sold,
@@ -98,6 +102,8 @@ LOCK_EVENT = (
         Event.id,
         Event.name,
         Event.start_time,
+        Event.end_time,
+        Event.location,
         Event.cancelled_at,
         Event.total_capacity,
         Event.tickets_sold,
@@ -402,7 +408,7 @@ WAITING_LINE = _bound(
 
 EVENT_ROOM = _bound(
     """
-    SELECT name, start_time, location, cancelled_at,
+    SELECT name, start_time, end_time, location, cancelled_at,
            total_capacity - tickets_sold - tickets_held AS room,
            ARRAY(SELECT user_id FROM holds
                  WHERE event_id = events.id AND status = 'active') AS holding_users

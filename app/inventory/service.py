@@ -64,6 +64,8 @@ class PricedOrder:
     event_id: int
     event_name: str
     event_start: datetime
+    event_end: datetime | None
+    location: str
     ids: list[int]  # ascending
     wanted: dict[int, int]
     names: dict[int, str]
@@ -182,6 +184,8 @@ def _check_and_price(
         types_emptied=any(types[i]["quantity_available"] == wanted[i] for i in ids),
         event_name=event["name"],
         event_start=event["start_time"],
+        event_end=event["end_time"],
+        location=event["location"],
         ids=ids,
         wanted=wanted,
         names={i: types[i]["type_name"] for i in ids},
@@ -530,6 +534,8 @@ async def make_offer(
         event_id=event_id,
         event_name=event["name"],
         event_start=event["start_time"],
+        event_end=event["end_time"],
+        location=event["location"],
         ids=[type_id],
         wanted={type_id: quantity},
         names={type_id: entry["type_name"]},
