@@ -681,3 +681,40 @@ async def test_holds_and_waiting_entries_are_listed_and_searchable(
 
     types = await console.get("/admin/ticket-type/list")
     assert "Quantity Held" in types.text or "quantity_held" in types.text
+
+
+async def test_webhook_deliveries_are_listed_without_endpoint_secrets(
+    console: httpx.AsyncClient, booked: dict[str, Any], db: async_sessionmaker[AsyncSession]
+) -> None:
+    created = await console.post(
+        "/api/webhooks/",
+        headers=auth(booked["organizer"]),
+        json={"url": "https://hooks.example.com/in", "event_types": ["booking.cancelled"]},
+    )
+    assert created.status_code == 201, created.text
+    secret = created.json()["secret"]
+    async with db() as session:
+        outbox_id = await session.scalar(
+            text(
+                "INSERT INTO outbox_messages (channel, topic, endpoint_id, payload) "
+                "VALUES ('webhook', 'booking.cancelled', :e, '{}'::jsonb) RETURNING id"
+            ),
+            {"e": created.json()["id"]},
+        )
+        await session.execute(
+            text(
+                "INSERT INTO webhook_deliveries (endpoint_id, outbox_message_id, message_id, "
+                "event_type, attempt, status_code, error, duration_ms) "
+                "VALUES (:e, :o, 'msg_console_1', 'booking.cancelled', 1, 503, 'upstream busy', 12)"
+            ),
+            {"e": created.json()["id"], "o": outbox_id},
+        )
+        await session.commit()
+    listing = await console.get("/admin/webhook-delivery/list", params={"search": "msg_console"})
+    assert listing.status_code == 200
+    assert "booking.cancelled" in listing.text and "503" in listing.text
+    (delivery_id,) = re.findall(r"/admin/webhook-delivery/details/(\d+)", listing.text)[:1]
+    details = await console.get(f"/admin/webhook-delivery/details/{delivery_id}")
+    assert "upstream busy" in details.text
+    for page in (listing, details):
+        assert secret not in page.text
