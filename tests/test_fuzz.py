@@ -15,8 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.conftest import token_for
-from tests.factories import make_event, make_ticket_type
+from tests.factories import make_event, make_ticket_type, token_for
 from tests.schema_probe import probe
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -67,6 +67,8 @@ _locked_event = (
         Event.id,
         Event.name,
         Event.start_time,
+        Event.end_time,
+        Event.location,
         Event.cancelled_at,
         Event.total_capacity,
         Event.tickets_sold,
@@ -92,6 +94,8 @@ _locked_types = (
 LOCK_EVENT_AND_TYPES = select(
     _locked_event.c.name,
     _locked_event.c.start_time,
+    _locked_event.c.end_time,
+    _locked_event.c.location,
     _locked_event.c.cancelled_at,
     _locked_event.c.total_capacity,
     _locked_event.c.tickets_sold,
@@ -108,6 +112,8 @@ LOCK_EVENT = (
         Event.id,
         Event.name,
         Event.start_time,
+        Event.end_time,
+        Event.location,
         Event.cancelled_at,
         Event.total_capacity,
         Event.tickets_sold,
@@ -254,7 +260,7 @@ PLACE_HOLD = _bound(
     param("total", Integer),
     param("event_id", BigInteger),
     param("user_id", BigInteger),
-    param("total_price", Numeric(10, 2)),
+    param("total_price", Numeric(14, 2)),
     param("ttl_seconds", Integer),
     param("idempotency_key", String),
 )
@@ -415,7 +421,7 @@ WAITING_LINE = _bound(
 
 EVENT_ROOM = _bound(
     """
-    SELECT name, start_time, location, cancelled_at,
+    SELECT name, start_time, end_time, location, cancelled_at,
            total_capacity - tickets_sold - tickets_held AS room,
            ARRAY(SELECT user_id FROM holds
                  WHERE event_id = events.id AND status = 'active') AS holding_users

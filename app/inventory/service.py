@@ -24,7 +24,6 @@ function: ``confirm_booking``, ``cancel_bookings``, ``expire_holds``, ``make_off
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -47,6 +46,7 @@ from app.core.errors import (
     ValidationFailed,
 )
 from app.inventory import repository as sql
+from app.inventory.offer import Offer
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +64,8 @@ class PricedOrder:
     event_id: int
     event_name: str
     event_start: datetime
+    event_end: datetime | None
+    location: str
     ids: list[int]  # ascending
     wanted: dict[int, int]
     names: dict[int, str]
@@ -91,24 +93,6 @@ async def read_account_event_and_types(
     return await compile_statement(sql.ACCOUNT_EVENT_AND_TYPES).fetchrow(
         conn, user_id=user_id, event_id=event_id, ids=ids
     )
-
-
-@dataclass(frozen=True, slots=True)
-class Offer:
-    """A hold made for a waiting entry: what its email says (sent after commit)."""
-
-    entry_id: int
-    email: str
-    username: str
-    event_id: int
-    event_name: str
-    event_start: datetime
-    location: str
-    ticket_type_name: str
-    quantity: int
-    unit_price: Decimal
-    hold_reference: uuid.UUID
-    expires_at: datetime
 
 
 @dataclass(slots=True)
@@ -203,6 +187,8 @@ def _check_and_price(
         types_emptied=any(types[i]["quantity_available"] == wanted[i] for i in ids),
         event_name=event["name"],
         event_start=event["start_time"],
+        event_end=event["end_time"],
+        location=event["location"],
         ids=ids,
         wanted=wanted,
         names={i: types[i]["type_name"] for i in ids},
@@ -560,6 +546,8 @@ async def make_offer(
         event_id=event_id,
         event_name=event["name"],
         event_start=event["start_time"],
+        event_end=event["end_time"],
+        location=event["location"],
         ids=[type_id],
         wanted={type_id: quantity},
         names={type_id: entry["type_name"]},
@@ -590,7 +578,7 @@ async def make_offer(
     )
     aftermath.offers.append(offer)
     # In the offer's transaction: the attendee's email and the organizer's webhook.
-    from app.waitlist import messages as waitlist_messages  # it reads this module's Offer
+    from app.waitlist import messages as waitlist_messages  # the waitlist domain calls this one
 
     await waitlist_messages.record_offer(conn, offer)
 
