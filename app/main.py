@@ -25,7 +25,7 @@ from app.core.db import (
     single_statement_engine,
 )
 from app.core.docs import install_docs
-from app.core.errors import install_error_handlers
+from app.core.handlers import install_error_handlers
 from app.core.logging import configure_logging
 from app.core.middleware import (
     BodyLimitMiddleware,

@@ -81,17 +81,14 @@ HOLD_HEADER = (
 HOLD_STATEMENTS = (
     (inventory_sql.ACCOUNT_EVENT_AND_TYPES, ""),
     ("BEGIN", ""),
-    (inventory_sql.LOCK_EVENT_AND_TYPES, " \\gset"),
+    (inventory_sql.LOCK_EVENT_AND_TYPES, " \\gset"),  # sets :price
     (inventory_sql.ACTIVE_HOLD_OF_USER, ""),
     (inventory_sql.PLACE_HOLD, " \\gset hold_"),  # sets :hold_id, :hold_hold_reference
     ("COMMIT", ""),
     (FIND_HOLD, " \\gset found_"),
     ("BEGIN", ""),
-    (inventory_sql.LOCK_EVENT, " \\gset event_"),
-    (inventory_sql.LOCK_HOLD, " \\gset locked_"),
-    (inventory_sql.LOCK_TYPES_OF_HOLDS, ""),
+    (inventory_sql.LOCK_EVENT_HOLD_AND_TYPES, " \\gset locked_"),
     (inventory_sql.CHECKOUT_HOLD, ""),
-    (inventory_sql.END_OFFERS, ""),
     ("COMMIT", ""),
 )
 

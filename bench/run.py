@@ -180,7 +180,7 @@ async def _seed(url: str, attendees: int, spread_events: int) -> Seed:
                 conn, event_ids=[e["id"] for e in events], capacity=CAPACITY
             )
             await conn.execute(
-                "CREATE TABLE bench_issued AS "
+                "CREATE TABLE issued_tickets AS "
                 "SELECT id AS ticket_type_id, quantity_available AS quantity FROM ticket_types"
             )
         await conn.execute("VACUUM ANALYZE")

@@ -3,14 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
-from datetime import timedelta
-from pathlib import Path
 
 import httpx
 import pytest
@@ -22,16 +15,31 @@ from app.auth.models import User
 from app.core.config import Settings
 from app.core.db import create_engine, make_sessionmaker
 from app.core.migrate import upgrade_head
-from app.core.security import create_token, pwd_context
+from app.core.security import pwd_context
 from tests import pg
-from tests.redis_server import free_port
+from tests.factories import (
+    ROOT,
+    TEST_PASSWORD,
+    TEST_PASSWORD_HASH,
+    TEST_SECRET_KEY,
+    auth,
+    make_settings,
+    token_for,
+    uvicorn_server,
+    wait_until_ready,
+)
 
 pytest_plugins = ["tests.conftest_redis", "tests.conftest_webhooks"]
-ROOT = Path(__file__).resolve().parents[1]
-TEST_SECRET_KEY = "test-secret-key-0123456789-abcdefghijklmnop"
-TEST_PASSWORD = "Correct-Horse-42"
-# Hashing with argon2 costs ~0.1 s: hash the shared test password once.
-_TEST_PASSWORD_HASH = pwd_context.hash(TEST_PASSWORD)
+__all__ = [
+    "ROOT",
+    "TEST_PASSWORD",
+    "TEST_SECRET_KEY",
+    "auth",
+    "make_settings",
+    "token_for",
+    "uvicorn_server",
+    "wait_until_ready",
+]
 
 
 @pytest.fixture(scope="session")
@@ -43,27 +51,6 @@ async def database_url() -> AsyncIterator[str]:
         yield url
     finally:
         await pg.drop_database(server, name)
-
-
-def make_settings(database_url: str, **overrides: object) -> Settings:
-    values: dict[str, object] = {
-        "database_url": database_url,
-        "secret_key": TEST_SECRET_KEY,
-        "rate_limit_enabled": False,
-        "redis_url": None,
-        "smtp_host": None,
-        # The whole suite stays well under PostgreSQL's default 100 connections.
-        "db_pool_size": 10,
-        "db_max_overflow": 5,
-        # Tests set their data up in the database directly, behind the catalogue cache's
-        # back; the cache has its own tests (tests/test_catalogue_cache.py).
-        "catalogue_cache_seconds": 0,
-        # Every app of the suite shares one database: only the tests about delivery run
-        # a dispatcher (or call run_until_idle), so none sends another test's messages.
-        "outbox_in_process": False,
-    }
-    values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
 @pytest.fixture(scope="session")
@@ -143,7 +130,7 @@ def create_user(db: async_sessionmaker[AsyncSession]) -> Callable[..., object]:
     ) -> User:
         n = next(_counter)
         username = username or f"{role}{n}"
-        hashed = _TEST_PASSWORD_HASH if password is None else pwd_context.hash(password)
+        hashed = TEST_PASSWORD_HASH if password is None else pwd_context.hash(password)
         user = User(
             username=username,
             email=(email or f"{username}@example.com").lower(),
@@ -161,17 +148,6 @@ def create_user(db: async_sessionmaker[AsyncSession]) -> Callable[..., object]:
     return _create
 
 
-def token_for(user: User, *, lifetime: timedelta = timedelta(minutes=15)) -> str:
-    token, _ = create_token(
-        user_id=user.id, token_type="access", key=TEST_SECRET_KEY, lifetime=lifetime
-    )
-    return token
-
-
-def auth(user: User) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token_for(user)}"}
-
-
 @pytest.fixture
 async def organizer(create_user: Callable[..., object]) -> User:
     return await create_user("organizer")  # type: ignore[misc]
@@ -180,77 +156,6 @@ async def organizer(create_user: Callable[..., object]) -> User:
 @pytest.fixture
 async def attendee(create_user: Callable[..., object]) -> User:
     return await create_user("attendee")  # type: ignore[misc]
-
-
-def wait_until_ready(base: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
-    """Poll /health/ready until it answers 200; fail if the server exits or time runs out."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server at {base} exited with {proc.returncode}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the server at {base} was not ready within {timeout:.0f} s")
-        time.sleep(0.2)
-
-
-@contextmanager
-def uvicorn_server(database_url: str, **env_overrides: str) -> Iterator[str]:
-    """The real service under uvicorn with 2 worker processes, on the test database;
-    yields its base URL. ``env_overrides`` are settings (OUTBOX_IN_PROCESS="true", ...)."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "SECRET_KEY": TEST_SECRET_KEY,
-        "RATE_LIMIT_ENABLED": "false",
-        "DB_POOL_SIZE": "10",
-        "DB_MAX_OVERFLOW": "5",
-        "LOG_LEVEL": "WARNING",
-        # Counters are read right after storms, from either worker: no catalogue cache.
-        "CATALOGUE_CACHE_SECONDS": "0",
-        # Only the tests about delivery send the outbox (see make_settings).
-        "OUTBOX_IN_PROCESS": "false",
-        **env_overrides,
-    }
-    env.pop("REDIS_URL", None)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "app.main:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "2",
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=env,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(base, proc, timeout=30)
-    except RuntimeError:
-        proc.kill()
-        raise
-    try:
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.fixture(scope="session")

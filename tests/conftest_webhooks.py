@@ -10,7 +10,7 @@ import pytest
 
 from app.core.config import Settings
 from app.main import create_app
-from tests.conftest import make_settings
+from tests.factories import make_settings
 from tests.webhook_receiver import Receiver, serve
 
 

@@ -6,7 +6,7 @@ import re
 
 import httpx
 
-from tests.conftest import TEST_PASSWORD
+from tests.factories import TEST_PASSWORD
 
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth.models import RefreshToken, User
-from tests.conftest import TEST_PASSWORD
+from tests.factories import TEST_PASSWORD
 
 STRONG_PASSWORD = "Sturdy-Lantern-93"
 

@@ -4,31 +4,6 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
-from tests.conftest import auth
-
-
-def order(event_id, *items):
-    return {"event_id": event_id, "items": [{"ticket_type_id": t, "quantity": q} for t, q in items]}
-
-
-async def hold(client, user, event_id, *items, key=None):
-    headers = auth(user)
-    if key:
-        headers["Idempotency-Key"] = key
-    return await client.post("/api/holds/", json=order(event_id, *items), headers=headers)
-
-
-async def book(client, user, event_id, *items, key=None):
-    headers = auth(user)
-    if key:
-        headers["Idempotency-Key"] = key
-    return await client.post("/api/bookings/", json=order(event_id, *items), headers=headers)
-
-
-async def checkout(client, user, ref, payment_reference=None):
-    body = {} if payment_reference is None else {"payment_reference": payment_reference}
-    return await client.post(f"/api/holds/{ref}/checkout/", json=body, headers=auth(user))
-
 
 async def type_counters(db, *ids):
     """{id: (available, held, sold)}"""

@@ -15,10 +15,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.admin.models import AuditLog
 from app.admin.views import VIEWS
 from app.auth.models import User
-from app.events.models import Event
-from tests.conftest import TEST_PASSWORD, auth, make_settings
 from tests.console import csrf_from, run_action, sign_in
-from tests.factories import make_event, make_ticket_type
+from tests.factories import (
+    TEST_PASSWORD,
+    auth,
+    confirmed_booking,
+    make_event,
+    make_settings,
+    make_ticket_type,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -34,21 +39,6 @@ async def console(client: httpx.AsyncClient, staff: User) -> httpx.AsyncClient:
     r = await sign_in(client, staff.username)
     assert r.status_code == 302, r.text
     return client
-
-
-async def _book(
-    client: httpx.AsyncClient, attendee: User, event: Event, items: list[tuple[int, int]]
-) -> dict[str, Any]:
-    r = await client.post(
-        "/api/bookings/",
-        headers=auth(attendee),
-        json={
-            "event_id": event.id,
-            "items": [{"ticket_type_id": t, "quantity": q} for t, q in items],
-        },
-    )
-    assert r.status_code == 201, r.text
-    return r.json()
 
 
 async def _counters(db: async_sessionmaker[AsyncSession], event_id: int) -> tuple[int, ...]:
@@ -261,7 +251,7 @@ async def booked(
     event = await make_event(db, organizer, name="Jazz night", location="Berlin")
     standard = await make_ticket_type(db, event, name="Standard", quantity_available=10)
     vip = await make_ticket_type(db, event, name="VIP", quantity_available=5)
-    booking = await _book(client, attendee, event, [(standard.id, 2), (vip.id, 1)])
+    booking = await confirmed_booking(client, attendee, event.id, (standard.id, 2), (vip.id, 1))
     return {
         "organizer": organizer,
         "attendee": attendee,
@@ -484,7 +474,7 @@ async def test_cancel_event_from_the_console_cancels_its_bookings_like_the_organ
     event = booked["event"]
     standard, vip = booked["types"]
     second = await create_user("attendee")
-    await _book(console, second, event, [(standard.id, 3)])
+    await confirmed_booking(console, second, event.id, (standard.id, 3))
     assert await _counters(db, event.id) == (6, 9, 6)
 
     r = await run_action(console, "event", "cancel", [event.id])
@@ -661,7 +651,7 @@ async def test_holds_and_waiting_entries_are_listed_and_searchable(
     reference = hold.json()["hold_reference"]
     # The rest of VIP goes to another attendee; a third one waits for VIP tickets.
     buyer = await create_user("attendee", username="bea")
-    await _book(console, buyer, event, [(vip.id, 2)])
+    await confirmed_booking(console, buyer, event.id, (vip.id, 2))
     waiter = await create_user("attendee", username="walt", email="walt@example.com")
     entry = await console.post(
         f"/api/events/{event.id}/waitlist/",
@@ -691,3 +681,40 @@ async def test_holds_and_waiting_entries_are_listed_and_searchable(
 
     types = await console.get("/admin/ticket-type/list")
     assert "Quantity Held" in types.text or "quantity_held" in types.text
+
+
+async def test_webhook_deliveries_are_listed_without_endpoint_secrets(
+    console: httpx.AsyncClient, booked: dict[str, Any], db: async_sessionmaker[AsyncSession]
+) -> None:
+    created = await console.post(
+        "/api/webhooks/",
+        headers=auth(booked["organizer"]),
+        json={"url": "https://hooks.example.com/in", "event_types": ["booking.cancelled"]},
+    )
+    assert created.status_code == 201, created.text
+    secret = created.json()["secret"]
+    async with db() as session:
+        outbox_id = await session.scalar(
+            text(
+                "INSERT INTO outbox_messages (channel, topic, endpoint_id, payload) "
+                "VALUES ('webhook', 'booking.cancelled', :e, '{}'::jsonb) RETURNING id"
+            ),
+            {"e": created.json()["id"]},
+        )
+        await session.execute(
+            text(
+                "INSERT INTO webhook_deliveries (endpoint_id, outbox_message_id, message_id, "
+                "event_type, attempt, status_code, error, duration_ms) "
+                "VALUES (:e, :o, 'msg_console_1', 'booking.cancelled', 1, 503, 'upstream busy', 12)"
+            ),
+            {"e": created.json()["id"], "o": outbox_id},
+        )
+        await session.commit()
+    listing = await console.get("/admin/webhook-delivery/list", params={"search": "msg_console"})
+    assert listing.status_code == 200
+    assert "booking.cancelled" in listing.text and "503" in listing.text
+    (delivery_id,) = re.findall(r"/admin/webhook-delivery/details/(\d+)", listing.text)[:1]
+    details = await console.get(f"/admin/webhook-delivery/details/{delivery_id}")
+    assert "upstream busy" in details.text
+    for page in (listing, details):
+        assert secret not in page.text

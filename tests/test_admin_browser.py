@@ -12,8 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from tests.conftest import ROOT, TEST_PASSWORD, auth
-from tests.factories import make_event, make_ticket_type
+from tests.factories import ROOT, TEST_PASSWORD, auth, make_event, make_ticket_type
 from tests.test_browser import CHROMIUM, CHROMIUM_FLAGS, LOCAL_HOSTS
 
 pytestmark = pytest.mark.skipif(

@@ -15,9 +15,9 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from tests.booking_setup import add_event, add_ticket_type, check_invariants
-from tests.conftest import auth
+from tests.booking_setup import check_invariants
 from tests.console import csrf_from, sign_in
+from tests.factories import auth, make_event, make_ticket_type
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
@@ -65,8 +65,8 @@ async def test_console_and_api_cancels_of_the_same_bookings_release_tickets_once
     await create_user("organizer", username="desk1", is_staff=True)
     await create_user("organizer", username="desk2", is_staff=True)
     attendees = [await create_user("attendee") for _ in range(BOOKINGS)]
-    event = await add_event(db, organizer.id, total_capacity=1000)
-    tt = await add_ticket_type(db, event.id, quantity_available=200)
+    event = await make_event(db, organizer.id, total_capacity=1000)
+    tt = await make_ticket_type(db, event.id, quantity_available=200)
     bookings = await _book_all(http, attendees, event, tt)
     owners = {b["booking_reference"]: a for b, a in zip(bookings, attendees, strict=True)}
     ids = await _ids(db, list(owners))
@@ -145,8 +145,8 @@ async def test_console_event_cancel_racing_api_cancels_and_bookings_stays_exact(
 ) -> None:
     await create_user("organizer", username="desk3", is_staff=True)
     attendees = [await create_user("attendee") for _ in range(BOOKINGS)]
-    event = await add_event(db, organizer.id, total_capacity=1000)
-    tt = await add_ticket_type(db, event.id, quantity_available=500)
+    event = await make_event(db, organizer.id, total_capacity=1000)
+    tt = await make_ticket_type(db, event.id, quantity_available=500)
     bookings = await _book_all(http, attendees[:20], event, tt)
 
     desk = await _console(live_server, "desk3")

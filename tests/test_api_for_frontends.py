@@ -11,8 +11,7 @@ import httpx
 import pytest
 
 from app.main import create_app
-from tests.conftest import TEST_PASSWORD, auth, make_settings
-from tests.factories import make_event, make_ticket_type
+from tests.factories import TEST_PASSWORD, auth, make_event, make_settings, make_ticket_type
 
 MONEY = re.compile(r"^-?\d+\.\d{2}$")
 

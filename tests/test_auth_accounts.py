@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from app.auth import service
 from app.auth.models import User
-from tests.conftest import TEST_PASSWORD, auth
+from tests.factories import TEST_PASSWORD, auth
 from tests.factories_auth import (
     STRONG_PASSWORD,
     assert_no_secrets,

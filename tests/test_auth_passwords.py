@@ -13,7 +13,7 @@ from app.auth import reset
 from app.auth.models import User
 from app.core.security import verify_password
 from app.notifications import service as notifications
-from tests.conftest import TEST_PASSWORD, token_for
+from tests.factories import TEST_PASSWORD, token_for
 from tests.factories_auth import (
     STRONG_PASSWORD,
     assert_no_secrets,

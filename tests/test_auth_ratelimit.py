@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from app.core.config import Settings
-from tests.conftest import TEST_PASSWORD
+from tests.factories import TEST_PASSWORD
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from sqlalchemy import update
 from app.auth import service
 from app.auth.models import RefreshToken, User
 from app.core.security import create_token
-from tests.conftest import TEST_PASSWORD, TEST_SECRET_KEY, auth, token_for
+from tests.factories import TEST_PASSWORD, TEST_SECRET_KEY, auth, token_for
 from tests.factories_auth import assert_no_secrets, bearer, login, refresh_rows
 
 

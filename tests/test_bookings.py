@@ -10,32 +10,24 @@ import pytest
 from sqlalchemy import text
 
 from tests.booking_setup import check_invariants
-from tests.conftest import auth
-from tests.factories import make_event as add_event
-from tests.factories import make_ticket_type as add_ticket_type
+from tests.factories import auth, book, make_event, make_ticket_type
 
 
 @pytest.fixture
 async def event(db, organizer):
-    return await add_event(db, organizer.id, name="Concert", total_capacity=10)
+    return await make_event(db, organizer.id, name="Concert", total_capacity=10)
 
 
 @pytest.fixture
 async def standard(db, event):
-    return await add_ticket_type(db, event.id, name="Standard", price="25.00", quantity_available=8)
+    return await make_ticket_type(
+        db, event.id, name="Standard", price="25.00", quantity_available=8
+    )
 
 
 @pytest.fixture
 async def vip(db, event):
-    return await add_ticket_type(db, event.id, name="VIP", price="99.50", quantity_available=5)
-
-
-async def book(client, user, event_id, *items, key=None):
-    headers = auth(user)
-    if key:
-        headers["Idempotency-Key"] = key
-    body = {"event_id": event_id, "items": [{"ticket_type_id": t, "quantity": q} for t, q in items]}
-    return await client.post("/api/bookings/", json=body, headers=headers)
+    return await make_ticket_type(db, event.id, name="VIP", price="99.50", quantity_available=5)
 
 
 async def counters(db, *ids):
@@ -166,8 +158,8 @@ async def test_unknown_event_is_404(client, attendee, standard):
 
 
 async def test_type_of_another_event_is_422(client, db, organizer, attendee, event, standard):
-    other = await add_event(db, organizer.id, name="Other")
-    foreign = await add_ticket_type(db, other.id)
+    other = await make_event(db, organizer.id, name="Other")
+    foreign = await make_ticket_type(db, other.id)
     r = await book(client, attendee, event.id, (standard.id, 1), (foreign.id, 1))
     assert r.status_code == 422
     assert r.json()["errors"][0]["field"] == "body.items.1.ticket_type_id"

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.factories import ROOT
 
 
 @pytest.mark.slow

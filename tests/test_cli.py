@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests import pg
-from tests.conftest import ROOT, TEST_SECRET_KEY, wait_until_ready
+from tests.factories import ROOT, TEST_SECRET_KEY, wait_until_ready
 from tests.redis_server import free_port
 
 

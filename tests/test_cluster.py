@@ -27,8 +27,16 @@ import httpx
 import pytest
 
 from deploy.cluster import missing_tools
-from tests.booking_setup import add_event, add_ticket_type, check_invariants
-from tests.conftest import _TEST_PASSWORD_HASH, ROOT, TEST_SECRET_KEY, auth, make_settings
+from tests.booking_setup import check_invariants
+from tests.factories import (
+    ROOT,
+    TEST_PASSWORD_HASH,
+    TEST_SECRET_KEY,
+    auth,
+    make_event,
+    make_settings,
+    make_ticket_type,
+)
 from tests.redis_server import free_port
 
 pytestmark = [
@@ -120,7 +128,7 @@ async def _users(db, role: str, n: int, prefix: str = ""):
         User(
             username=f"{prefix}{role}{i}",
             email=f"{prefix}{role}{i}@example.com",
-            hashed_password=_TEST_PASSWORD_HASH,
+            hashed_password=TEST_PASSWORD_HASH,
             role=role,
         )
         for i in range(n)
@@ -150,9 +158,9 @@ async def test_cluster_opposite_orders_and_double_cancels_across_both_instances(
     concurrent cancels of each booking release its tickets once."""
     [organizer] = await _users(primary, "organizer", 1, prefix="race")
     attendees = await _users(primary, "attendee", 12, prefix="race")
-    event = await add_event(primary, organizer, name="Race night", total_capacity=30)
-    first = await add_ticket_type(primary, event, quantity_available=20)
-    second = await add_ticket_type(primary, event, quantity_available=20, name="Second")
+    event = await make_event(primary, organizer, name="Race night", total_capacity=30)
+    first = await make_ticket_type(primary, event, quantity_available=20)
+    second = await make_ticket_type(primary, event, quantity_available=20, name="Second")
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
     async with httpx.AsyncClient(base_url=cluster["api"], limits=limits, timeout=30) as http:
 
@@ -209,8 +217,8 @@ async def test_cluster_holds_end_exactly_one_way_across_both_instances(cluster, 
     bookings do; each hold raced by two checkouts and a delete ends exactly one way."""
     [organizer] = await _users(primary, "organizer", 1, prefix="hold")
     attendees = await _users(primary, "attendee", 30, prefix="hold")
-    event = await add_event(primary, organizer, name="Hold night", total_capacity=20)
-    seats = await add_ticket_type(primary, event, quantity_available=40)
+    event = await make_event(primary, organizer, name="Hold night", total_capacity=20)
+    seats = await make_ticket_type(primary, event, quantity_available=40)
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
     async with httpx.AsyncClient(base_url=cluster["api"], limits=limits, timeout=30) as http:
         payload = {"event_id": event.id, "items": [{"ticket_type_id": seats.id, "quantity": 1}]}
@@ -269,9 +277,9 @@ async def test_cluster_books_through_haproxy_survives_an_instance_and_the_replic
 
     [organizer] = await _users(primary, "organizer", 1)
     attendees = await _users(primary, "attendee", 20)
-    event = await add_event(primary, organizer, name="Cluster night", total_capacity=60)
-    standard = await add_ticket_type(primary, event, quantity_available=40)
-    vip = await add_ticket_type(primary, event, quantity_available=40, name="VIP")
+    event = await make_event(primary, organizer, name="Cluster night", total_capacity=60)
+    standard = await make_ticket_type(primary, event, quantity_available=40)
+    vip = await make_ticket_type(primary, event, quantity_available=40, name="VIP")
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
     api = cluster["api"]
     answered: Counter[int] = Counter()
@@ -329,8 +337,8 @@ async def test_cluster_books_through_haproxy_survives_an_instance_and_the_replic
         # The killed instance is gone and HAProxy routes around it: a second storm, with
         # no client-side retry, is answered by the survivor alone.
         assert not _alive(cluster["instances"][0]["pid"])
-        second = await add_event(primary, organizer, name="After the kill", total_capacity=10)
-        seats = await add_ticket_type(primary, second, quantity_available=10)
+        second = await make_event(primary, organizer, name="After the kill", total_capacity=10)
+        seats = await make_ticket_type(primary, second, quantity_available=10)
         again = await asyncio.gather(
             *(
                 http.post(

@@ -15,9 +15,7 @@ import pytest
 from sqlalchemy import text
 
 from tests.booking_setup import check_invariants
-from tests.conftest import auth
-from tests.factories import make_event as add_event
-from tests.factories import make_ticket_type as add_ticket_type
+from tests.factories import auth, make_event, make_ticket_type
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -59,8 +57,8 @@ async def sold(db, event_id):
 
 
 async def test_200_clients_for_50_tickets_exactly_50_succeed(http, db, organizer, attendees):
-    event = await add_event(db, organizer.id, total_capacity=1000)
-    tt = await add_ticket_type(db, event.id, quantity_available=50)
+    event = await make_event(db, organizer.id, total_capacity=1000)
+    tt = await make_ticket_type(db, event.id, quantity_available=50)
     requests = [
         ("POST", "/api/bookings/", body(event.id, (tt.id, 1)), auth(attendees[i % 25]))
         for i in range(200)
@@ -74,9 +72,9 @@ async def test_200_clients_for_50_tickets_exactly_50_succeed(http, db, organizer
 
 
 async def test_two_types_share_one_event_capacity(http, db, organizer, attendees):
-    event = await add_event(db, organizer.id, total_capacity=60)
-    a = await add_ticket_type(db, event.id, name="A", quantity_available=50)
-    b = await add_ticket_type(db, event.id, name="B", quantity_available=50)
+    event = await make_event(db, organizer.id, total_capacity=60)
+    a = await make_ticket_type(db, event.id, name="A", quantity_available=50)
+    b = await make_ticket_type(db, event.id, name="B", quantity_available=50)
     rng = random.Random(7)
     requests = []
     for i in range(150):
@@ -92,9 +90,9 @@ async def test_two_types_share_one_event_capacity(http, db, organizer, attendees
 
 
 async def test_opposite_item_orders_never_deadlock(http, db, organizer, attendees):
-    event = await add_event(db, organizer.id, total_capacity=10_000)
-    a = await add_ticket_type(db, event.id, name="A", quantity_available=5000)
-    b = await add_ticket_type(db, event.id, name="B", quantity_available=5000)
+    event = await make_event(db, organizer.id, total_capacity=10_000)
+    a = await make_ticket_type(db, event.id, name="A", quantity_available=5000)
+    b = await make_ticket_type(db, event.id, name="B", quantity_available=5000)
     requests = []
     for i in range(160):
         items = ((a.id, 1), (b.id, 1)) if i % 2 else ((b.id, 1), (a.id, 1))
@@ -106,8 +104,8 @@ async def test_opposite_item_orders_never_deadlock(http, db, organizer, attendee
 
 
 async def test_concurrent_double_cancel_releases_exactly_once(http, db, organizer, attendees):
-    event = await add_event(db, organizer.id, total_capacity=100)
-    tt = await add_ticket_type(db, event.id, quantity_available=100)
+    event = await make_event(db, organizer.id, total_capacity=100)
+    tt = await make_ticket_type(db, event.id, quantity_available=100)
     user = attendees[0]
     refs = []
     for _ in range(5):
@@ -130,8 +128,8 @@ async def test_concurrent_double_cancel_releases_exactly_once(http, db, organize
 
 
 async def test_cancels_interleaved_with_a_booking_storm(http, db, organizer, attendees):
-    event = await add_event(db, organizer.id, total_capacity=40)
-    tt = await add_ticket_type(db, event.id, quantity_available=40)
+    event = await make_event(db, organizer.id, total_capacity=40)
+    tt = await make_ticket_type(db, event.id, quantity_available=40)
     first = []
     for i in range(20):
         r = await http.post(
@@ -158,8 +156,8 @@ async def test_cancels_interleaved_with_a_booking_storm(http, db, organizer, att
 async def test_one_idempotency_key_many_concurrent_requests_one_booking(
     http, db, organizer, attendees
 ):
-    event = await add_event(db, organizer.id, total_capacity=100)
-    tt = await add_ticket_type(db, event.id, quantity_available=100)
+    event = await make_event(db, organizer.id, total_capacity=100)
+    tt = await make_ticket_type(db, event.id, quantity_available=100)
     headers = {**auth(attendees[0]), "Idempotency-Key": "checkout-42"}
     requests = [("POST", "/api/bookings/", body(event.id, (tt.id, 3)), headers)] * 30
     responses = await storm(http, requests)
@@ -177,8 +175,8 @@ async def test_one_idempotency_key_many_concurrent_requests_one_booking(
 
 async def test_in_process_storm_with_asyncio_tasks(client, db, organizer, attendees):
     """The same guarantee with the in-process app and 100 concurrent tasks."""
-    event = await add_event(db, organizer.id, total_capacity=30)
-    tt = await add_ticket_type(db, event.id, quantity_available=100)
+    event = await make_event(db, organizer.id, total_capacity=30)
+    tt = await make_ticket_type(db, event.id, quantity_available=100)
     responses = await asyncio.gather(
         *(
             client.post(
@@ -197,8 +195,8 @@ async def test_threads_with_blocking_clients_never_oversell(live_server, db, org
     """Plain threads with blocking clients (how many load-test scripts are written)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    event = await add_event(db, organizer.id, total_capacity=500)
-    tt = await add_ticket_type(db, event.id, quantity_available=25)
+    event = await make_event(db, organizer.id, total_capacity=500)
+    tt = await make_ticket_type(db, event.id, quantity_available=25)
 
     def worker(n: int) -> list[int]:
         with httpx.Client(base_url=live_server, timeout=60) as c:
@@ -220,8 +218,8 @@ async def test_threads_with_blocking_clients_never_oversell(live_server, db, org
 
 async def test_event_cancel_during_a_booking_storm(http, db, organizer, attendees):
     """Each booking either lands before the cancel (and is cancelled by it) or is refused."""
-    event = await add_event(db, organizer.id, total_capacity=1000)
-    tt = await add_ticket_type(db, event.id, quantity_available=1000)
+    event = await make_event(db, organizer.id, total_capacity=1000)
+    tt = await make_ticket_type(db, event.id, quantity_available=1000)
     requests = [
         ("POST", "/api/bookings/", body(event.id, (tt.id, 1)), auth(attendees[i % 25]))
         for i in range(120)

@@ -17,10 +17,8 @@ from sqlalchemy import text
 
 from app.holds.maintenance import sweep_expired_holds
 from tests.booking_setup import check_invariants
-from tests.conftest import auth
-from tests.factories import make_event as add_event
-from tests.factories import make_ticket_type as add_ticket_type
-from tests.hold_setup import order, type_counters
+from tests.factories import auth, make_event, make_ticket_type, order
+from tests.hold_setup import type_counters
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -61,8 +59,8 @@ async def set_deadline(db, refs, seconds):
 
 
 async def test_hold_storm_on_few_tickets_holds_exactly_what_exists(http, db, organizer, attendees):
-    event = await add_event(db, organizer.id, total_capacity=1000)
-    tt = await add_ticket_type(db, event.id, quantity_available=15)
+    event = await make_event(db, organizer.id, total_capacity=1000)
+    tt = await make_ticket_type(db, event.id, quantity_available=15)
     # Every attendee asks twice at once: one active hold each at most.
     requests = [(u, 1) for u in attendees] * 2
     random.Random(1).shuffle(requests)
@@ -85,8 +83,8 @@ async def test_hold_storm_on_few_tickets_holds_exactly_what_exists(http, db, org
 
 
 async def test_concurrent_checkouts_of_one_hold_make_one_booking(http, db, organizer, attendees):
-    event = await add_event(db, organizer.id, total_capacity=100)
-    tt = await add_ticket_type(db, event.id, quantity_available=10)
+    event = await make_event(db, organizer.id, total_capacity=100)
+    tt = await make_ticket_type(db, event.id, quantity_available=10)
     user = attendees[0]
     ref = await place(http, user, event.id, (tt.id, 3))
     responses = await asyncio.gather(
@@ -102,8 +100,8 @@ async def test_concurrent_checkouts_of_one_hold_make_one_booking(http, db, organ
 
 
 async def test_checkout_racing_delete_ends_each_hold_one_way(http, db, organizer, attendees):
-    event = await add_event(db, organizer.id, total_capacity=100)
-    tt = await add_ticket_type(db, event.id, quantity_available=40)
+    event = await make_event(db, organizer.id, total_capacity=100)
+    tt = await make_ticket_type(db, event.id, quantity_available=40)
     users = attendees[:12]
     refs = [await place(http, u, event.id, (tt.id, 2)) for u in users]
     requests = []
@@ -140,8 +138,8 @@ async def test_checkout_racing_delete_ends_each_hold_one_way(http, db, organizer
 async def test_checkout_racing_expiry_either_books_or_expires(
     http, db, settings, organizer, attendees
 ):
-    event = await add_event(db, organizer.id, total_capacity=100)
-    tt = await add_ticket_type(db, event.id, quantity_available=30)
+    event = await make_event(db, organizer.id, total_capacity=100)
+    tt = await make_ticket_type(db, event.id, quantity_available=30)
     users = attendees[:10]
     refs = [await place(http, u, event.id, (tt.id, 2)) for u in users]
     await set_deadline(db, refs, 1.0)
@@ -179,8 +177,8 @@ async def test_checkout_racing_expiry_either_books_or_expires(
 async def test_sweeper_racing_a_booking_that_releases_expired_holds(
     http, db, settings, organizer, attendees
 ):
-    event = await add_event(db, organizer.id, total_capacity=100)
-    tt = await add_ticket_type(db, event.id, quantity_available=15)
+    event = await make_event(db, organizer.id, total_capacity=100)
+    tt = await make_ticket_type(db, event.id, quantity_available=15)
     holders, bookers = attendees[:15], attendees[15:40]
     refs = [await place(http, u, event.id, (tt.id, 1)) for u in holders]
     await set_deadline(db, refs, -1)
@@ -209,8 +207,8 @@ async def test_sweeper_racing_a_booking_that_releases_expired_holds(
 
 
 async def test_event_cancel_during_a_hold_storm_releases_every_hold(http, db, organizer, attendees):
-    event = await add_event(db, organizer.id, total_capacity=1000)
-    tt = await add_ticket_type(db, event.id, quantity_available=100)
+    event = await make_event(db, organizer.id, total_capacity=1000)
+    tt = await make_ticket_type(db, event.id, quantity_available=100)
     requests = [("POST", "/api/holds/", order(event.id, (tt.id, 1)), auth(u)) for u in attendees]
     requests.insert(
         20, ("PATCH", f"/api/events/{event.id}/", {"status": "cancelled"}, auth(organizer))
@@ -242,8 +240,8 @@ async def join_line(http, user, event_id, ticket_type_id, quantity):
 async def test_cancellations_free_tickets_for_waiting_attendees_not_for_others(
     http, db, organizer, attendees
 ):
-    event = await add_event(db, organizer.id, total_capacity=100)
-    tt = await add_ticket_type(db, event.id, quantity_available=12)
+    event = await make_event(db, organizer.id, total_capacity=100)
+    tt = await make_ticket_type(db, event.id, quantity_available=12)
     owners, waiting, others = attendees[:6], attendees[6:14], attendees[14:40]
     refs = []
     for u in owners:
@@ -274,8 +272,8 @@ async def test_cancellations_free_tickets_for_waiting_attendees_not_for_others(
 async def test_event_cancel_with_active_holds_and_waiting_entries_racing_checkouts(
     http, db, organizer, attendees
 ):
-    event = await add_event(db, organizer.id, total_capacity=100)
-    tt = await add_ticket_type(db, event.id, quantity_available=10)
+    event = await make_event(db, organizer.id, total_capacity=100)
+    tt = await make_ticket_type(db, event.id, quantity_available=10)
     holders, waiting = attendees[:10], attendees[10:20]
     refs = [await place(http, u, event.id, (tt.id, 1)) for u in holders]
     entries = [await join_line(http, u, event.id, tt.id, 1) for u in waiting]

@@ -14,9 +14,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.bookings.door_list import BATCH_ROWS, COLUMNS
-from tests.conftest import auth
 from tests.console import sign_in
-from tests.factories import make_event, make_ticket_type
+from tests.factories import auth, make_event, make_ticket_type
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

@@ -7,6 +7,7 @@ import logging
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,8 +24,14 @@ from app.notifications.emails import Email, render
 from app.notifications.jobs import send_with_retries
 from app.outbox.dispatcher import Dispatcher
 from app.worker import make_worker, queue_name
-from tests.booking_setup import add_event, add_ticket_type
-from tests.conftest import TEST_PASSWORD, auth, make_settings
+from tests.factories import (
+    TEST_PASSWORD,
+    auth,
+    confirmed_booking,
+    make_event,
+    make_settings,
+    make_ticket_type,
+)
 from tests.redis_server import SmtpSink, html_of, text_of
 
 # arq's worker closes its pool with a call that redis-py 5 marks deprecated.
@@ -107,23 +114,10 @@ async def queued(
 
 
 async def ticketed_event(db: Any, organizer: User, **fields: Any) -> tuple[Any, Any, Any]:
-    event = await add_event(db, organizer.id, name=fields.pop("name", "Jazz <Night> & Co"))
-    standard = await add_ticket_type(db, event.id, name="Standard", price=Decimal("25.00"))
-    vip = await add_ticket_type(db, event.id, name="VIP", price=Decimal("80.50"))
+    event = await make_event(db, organizer.id, name=fields.pop("name", "Jazz <Night> & Co"))
+    standard = await make_ticket_type(db, event.id, name="Standard", price=Decimal("25.00"))
+    vip = await make_ticket_type(db, event.id, name="VIP", price=Decimal("80.50"))
     return event, standard, vip
-
-
-async def book(client: httpx.AsyncClient, user: User, event: Any, *items: tuple[Any, int]) -> dict:
-    response = await client.post(
-        "/api/bookings/",
-        json={
-            "event_id": event.id,
-            "items": [{"ticket_type_id": tt.id, "quantity": q} for tt, q in items],
-        },
-        headers=auth(user),
-    )
-    assert response.status_code == 201, response.text
-    return response.json()
 
 
 def reset_link_in(message: Any) -> str:
@@ -144,7 +138,9 @@ async def test_a_booking_sends_exactly_one_confirmation_email(
     attendee: User,
 ) -> None:
     event, standard, vip = await ticketed_event(db, organizer)
-    booking = await book(mail_client, attendee, event, (standard, 2), (vip, 1))
+    booking = await confirmed_booking(
+        mail_client, attendee, event.id, (standard.id, 2), (vip.id, 1)
+    )
 
     [message] = await smtp_sink.wait_for(1, to=attendee.email)
     await mail_app.state.outbox.wait_idle()
@@ -190,7 +186,7 @@ async def test_cancelling_a_booking_emails_the_attendee(
     attendee: User,
 ) -> None:
     event, standard, _ = await ticketed_event(db, organizer)
-    booking = await book(mail_client, attendee, event, (standard, 3))
+    booking = await confirmed_booking(mail_client, attendee, event.id, (standard.id, 3))
     await smtp_sink.wait_for(1)
     reference = booking["booking_reference"]
     response = await mail_client.put(f"/api/bookings/{reference}/cancel/", headers=auth(attendee))
@@ -214,9 +210,9 @@ async def test_cancelling_an_event_emails_every_booking_once(
     event, standard, vip = await ticketed_event(db, organizer, name="Open Air")
     first, second = await create_user("attendee"), await create_user("attendee")
     bookings = [
-        await book(mail_client, first, event, (standard, 1)),
-        await book(mail_client, first, event, (vip, 2)),
-        await book(mail_client, second, event, (standard, 4)),
+        await confirmed_booking(mail_client, first, event.id, (standard.id, 1)),
+        await confirmed_booking(mail_client, first, event.id, (vip.id, 2)),
+        await confirmed_booking(mail_client, second, event.id, (standard.id, 4)),
     ]
     await smtp_sink.wait_for(3)
     response = await mail_client.patch(
@@ -327,7 +323,7 @@ async def test_the_worker_retries_when_smtp_fails(
     smtp_sink.fail_next = 2
     event, standard, _ = await ticketed_event(db, organizer)
     async with client_for(application) as client:
-        booking = await book(client, attendee, event, (standard, 1))
+        booking = await confirmed_booking(client, attendee, event.id, (standard.id, 1))
     start_worker()
     [message] = await smtp_sink.wait_for(1, to=attendee.email, timeout=20)
     assert booking["booking_reference"] in text_of(message)
@@ -348,7 +344,7 @@ async def test_with_redis_down_committed_emails_wait_in_the_outbox_and_are_sent(
     event, standard, _ = await ticketed_event(db, organizer)
     async for application in running_app(settings):
         async with client_for(application) as client:
-            booking = await book(client, attendee, event, (standard, 1))
+            booking = await confirmed_booking(client, attendee, event.id, (standard.id, 1))
             response = await client.post(
                 "/api/auth/password-reset-request/", json={"email": attendee.email}
             )
@@ -464,3 +460,39 @@ async def test_with_redis_the_workers_sweep_offers_expired_holds_and_emails_the_
         await shutdown(ctx)
     [message] = await smtp_sink.wait_for(1, to=waiting.email)
     assert message["Subject"].startswith("Tickets held for you")
+
+
+async def test_booking_emails_tell_when_and_where_the_event_is(
+    mail_client: httpx.AsyncClient,
+    smtp_sink: SmtpSink,
+    db: Any,
+    organizer: User,
+    attendee: User,
+) -> None:
+    start = datetime(2031, 5, 17, 19, 30, tzinfo=UTC)
+    event = await make_event(
+        db,
+        organizer,
+        name="Harbour Lights",
+        start_time=start,
+        end_time=start + timedelta(hours=3),
+        location="Pier 7, Hamburg",
+    )
+    standard = await make_ticket_type(db, event, name="Standard", price=Decimal("25.00"))
+    booking = await confirmed_booking(mail_client, attendee, event.id, (standard.id, 1))
+    reference = booking["booking_reference"]
+    response = await mail_client.put(f"/api/bookings/{reference}/cancel/", headers=auth(attendee))
+    assert response.status_code == 200, response.text
+
+    messages = await smtp_sink.wait_for(2, to=attendee.email)
+    assert sorted(m["Subject"].split(":")[0] for m in messages) == [
+        "Booking cancelled",
+        "Booking confirmed",
+    ]
+    for message in messages:
+        text = text_of(message)
+        assert "When: Sat 17 May 2031, 19:30 UTC to Sat 17 May 2031, 22:30 UTC" in text, text
+        assert "Where: Pier 7, Hamburg" in text, text
+        html = html_of(message)
+        assert "Sat 17 May 2031, 19:30 UTC" in html and "22:30 UTC" in html
+        assert "Pier 7, Hamburg" in html

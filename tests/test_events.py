@@ -10,10 +10,9 @@ import httpx
 import pytest
 from sqlalchemy import select, text, update
 
-from app.bookings.models import Booking, BookingItem
+from app.bookings.models import Booking
 from app.events.models import Event, TicketType
-from tests.conftest import auth
-from tests.factories import make_event, make_ticket_type
+from tests.factories import auth, make_booking, make_event, make_ticket_type
 
 
 def iso(delta: timedelta) -> str:
@@ -39,41 +38,6 @@ def fields_of(response: httpx.Response) -> list[str]:
     body = response.json()
     assert body["code"] == "validation_error"
     return [e["field"] for e in body["errors"]]
-
-
-async def book(db, event: Event, ticket_type: TicketType, user, quantity: int) -> int:
-    """A confirmed booking written straight into the database, counters included."""
-    async with db() as session:
-        booking = Booking(
-            user_id=user.id,
-            event_id=event.id,
-            total_price=ticket_type.price * quantity,
-        )
-        session.add(booking)
-        await session.flush()
-        session.add(
-            BookingItem(
-                booking_id=booking.id,
-                ticket_type_id=ticket_type.id,
-                quantity=quantity,
-                price_at_booking=ticket_type.price,
-            )
-        )
-        await session.execute(
-            update(TicketType)
-            .where(TicketType.id == ticket_type.id)
-            .values(
-                quantity_available=TicketType.quantity_available - quantity,
-                quantity_sold=TicketType.quantity_sold + quantity,
-            )
-        )
-        await session.execute(
-            update(Event)
-            .where(Event.id == event.id)
-            .values(tickets_sold=Event.tickets_sold + quantity)
-        )
-        await session.commit()
-        return booking.id
 
 
 # --- create ---------------------------------------------------------------
@@ -332,8 +296,8 @@ async def test_cancel_cancels_confirmed_bookings_and_releases_tickets(
 ) -> None:
     event = await make_event(db, organizer, total_capacity=10)
     vip = await make_ticket_type(db, event, name="VIP", quantity_available=5)
-    first = await book(db, event, vip, attendee, 2)
-    second = await book(db, event, vip, attendee, 1)
+    first = await make_booking(db, event, vip, attendee, 2)
+    second = await make_booking(db, event, vip, attendee, 1)
     r = await client.get(f"/api/events/{event.id}/")
     assert r.json()["tickets_sold"] == 3
     r = await client.patch(
@@ -395,7 +359,7 @@ async def test_delete_with_confirmed_bookings_is_409_until_cancelled(
 ) -> None:
     event = await make_event(db, organizer)
     tt = await make_ticket_type(db, event)
-    await book(db, event, tt, attendee, 1)
+    await make_booking(db, event, tt, attendee, 1)
     r = await client.delete(f"/api/events/{event.id}/", headers=auth(organizer))
     assert r.status_code == 409 and r.json()["code"] == "event_has_bookings"
     assert (await client.get(f"/api/events/{event.id}/")).status_code == 200
@@ -410,7 +374,7 @@ async def test_delete_with_confirmed_bookings_is_409_until_cancelled(
 async def test_concurrent_cancels_cancel_once(client, db, organizer, attendee) -> None:
     event = await make_event(db, organizer)
     tt = await make_ticket_type(db, event, quantity_available=5)
-    await book(db, event, tt, attendee, 2)
+    await make_booking(db, event, tt, attendee, 2)
     responses = await asyncio.gather(
         *(
             client.patch(
@@ -436,7 +400,7 @@ async def test_cancel_returns_the_cancelled_booking_ids_for_notification(
 
     event = await make_event(db, organizer)
     tt = await make_ticket_type(db, event)
-    ids = [await book(db, event, tt, attendee, 1) for _ in range(3)]
+    ids = [await make_booking(db, event, tt, attendee, 1) for _ in range(3)]
     change = await service.update_event(UnitOfWork(db), event.id, EventUpdate(status="cancelled"))
     assert sorted(change.cancelled_booking_ids) == ids
     assert change.row.status == "cancelled"

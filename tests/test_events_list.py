@@ -13,8 +13,7 @@ from sqlalchemy import update
 
 from app.core.db import UnitOfWork
 from app.events.models import Event, TicketType
-from tests.conftest import auth
-from tests.factories import make_event, make_ticket_type
+from tests.factories import auth, make_event, make_ticket_type
 
 NOW = datetime.now(UTC)
 

@@ -8,8 +8,7 @@ import pytest
 from sqlalchemy import update
 
 from app.events.models import Event, TicketType
-from tests.conftest import auth
-from tests.factories import make_event, make_ticket_type
+from tests.factories import auth, make_event, make_ticket_type
 
 
 def error_fields(response) -> list[str]:

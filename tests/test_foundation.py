@@ -9,7 +9,7 @@ import httpx
 from sqlalchemy import text
 
 from app.auth.models import User
-from tests.conftest import ROOT, auth
+from tests.factories import ROOT, auth
 
 
 async def test_live_and_ready(client: httpx.AsyncClient) -> None:

@@ -21,7 +21,7 @@ from sqlalchemy import text
 from app.auth.service import purge_expired_refresh_tokens
 from app.core import security
 from app.core.config import Settings
-from tests.conftest import ROOT, TEST_PASSWORD, TEST_SECRET_KEY, auth
+from tests.factories import ROOT, TEST_PASSWORD, TEST_SECRET_KEY, auth
 
 
 async def running_client(settings: Settings, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:

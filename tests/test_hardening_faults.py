@@ -17,8 +17,7 @@ from app.core.config import Settings
 from app.core.db import UnitOfWork
 from app.core.errors import Busy
 from app.notifications.emails import Email
-from tests.conftest import auth
-from tests.factories import make_event
+from tests.factories import auth, make_event
 from tests.redis_server import free_port
 
 

@@ -10,8 +10,7 @@ from sqlalchemy import text
 
 from app.events import service as events_service
 from app.events.schemas import INT4_MAX
-from tests.conftest import auth
-from tests.factories import make_event, make_ticket_type
+from tests.factories import auth, make_event, make_ticket_type
 
 # The largest page the schema accepts: past any list's end, and OFFSET never overflows.
 LAST_PAGE = str(2**31 - 1)

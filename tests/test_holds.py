@@ -4,31 +4,32 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 from sqlalchemy import text
 
 from app.holds.maintenance import sweep_expired_holds
 from tests.booking_setup import check_invariants
-from tests.conftest import auth
-from tests.factories import make_event as add_event
-from tests.factories import make_ticket_type as add_ticket_type
-from tests.hold_setup import book, checkout, event_counters, expire, hold, order, type_counters
+from tests.factories import auth, book, checkout, hold, make_event, make_ticket_type, order
+from tests.hold_setup import event_counters, expire, type_counters
 
 
 @pytest.fixture
 async def event(db, organizer):
-    return await add_event(db, organizer.id, name="Concert", total_capacity=10)
+    return await make_event(db, organizer.id, name="Concert", total_capacity=10)
 
 
 @pytest.fixture
 async def standard(db, event):
-    return await add_ticket_type(db, event.id, name="Standard", price="25.00", quantity_available=8)
+    return await make_ticket_type(
+        db, event.id, name="Standard", price="25.00", quantity_available=8
+    )
 
 
 @pytest.fixture
 async def vip(db, event):
-    return await add_ticket_type(db, event.id, name="VIP", price="99.50", quantity_available=5)
+    return await make_ticket_type(db, event.id, name="VIP", price="99.50", quantity_available=5)
 
 
 async def test_hold_is_201_with_location_and_takes_tickets_off_sale(
@@ -100,8 +101,8 @@ async def test_second_active_hold_on_one_event_is_409_hold_exists(
     assert first.status_code == 201
     again = await hold(client, attendee, event.id, (standard.id, 2))
     assert again.status_code == 409 and again.json()["code"] == "hold_exists"
-    other_event = await add_event(db, organizer.id)
-    other_type = await add_ticket_type(db, other_event.id)
+    other_event = await make_event(db, organizer.id)
+    other_type = await make_ticket_type(db, other_event.id)
     assert (await hold(client, attendee, other_event.id, (other_type.id, 1))).status_code == 201
     ref = first.json()["hold_reference"]
     assert (await client.delete(f"/api/holds/{ref}/", headers=auth(attendee))).status_code == 204
@@ -127,16 +128,16 @@ async def test_hold_is_refused_like_a_booking(
     assert r.status_code == 409 and r.json()["code"] == "ticket_type_inactive"
     r = await hold(client, attendee, 999_999, (standard.id, 1))
     assert r.status_code == 404
-    other = await add_event(db, organizer.id)
-    foreign = await add_ticket_type(db, other.id)
+    other = await make_event(db, organizer.id)
+    foreign = await make_ticket_type(db, other.id)
     r = await hold(client, attendee, event.id, (foreign.id, 1))
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body.items.0.ticket_type_id"
     r = await hold(client, attendee, event.id, (standard.id, 11))
     assert r.status_code == 422
     r = await hold(client, organizer, event.id, (standard.id, 1))
     assert r.status_code == 403
-    past = await add_event(db, organizer.id, start_time=datetime.now(UTC) - timedelta(hours=1))
-    past_type = await add_ticket_type(db, past.id)
+    past = await make_event(db, organizer.id, start_time=datetime.now(UTC) - timedelta(hours=1))
+    past_type = await make_ticket_type(db, past.id)
     r = await hold(client, attendee, past.id, (past_type.id, 1))
     assert r.status_code == 409 and r.json()["code"] == "event_not_bookable"
     assert await type_counters(db, standard.id, vip.id) == {
@@ -359,8 +360,8 @@ async def test_idempotency_keys_are_per_route(client, db, attendee, event, stand
 async def test_list_my_holds_newest_first_with_status_filter(
     client, db, attendee, organizer, event, standard
 ):
-    other_event = await add_event(db, organizer.id)
-    other_type = await add_ticket_type(db, other_event.id)
+    other_event = await make_event(db, organizer.id)
+    other_type = await make_ticket_type(db, other_event.id)
     a = (await hold(client, attendee, event.id, (standard.id, 1))).json()["hold_reference"]
     b = (await hold(client, attendee, other_event.id, (other_type.id, 1))).json()
     assert (await checkout(client, attendee, a)).status_code == 201
@@ -421,3 +422,20 @@ async def test_payment_reference_with_a_nul_character_is_422(client, db, attende
     r = await checkout(client, attendee, ref, payment_reference="pi\x00x")
     assert r.status_code == 422 and r.json()["code"] == "validation_error"
     assert await type_counters(db, standard.id) == {standard.id: (7, 1, 0)}
+
+
+async def test_a_hold_of_the_most_tickets_at_the_highest_price_is_201(
+    client, db, organizer, attendee, settings
+):
+    event = await make_event(db, organizer.id, total_capacity=settings.max_tickets_per_booking)
+    top = await make_ticket_type(
+        db, event.id, price="99999999.99", quantity_available=settings.max_tickets_per_booking
+    )
+    total = str(Decimal("99999999.99") * settings.max_tickets_per_booking)
+    r = await hold(client, attendee, event.id, (top.id, settings.max_tickets_per_booking))
+    assert r.status_code == 201, r.text
+    assert r.json()["total_price"] == total
+    c = await checkout(client, attendee, r.json()["hold_reference"])
+    assert c.status_code == 201, c.text
+    assert c.json()["total_price"] == total
+    await check_invariants(db)

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.core.config import Settings
 from app.core.logging import JsonFormatter, RequestIdFilter, configure_logging
-from tests.conftest import ROOT
+from tests.factories import ROOT
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from app.core.errors import PROBLEM_JSON, NotFound, PermissionDenied, SoldOut
 from app.core.openapi import install_openapi, iter_api_routes, problem_responses, raises
 from app.core.pagination import Page, Pagination, paginate
-from tests.conftest import make_settings
+from tests.factories import make_settings
 
 SCHEMAS = "#/components/schemas/"
 METHODS = {"get", "put", "post", "delete", "patch"}

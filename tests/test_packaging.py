@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from app.core.config import Settings
-from tests.conftest import ROOT
+from tests.factories import ROOT
 
 
 def _compose_available() -> bool:

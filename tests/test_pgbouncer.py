@@ -21,8 +21,16 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from deploy.services import Service, find_binary, start_pgbouncer
-from tests.booking_setup import add_event, add_ticket_type, check_invariants
-from tests.conftest import ROOT, TEST_SECRET_KEY, auth, make_settings, wait_until_ready
+from tests.booking_setup import check_invariants
+from tests.factories import (
+    ROOT,
+    TEST_SECRET_KEY,
+    auth,
+    make_event,
+    make_settings,
+    make_ticket_type,
+    wait_until_ready,
+)
 from tests.redis_server import free_port
 
 pytestmark = [
@@ -90,9 +98,9 @@ def body(event_id: int, *items: tuple[int, int]) -> dict[str, object]:
 async def test_bookings_and_the_catalogue_work_through_pgbouncer(
     pooled, db, organizer, attendee
 ) -> None:
-    event = await add_event(db, organizer, total_capacity=10)
-    standard = await add_ticket_type(db, event, quantity_available=8)
-    vip = await add_ticket_type(db, event, quantity_available=2, name="VIP")
+    event = await make_event(db, organizer, total_capacity=10)
+    standard = await make_ticket_type(db, event, quantity_available=8)
+    vip = await make_ticket_type(db, event, quantity_available=2, name="VIP")
     # Many requests, so that the app's pooled connections meet several server connections.
     for _ in range(3):
         r = await pooled.get("/api/events/")
@@ -132,8 +140,8 @@ async def test_lock_wait_past_lock_timeout_is_503_busy_through_pgbouncer(
 ) -> None:
     """lock_timeout reaches every transaction as SET LOCAL: a booking and a cancel that
     wait on a held event lock are 503 busy after LOCK_TIMEOUT_MS, and write nothing."""
-    event = await add_event(db, organizer)
-    standard = await add_ticket_type(db, event, quantity_available=5)
+    event = await make_event(db, organizer)
+    standard = await make_ticket_type(db, event, quantity_available=5)
     settings = make_settings(bouncer_url, db_pooler="pgbouncer", lock_timeout_ms=300)
     async for c in _app_client(settings):
         r = await c.post(
@@ -221,9 +229,9 @@ async def test_concurrent_bookings_through_pgbouncer_never_oversell(
     pooled_server, db, organizer, create_user
 ) -> None:
     """150 clients on 2 workers (20 pooled connections) share 6 server connections."""
-    event = await add_event(db, organizer, total_capacity=40)
-    standard = await add_ticket_type(db, event, quantity_available=30)
-    vip = await add_ticket_type(db, event, quantity_available=30, name="VIP")
+    event = await make_event(db, organizer, total_capacity=40)
+    standard = await make_ticket_type(db, event, quantity_available=30)
+    vip = await make_ticket_type(db, event, quantity_available=30, name="VIP")
     attendees = [await create_user("attendee") for _ in range(15)]
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
     async with httpx.AsyncClient(base_url=pooled_server, limits=limits, timeout=60) as http:

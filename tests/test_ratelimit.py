@@ -17,9 +17,10 @@ from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from app.core.config import Settings
-from app.core.errors import RateLimited, install_error_handlers
+from app.core.errors import RateLimited
+from app.core.handlers import install_error_handlers
 from app.core.ratelimit import RateLimiter, limit_per_ip, limits_from_settings
-from tests.conftest import TEST_PASSWORD, TEST_SECRET_KEY, auth
+from tests.factories import TEST_PASSWORD, TEST_SECRET_KEY, auth
 from tests.redis_server import free_port, serve, start_redis_server, stop
 
 
@@ -338,10 +339,10 @@ async def test_password_reset_requests_are_limited_per_email(
 async def test_bookings_are_limited_per_user(
     limited_server: str, db: Any, organizer: Any, create_user: Callable[..., Any]
 ) -> None:
-    from tests.booking_setup import add_event, add_ticket_type
+    from tests.factories import make_event, make_ticket_type
 
-    event = await add_event(db, organizer.id)
-    standard = await add_ticket_type(db, event.id)
+    event = await make_event(db, organizer.id)
+    standard = await make_ticket_type(db, event.id)
     first, second = await create_user("attendee"), await create_user("attendee")
     body = {"event_id": event.id, "items": [{"ticket_type_id": standard.id, "quantity": 1}]}
     url = f"{limited_server}/api/bookings/"

@@ -21,8 +21,7 @@ from app.core import replica
 from app.core.db import create_engine, make_sessionmaker
 from app.core.migrate import upgrade_head
 from tests import pg
-from tests.booking_setup import add_event, add_ticket_type
-from tests.conftest import _TEST_PASSWORD_HASH, auth, make_settings
+from tests.factories import TEST_PASSWORD_HASH, auth, make_event, make_settings, make_ticket_type
 from tests.redis_server import free_port
 
 pytestmark = pytest.mark.timeout(120)
@@ -52,14 +51,14 @@ async def replica_event(replica_url: str):
         user = User(
             username="replicaorg",
             email="replicaorg@example.com",
-            hashed_password=_TEST_PASSWORD_HASH,
+            hashed_password=TEST_PASSWORD_HASH,
             role="organizer",
         )
         s.add(user)
         await s.commit()
         await s.refresh(user)
-    event = await add_event(db, user, name="Only on the replica")
-    await add_ticket_type(db, event, name="Replica seat")
+    event = await make_event(db, user, name="Only on the replica")
+    await make_ticket_type(db, event, name="Replica seat")
     yield event
     async with db() as s:
         await s.execute(text("TRUNCATE ticket_types, events, users RESTART IDENTITY CASCADE"))
@@ -85,8 +84,8 @@ def names(response: httpx.Response) -> list[str]:
 async def test_anonymous_catalogue_reads_the_replica_and_the_rest_the_primary(
     database_url, replica_url, replica_event, db, organizer, attendee
 ) -> None:
-    event = await add_event(db, organizer, name="On the primary")
-    standard = await add_ticket_type(db, event, quantity_available=5)
+    event = await make_event(db, organizer, name="On the primary")
+    standard = await make_ticket_type(db, event, quantity_available=5)
     settings = make_settings(database_url, database_read_url=replica_url)
     async for c in _client(settings):
         assert names(await c.get("/api/events/")) == ["Only on the replica"]
@@ -156,7 +155,7 @@ async def relay(port: int, target_url: str) -> AsyncIterator[None]:
 async def test_replica_down_falls_back_to_the_primary_logged_once_and_counted(
     database_url, replica_url, replica_event, db, organizer, caplog, monkeypatch
 ) -> None:
-    await add_event(db, organizer, name="On the primary")
+    await make_event(db, organizer, name="On the primary")
     monkeypatch.setattr(replica, "RETRY_SECONDS", 0.3)
     port = free_port()
     dead = make_url(replica_url)

@@ -11,7 +11,7 @@ from sqlalchemy.engine import make_url
 
 from app.core.db import UnitOfWork, create_engine, make_sessionmaker, raw_connection
 from deploy.services import find_binary, start_pgbouncer
-from tests.conftest import make_settings
+from tests.factories import make_settings
 
 
 @pytest.fixture(params=["direct", "pgbouncer"])

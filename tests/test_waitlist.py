@@ -9,20 +9,20 @@ from sqlalchemy import text
 
 from app.holds.maintenance import sweep_expired_holds
 from tests.booking_setup import check_invariants
-from tests.conftest import auth
-from tests.factories import make_event as add_event
-from tests.factories import make_ticket_type as add_ticket_type
-from tests.hold_setup import book, checkout, event_counters, expire, hold, type_counters
+from tests.factories import auth, book, checkout, hold, make_event, make_ticket_type
+from tests.hold_setup import event_counters, expire, type_counters
 
 
 @pytest.fixture
 async def event(db, organizer):
-    return await add_event(db, organizer.id, name="Opera", total_capacity=10)
+    return await make_event(db, organizer.id, name="Opera", total_capacity=10)
 
 
 @pytest.fixture
 async def standard(db, event):
-    return await add_ticket_type(db, event.id, name="Standard", price="30.00", quantity_available=4)
+    return await make_ticket_type(
+        db, event.id, name="Standard", price="30.00", quantity_available=4
+    )
 
 
 @pytest.fixture
@@ -81,7 +81,7 @@ async def test_joining_while_enough_tickets_are_on_sale_is_409_tickets_available
     # More than the type has left: waiting makes sense.
     assert (await join(client, waiters[0], event.id, standard.id, 3)).status_code == 201
     # The event's capacity counts too: 2 left in the event though the type has more.
-    other = await add_ticket_type(db, event.id, name="Other", quantity_available=20)
+    other = await make_ticket_type(db, event.id, name="Other", quantity_available=20)
     async with db() as s, s.begin():
         await s.execute(text("UPDATE events SET total_capacity = 4 WHERE id = :i"), {"i": event.id})
     assert (await join(client, waiters[1], event.id, other.id, 3)).status_code == 201
@@ -112,8 +112,8 @@ async def test_joining_is_refused_for_bad_input(
 ):
     await sell_out(client, attendee, event.id, standard.id, 4)
     assert (await join(client, waiters[0], 999_999, standard.id, 1)).status_code == 404
-    other = await add_event(db, organizer.id)
-    foreign = await add_ticket_type(db, other.id)
+    other = await make_event(db, organizer.id)
+    foreign = await make_ticket_type(db, other.id)
     r = await join(client, waiters[0], event.id, foreign.id, 1)
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body.ticket_type_id"
     for quantity in (0, 11):
@@ -265,7 +265,7 @@ async def test_the_organizer_sees_the_line_in_order_with_positions(
     client, db, attendee, organizer, create_user, event, standard, waiters
 ):
     await sell_out(client, attendee, event.id, standard.id, 4)
-    vip = await add_ticket_type(db, event.id, name="VIP", quantity_available=1)
+    vip = await make_ticket_type(db, event.id, name="VIP", quantity_available=1)
     await sell_out(client, waiters[3], event.id, vip.id, 1)
     ids = [
         (await join(client, waiters[0], event.id, standard.id, 1)).json()["id"],
@@ -306,8 +306,8 @@ async def test_an_offer_is_emailed_with_the_hold_reference_and_deadline(
     from tests.redis_server import text_of
     from tests.test_email import client_for, running_app, smtp_settings
 
-    event = await add_event(db, organizer.id, name="Ballet", total_capacity=10)
-    tt = await add_ticket_type(db, event.id, name="Stalls", price="40.00", quantity_available=2)
+    event = await make_event(db, organizer.id, name="Ballet", total_capacity=10)
+    tt = await make_ticket_type(db, event.id, name="Stalls", price="40.00", quantity_available=2)
     async for application in running_app(smtp_settings(database_url, smtp_sink)):
         async with client_for(application) as c:
             ref = await sell_out(c, attendee, event.id, tt.id, 2)

@@ -17,9 +17,8 @@ from app.outbox import dispatcher as dispatcher_module
 from app.outbox.dispatcher import Dispatcher
 from app.outbox.service import record_event
 from app.webhooks.schemas import WebhookEventType
-from tests.conftest import auth
 from tests.conftest_webhooks import hook_settings
-from tests.factories import make_event
+from tests.factories import auth, make_event
 from tests.webhook_receiver import Receiver
 
 
@@ -430,7 +429,7 @@ async def test_a_dispatcher_killed_mid_delivery_leaves_the_message_to_the_next(
     import subprocess
     import sys
 
-    from tests.conftest import ROOT
+    from tests.factories import ROOT
 
     receiver.delay = 2.0  # the first dispatcher is killed while the receiver still reads
     settings = hook_settings(database_url, outbox_in_process=False)

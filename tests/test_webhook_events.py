@@ -12,8 +12,7 @@ from sqlalchemy import text
 from standardwebhooks import Webhook
 
 from app.auth.models import User
-from tests.conftest import auth
-from tests.factories import make_event, make_ticket_type
+from tests.factories import auth, make_event, make_ticket_type
 from tests.webhook_receiver import Receiver
 
 ALL_TYPES = [

@@ -17,8 +17,7 @@ from sqlalchemy import text
 
 from app.auth.models import User
 from tests.booking_setup import check_invariants
-from tests.conftest import auth, uvicorn_server
-from tests.factories import make_event, make_ticket_type
+from tests.factories import auth, make_event, make_ticket_type, uvicorn_server
 from tests.webhook_receiver import Receiver
 
 TICKETS = 40

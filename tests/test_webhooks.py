@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from app.auth.models import User
-from tests.conftest import auth
+from tests.factories import auth
 
 URL = "https://hooks.example.com/tickets"
 

@@ -32,6 +32,7 @@ from app.events.status import EVENT_STATUS, EventStatus, status_filter
 from app.holds.models import Hold
 from app.inventory.service import Aftermath
 from app.waitlist.models import WaitlistEntry
+from app.webhooks.models import WebhookDelivery
 
 _STATUS_CHOICES = [(s.value, s.value.replace("_", " ")) for s in EventStatus]
 
@@ -538,6 +539,35 @@ class WaitlistEntryAdmin(ConsoleView, model=WaitlistEntry):
         await _annotate_attendees(self, rows)
 
 
+# ---------------------------------------------------------------- webhooks
+
+
+class WebhookDeliveryAdmin(ConsoleView, model=WebhookDelivery):
+    """Attempts to deliver webhooks; the endpoints' signing secrets are never shown."""
+
+    name, name_plural, icon = "Webhook delivery", "Webhook deliveries", "fa-solid fa-paper-plane"
+    column_list = [
+        WebhookDelivery.id,
+        WebhookDelivery.created_at,
+        WebhookDelivery.endpoint_id,
+        WebhookDelivery.event_type,
+        WebhookDelivery.attempt,
+        WebhookDelivery.status_code,
+        WebhookDelivery.duration_ms,
+        WebhookDelivery.next_attempt_at,
+    ]
+    column_details_list = [
+        *column_list,
+        WebhookDelivery.message_id,
+        WebhookDelivery.outbox_message_id,
+        WebhookDelivery.error,
+        WebhookDelivery.response_excerpt,
+    ]
+    column_searchable_list = [WebhookDelivery.event_type, WebhookDelivery.message_id]
+    column_sortable_list = [WebhookDelivery.id, WebhookDelivery.created_at]
+    column_default_sort = (WebhookDelivery.id, True)
+
+
 # ---------------------------------------------------------------- audit log
 
 
@@ -565,6 +595,7 @@ VIEWS: list[type[ConsoleView]] = [
     EventAdmin,
     TicketTypeAdmin,
     UserAdmin,
+    WebhookDeliveryAdmin,
     AuditLogAdmin,
 ]
 

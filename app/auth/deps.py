@@ -8,8 +8,8 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import bindparam, select
 
+from app.auth.access import check_role, check_token_user, only
 from app.auth.models import Role, User
-from app.auth.passwords import password_stamp
 from app.core.config import Settings
 from app.core.errors import InvalidToken, NotAuthenticated, PermissionDenied, ServiceUnavailable
 from app.core.openapi import raises
@@ -77,33 +77,6 @@ async def _user_from_token(request: Request, token: str) -> User:
     return check_token_user(user, claims, request.app.state.settings)
 
 
-def check_token_user(user: User | None, claims: TokenClaims, settings: Settings) -> User:
-    """The account a verified access token speaks for, if the token is still alive."""
-    if user is None or not user.is_active:
-        raise InvalidToken()
-    # A token issued before the last password change, reset or deactivation is dead.
-    # Tokens from login/refresh carry the password version they were issued for
-    # (exact, even within one second); others are judged by their issue time.
-    if claims.password_version is not None:
-        if claims.password_version != password_stamp(user):
-            raise InvalidToken()
-        return user
-    issued_at = claims.expires_at.timestamp() - settings.access_token_expire_minutes * 60
-    if issued_at + 1 < user.password_changed_at.timestamp():
-        raise InvalidToken()
-    return user
-
-
-def _only(role: Role) -> PermissionDenied:
-    return PermissionDenied(f"Only {role.value}s can do this.")
-
-
-def check_role(user: User, role: Role) -> User:
-    if user.role != role:
-        raise _only(role)
-    return user
-
-
 @raises(NotAuthenticated, InvalidToken, ServiceUnavailable)
 async def get_current_user(request: Request, credentials: Credentials) -> User:
     return await _user_from_token(request, _required_token(request, credentials))
@@ -130,7 +103,7 @@ async def get_attendee_claims(request: Request, credentials: Credentials) -> Tok
     """
     claims = await get_access_claims(request, credentials)
     if claims.role is not None and claims.role != Role.attendee:
-        raise _only(Role.attendee)
+        raise only(Role.attendee)
     return claims
 
 

@@ -7,15 +7,19 @@ booking was confirmed or cancelled.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from datetime import datetime
-from typing import Any
+from collections.abc import Sequence
 
 import orjson
 from sqlalchemy import bindparam, text
 
 from app.bookings.schemas import BookingRead
-from app.notifications.service import BookingKind, CancelReason, booking_email
+from app.notifications.service import (
+    CancelReason,
+    EventDetails,
+    Recipient,
+    booking_cancelled_email,
+    booking_confirmed_email,
+)
 from app.outbox.service import Transaction, fetch_rows, record_event
 from app.webhooks.schemas import WebhookEventType
 
@@ -24,7 +28,7 @@ _BOOKINGS_TO_TELL = text(
     """
     SELECT b.id, b.booking_reference, b.event_id, e.name AS event_name, b.status,
            b.total_price, b.created_at, b.updated_at, b.cancelled_at, b.payment_reference,
-           u.email, u.username, e.start_time AS event_start, e.location,
+           u.email, u.username, e.start_time, e.end_time, e.location,
            (SELECT json_agg(json_build_object(
                        'id', i.id, 'ticket_type_id', i.ticket_type_id,
                        'ticket_type_name', t.name, 'quantity', i.quantity,
@@ -39,44 +43,47 @@ _BOOKINGS_TO_TELL = text(
     """
 ).bindparams(bindparam("booking_ids"))
 
+_EVENT_DETAILS = text(
+    "SELECT start_time, end_time, location FROM events WHERE id = :event_id"
+).bindparams(bindparam("event_id"))
+
+
+async def event_details(db: Transaction, event_id: int) -> EventDetails:
+    """When and where the event takes place, for the emails about its bookings."""
+    [row] = await fetch_rows(db, _EVENT_DETAILS, {"event_id": event_id})
+    return EventDetails(start=row["start_time"], end=row["end_time"], location=row["location"])
+
 
 async def record_booking_confirmed(
-    db: Transaction,
-    booking: Any,
-    *,
-    email: str,
-    username: str,
-    event_start: datetime | None = None,
-    location: str | None = None,
+    db: Transaction, booking: BookingRead, to: Recipient, event: EventDetails
 ) -> frozenset[str]:
-    """``booking.confirmed`` and the confirmation email of ``booking`` (as the API shows it).
+    """``booking.confirmed`` and the confirmation email of ``booking``.
 
     Returns the event types the organizer's endpoints subscribe to."""
-    return await _record(
+    return await record_event(
         db,
         WebhookEventType.booking_confirmed,
-        booking,
-        {"email": email, "username": username},
-        event_start=event_start,
-        location=location,
+        event_id=booking.event_id,
+        data=booking.model_dump(mode="json"),
+        emails=[booking_confirmed_email(booking, to, event)],
     )
 
 
 async def record_booking_cancelled(
     db: Transaction,
-    booking: Any,
+    booking: BookingRead,
+    to: Recipient,
+    event: EventDetails,
     *,
-    email: str,
-    username: str,
     reason: CancelReason = "attendee",
 ) -> None:
     """``booking.cancelled`` and the cancellation email of ``booking``."""
-    await _record(
+    await record_event(
         db,
         WebhookEventType.booking_cancelled,
-        booking,
-        {"email": email, "username": username},
-        reason=reason,
+        event_id=booking.event_id,
+        data=booking.model_dump(mode="json"),
+        emails=[booking_cancelled_email(booking, to, event, reason=reason)],
     )
 
 
@@ -88,35 +95,11 @@ async def record_bookings_cancelled(
         return
     rows = await fetch_rows(db, _BOOKINGS_TO_TELL, {"booking_ids": list(booking_ids)})
     for row in rows:
-        booking = {**row, "items": orjson.loads(row["items"] or "[]")}
-        await _record(
+        booking = BookingRead.model_validate({**row, "items": orjson.loads(row["items"] or "[]")})
+        await record_booking_cancelled(
             db,
-            WebhookEventType.booking_cancelled,
             booking,
-            row,
+            Recipient(email=row["email"], username=row["username"]),
+            EventDetails(start=row["start_time"], end=row["end_time"], location=row["location"]),
             reason=reason,
-            event_start=row["event_start"],
-            location=row["location"],
         )
-
-
-async def _record(
-    db: Transaction,
-    event_type: WebhookEventType,
-    booking: Any,
-    user: Mapping[str, Any],
-    **email_fields: Any,
-) -> frozenset[str]:
-    shown = BookingRead.model_validate(booking, from_attributes=True)
-    kind: BookingKind = (
-        "booking_confirmed"
-        if event_type is WebhookEventType.booking_confirmed
-        else "booking_cancelled"
-    )
-    return await record_event(
-        db,
-        event_type,
-        event_id=shown.event_id,
-        data=shown.model_dump(mode="json"),
-        emails=[booking_email(kind, booking, user, **email_fields)],
-    )

@@ -5,11 +5,12 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from app.auth.deps import AttendeeClaims, CurrentUser
 from app.bookings import door_list, service
+from app.bookings.deps import IdempotencyKeyHeader
 from app.bookings.schemas import (
     BookingCreate,
     BookingFilters,
@@ -37,20 +38,10 @@ from app.core.metrics import BOOKINGS_CANCELLED, BOOKINGS_CREATED
 from app.core.openapi import problem_responses
 from app.core.pagination import Page, Pagination, paginate
 from app.core.ratelimit import Limiter
-from app.core.schemas import Line, QueryDatetime
+from app.core.schemas import QueryDatetime
 from app.inventory.service import Aftermath
 
 router = APIRouter(tags=["bookings"])
-
-IdempotencyKeyHeader = Annotated[
-    Line | None,
-    Header(
-        alias="Idempotency-Key",
-        min_length=1,
-        max_length=255,
-        description="Retrying with the same key and body returns the original booking.",
-    ),
-]
 
 
 async def booking_filters(

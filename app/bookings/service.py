@@ -19,11 +19,11 @@ import orjson
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth.deps import check_role, check_token_user
+from app.auth.access import check_role, check_token_user
 from app.auth.models import Role, User
 from app.bookings import messages, repository
 from app.bookings.models import Booking, BookingItem
-from app.bookings.schemas import BookingCreate, BookingFilters
+from app.bookings.schemas import BookingCreate, BookingFilters, BookingRead
 from app.core.config import Settings
 from app.core.db import UnitOfWork, compile_statement, raw_connection
 from app.core.db_errors import sqlstate
@@ -38,6 +38,7 @@ from app.core.security import TokenClaims
 from app.events.models import Event, TicketType
 from app.inventory import service as inventory
 from app.inventory.service import Aftermath, Line
+from app.notifications.service import EventDetails, Recipient
 
 
 @dataclass(slots=True)
@@ -193,10 +194,11 @@ async def book_tickets(
                 # when the booking does (a replay or a refusal records nothing).
                 await messages.record_booking_confirmed(
                     conn,
-                    booking,
-                    email=user.email,
-                    username=user.username,
-                    event_start=order.event_start,
+                    BookingRead.model_validate(booking, from_attributes=True),
+                    Recipient(email=user.email, username=user.username),
+                    EventDetails(
+                        start=order.event_start, end=order.event_end, location=order.location
+                    ),
                 )
     if replay is not None:
         async with uow:
@@ -259,7 +261,10 @@ async def cancel_booking(
         booking.cancelled_at = changed["cancelled_at"]
         booking.updated_at = changed["updated_at"]
         await messages.record_booking_cancelled(
-            conn, booking, email=user.email, username=user.username
+            conn,
+            BookingRead.model_validate(booking, from_attributes=True),
+            Recipient(email=user.email, username=user.username),
+            await messages.event_details(conn, booking.event_id),
         )
     return booking
 

@@ -28,7 +28,8 @@ class StripTrailingSlashMiddleware:
         if scope["type"] == "http":
             path: str = scope["path"]
             if len(path) > 1 and path.endswith("/") and not path.startswith(self.keep):
-                scope = dict(scope)
+                # In place, not a copy: the router then records the matched route in the
+                # scope every outer middleware sees (metrics label requests by its template).
                 scope["original_path"] = path
                 scope["path"] = path.rstrip("/") or "/"
                 raw = scope.get("raw_path")

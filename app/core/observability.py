@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 import re
 import time
-from functools import lru_cache
 
 from fastapi import FastAPI
 from starlette.routing import Route
@@ -83,39 +82,30 @@ class ObservabilityMiddleware:
 
 
 class RouteTable:
-    """Route templates by path, for metric labels.
+    """Route templates for metric labels, taken from the route the router matched.
 
-    The router records the matched route in the scope, but a middleware that copies
-    the scope (trailing slashes) hides it from here: match again, cached by path.
+    The router records that route in the scope; routes of included routers are known by
+    their full template here, routes of a mounted app by the mount's prefix and their own.
     """
 
     def __init__(self, app: FastAPI) -> None:
         self._by_route: dict[int, str] = {}
-        self._patterns: list[tuple[re.Pattern[str], str, frozenset[str] | None]] = []
         for context in route_contexts(app):
             template = getattr(context, "path_format", None)
-            regex = getattr(context, "path_regex", None)
-            if template is None or regex is None:
-                continue
-            self._by_route[id(getattr(context, "original_route", context))] = template
-            methods = getattr(context, "methods", None)
-            self._patterns.append((regex, template, frozenset(methods) if methods else None))
-        self.match = lru_cache(maxsize=4096)(self._match)
+            if template is not None:
+                self._by_route[id(getattr(context, "original_route", context))] = template
 
     def template(self, scope: Scope) -> str:
         route = scope.get("route")
-        if route is not None and id(route) in self._by_route:
-            return self._by_route[id(route)]
-        return self.match(scope["method"], scope["path"].rstrip("/") or "/")
-
-    def _match(self, method: str, path: str) -> str:
-        partial = None
-        for regex, template, methods in self._patterns:
-            if regex.match(path):
-                if methods is None or method in methods or (method == "HEAD" and "GET" in methods):
-                    return template
-                partial = partial or template
-        return partial or metrics.UNMATCHED_ROUTE
+        if route is None:
+            return metrics.UNMATCHED_ROUTE
+        template = self._by_route.get(id(route))
+        if template is not None:
+            return template
+        own = getattr(route, "path_format", None)
+        if own is None:
+            return metrics.UNMATCHED_ROUTE
+        return f"{scope.get('root_path', '')}{own}"
 
 
 def install_observability(app: FastAPI) -> None:

@@ -45,8 +45,7 @@ from fastapi.routing import APIRoute
 from fastapi.security.base import SecurityBase
 from pydantic import BaseModel, Field
 
-from app.core.errors import _STATUS_CODES as STATUS_CODES
-from app.core.errors import PROBLEM_JSON, AppError, PayloadTooLarge, ValidationFailed
+from app.core.errors import PROBLEM_JSON, STATUS_CODES, AppError, PayloadTooLarge, ValidationFailed
 
 SCHEMAS = "#/components/schemas/"
 BEARER = "HTTPBearer"

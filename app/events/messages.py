@@ -18,15 +18,32 @@ from app.events.status import EVENT_STATUS, EventStatus
 from app.outbox.service import Transaction, fetch_rows, record_event
 from app.webhooks.schemas import WebhookEventType
 
+# The columns of an event as the API shows it (EventRead.from_record reads them); the
+# events list selects the same.
+EVENT_COLUMNS = (
+    Event.id,
+    Event.organizer_id,
+    User.username.label("organizer_username"),
+    Event.name,
+    Event.description,
+    Event.location,
+    Event.start_time,
+    Event.end_time,
+    Event.total_capacity,
+    Event.tickets_sold,
+    Event.tickets_held,
+    EVENT_STATUS.label("status"),
+    Event.created_at,
+    Event.updated_at,
+)
+
 
 @lru_cache(maxsize=1)
 def _event_as_shown() -> Select[Any]:
     """The event as the API shows it: the events list's columns (what
     EventRead.from_record reads), with its status now."""
-    from app.events.service import _LIST_COLUMNS  # the service calls this module
-
     return (
-        select(*_LIST_COLUMNS)
+        select(*EVENT_COLUMNS)
         .join(User, User.id == Event.organizer_id)
         .where(Event.id == bindparam("event_id"))
     )

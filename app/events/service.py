@@ -144,22 +144,7 @@ def _search_params(search: str) -> tuple[bool, str]:
 # and the page (LEFT JOIN LATERAL, so an empty page still brings the count), one
 # snapshot and one now(). SQLAlchemy builds and compiles it once per shape of filters;
 # a request only binds its values. Columns of a page row, as EventRead wants them.
-_LIST_COLUMNS = (
-    Event.id,
-    Event.organizer_id,
-    User.username.label("organizer_username"),
-    Event.name,
-    Event.description,
-    Event.location,
-    Event.start_time,
-    Event.end_time,
-    Event.total_capacity,
-    Event.tickets_sold,
-    Event.tickets_held,
-    EVENT_STATUS.label("status"),
-    Event.created_at,
-    Event.updated_at,
-)
+_LIST_COLUMNS = messages.EVENT_COLUMNS
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,7 +69,7 @@ class Hold(Base):
     user_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id", ondelete="RESTRICT"))
     event_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("events.id", ondelete="CASCADE"))
     status: Mapped[str] = mapped_column(String(16), server_default="active")
-    total_price: Mapped[Decimal] = mapped_column(Numeric(10, 2))
+    total_price: Mapped[Decimal] = mapped_column(Numeric(14, 2))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

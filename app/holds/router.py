@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 
 from app.auth.deps import AttendeeClaims, CurrentUser
-from app.bookings.router import IdempotencyKeyHeader
+from app.bookings.deps import IdempotencyKeyHeader
 from app.bookings.schemas import BookingCreate, BookingRead
 from app.core.db import UnitOfWork, UoW
 from app.core.errors import (

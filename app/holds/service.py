@@ -20,7 +20,7 @@ from app.auth.models import User
 from app.bookings import messages as booking_messages
 from app.bookings import service as bookings
 from app.bookings.models import Booking
-from app.bookings.schemas import BookingCreate
+from app.bookings.schemas import BookingCreate, BookingRead
 from app.core.config import Settings
 from app.core.db import UnitOfWork, param, raw_connection
 from app.core.errors import NotFound
@@ -29,6 +29,7 @@ from app.events.models import Event, TicketType
 from app.holds.models import Hold, HoldItem
 from app.inventory import service as inventory
 from app.inventory.service import Aftermath
+from app.notifications.service import Recipient
 
 # How a hold reads: `active` rows past their time are `expired` at once, whatever the
 # sweeper has done yet (now() is the statement's transaction clock).
@@ -164,7 +165,10 @@ async def checkout_hold(
         booking = await bookings.load_booking(uow.session, booking_id=booking_id)
         if created:  # booking.confirmed and its email, with the checkout's transaction
             await booking_messages.record_booking_confirmed(
-                uow.session, booking, email=user.email, username=user.username
+                uow.session,
+                BookingRead.model_validate(booking, from_attributes=True),
+                Recipient(email=user.email, username=user.username),
+                await booking_messages.event_details(uow.session, booking.event_id),
             )
     return booking, created
 

@@ -10,7 +10,17 @@ them: ``bench/pgbench_script.py``).
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Integer, Numeric, String, any_, func, select, text, true
+from sqlalchemy import (
+    BigInteger,
+    Integer,
+    Numeric,
+    String,
+    any_,
+    func,
+    select,
+    text,
+    true,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from app.auth.models import User
@@ -57,6 +67,8 @@ _locked_event = (
         Event.id,
         Event.name,
         Event.start_time,
+        Event.end_time,
+        Event.location,
         Event.cancelled_at,
         Event.total_capacity,
         Event.tickets_sold,
@@ -82,6 +94,8 @@ _locked_types = (
 LOCK_EVENT_AND_TYPES = select(
     _locked_event.c.name,
     _locked_event.c.start_time,
+    _locked_event.c.end_time,
+    _locked_event.c.location,
     _locked_event.c.cancelled_at,
     _locked_event.c.total_capacity,
     _locked_event.c.tickets_sold,
@@ -98,6 +112,8 @@ LOCK_EVENT = (
         Event.id,
         Event.name,
         Event.start_time,
+        Event.end_time,
+        Event.location,
         Event.cancelled_at,
         Event.total_capacity,
         Event.tickets_sold,
@@ -244,7 +260,7 @@ PLACE_HOLD = _bound(
     param("total", Integer),
     param("event_id", BigInteger),
     param("user_id", BigInteger),
-    param("total_price", Numeric(10, 2)),
+    param("total_price", Numeric(14, 2)),
     param("ttl_seconds", Integer),
     param("idempotency_key", String),
 )
@@ -377,6 +393,9 @@ CHECKOUT_HOLD = _bound(
     ), h AS (
         UPDATE holds SET status = 'converted', ended_at = now(), booking_id = (SELECT id FROM b)
         WHERE id = :hold_id
+    ), offer AS (
+        UPDATE waitlist_entries SET status = 'converted', ended_at = now()
+        WHERE hold_id = :hold_id AND status = 'offered'
     )
     SELECT id FROM b
     """,
@@ -402,7 +421,7 @@ WAITING_LINE = _bound(
 
 EVENT_ROOM = _bound(
     """
-    SELECT name, start_time, location, cancelled_at,
+    SELECT name, start_time, end_time, location, cancelled_at,
            total_capacity - tickets_sold - tickets_held AS room,
            ARRAY(SELECT user_id FROM holds
                  WHERE event_id = events.id AND status = 'active') AS holding_users
@@ -489,4 +508,24 @@ LEAVE_ENTRY = _bound(
     WHERE id = :entry_id AND status IN ('waiting', 'offered')
     """,
     param("entry_id", BigInteger),
+)
+
+# Checkout's locks in one statement, in the global order: the event row, the hold's row,
+# then the hold's ticket types by ascending id (LATERAL: each is the outer side of the next).
+LOCK_EVENT_HOLD_AND_TYPES = _bound(
+    """
+    SELECT e.start_time, h.id, h.status, h.booking_id, h.expired, t.id AS ticket_type_id
+    FROM (SELECT id, start_time FROM events WHERE id = :event_id FOR UPDATE) e
+    CROSS JOIN LATERAL (
+        SELECT id, status, booking_id, status = 'active' AND expires_at <= now() AS expired
+        FROM holds WHERE id = :hold_id AND event_id = e.id FOR UPDATE
+    ) h
+    CROSS JOIN LATERAL (
+        SELECT id FROM ticket_types
+        WHERE id IN (SELECT ticket_type_id FROM hold_items WHERE hold_id = h.id)
+        ORDER BY id FOR UPDATE
+    ) t
+    """,
+    param("event_id", BigInteger),
+    param("hold_id", BigInteger),
 )

@@ -24,7 +24,6 @@ function: ``confirm_booking``, ``cancel_bookings``, ``expire_holds``, ``make_off
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -47,6 +46,7 @@ from app.core.errors import (
     ValidationFailed,
 )
 from app.inventory import repository as sql
+from app.inventory.offer import Offer
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +64,8 @@ class PricedOrder:
     event_id: int
     event_name: str
     event_start: datetime
+    event_end: datetime | None
+    location: str
     ids: list[int]  # ascending
     wanted: dict[int, int]
     names: dict[int, str]
@@ -91,24 +93,6 @@ async def read_account_event_and_types(
     return await compile_statement(sql.ACCOUNT_EVENT_AND_TYPES).fetchrow(
         conn, user_id=user_id, event_id=event_id, ids=ids
     )
-
-
-@dataclass(frozen=True, slots=True)
-class Offer:
-    """A hold made for a waiting entry: what its email says (sent after commit)."""
-
-    entry_id: int
-    email: str
-    username: str
-    event_id: int
-    event_name: str
-    event_start: datetime
-    location: str
-    ticket_type_name: str
-    quantity: int
-    unit_price: Decimal
-    hold_reference: uuid.UUID
-    expires_at: datetime
 
 
 @dataclass(slots=True)
@@ -140,8 +124,11 @@ async def lock_and_check(
     ids = sorted(line.ticket_type_id for line in lines)
     lock = compile_statement(sql.LOCK_EVENT_AND_TYPES)
     locked = await lock.fetch(conn, event_id=event_id, ids=ids)
+    # The attendee's own hold is read by a statement of its own, after the locks: a
+    # statement's snapshot is taken before it waits for the event's lock, so a hold
+    # committed meanwhile would be missed by a subquery of the locking statement.
     if holder_id is not None and locked and await _holds_already(conn, holder_id, event_id):
-        # Their own hold had expired (not swept yet): it ended, the line was served.
+        # Their own hold had expired (not swept yet): it ends now; the line is served.
         await _expire_and_offer(conn, event_id, offer_ttl, aftermath)
         await _holds_already(conn, holder_id, event_id)  # an offer made just now?
         locked = await lock.fetch(conn, event_id=event_id, ids=ids)
@@ -200,6 +187,8 @@ def _check_and_price(
         types_emptied=any(types[i]["quantity_available"] == wanted[i] for i in ids),
         event_name=event["name"],
         event_start=event["start_time"],
+        event_end=event["end_time"],
+        location=event["location"],
         ids=ids,
         wanted=wanted,
         names={i: types[i]["type_name"] for i in ids},
@@ -390,28 +379,37 @@ async def checkout_hold(
 ) -> tuple[int, bool]:
     """A hold is checked out: its tickets move from held to sold (never on sale in
     between) into a booking at the hold's prices. Returns (booking id, created now);
-    a hold already checked out returns its booking. Under the event's and the hold's
-    locks, so of concurrent checkouts, deletes and expiries exactly one wins."""
-    event, hold = await _lock_hold(conn, hold_id, event_id)
+    a hold already checked out returns its booking. Under the event's, the hold's and
+    its types' locks (one statement), so of concurrent checkouts, deletes and expiries
+    exactly one wins."""
+    locked = await compile_statement(sql.LOCK_EVENT_HOLD_AND_TYPES).fetch(
+        conn, event_id=event_id, hold_id=hold_id
+    )
+    if not locked:
+        raise NotFound("No hold with this reference.")
+    hold = locked[0]
     if hold["status"] == "converted":
         return hold["booking_id"], False
     if hold["status"] == "expired" or hold["expired"]:
         raise HoldExpired()
     if hold["status"] != "active":
         raise HoldNotActive()
-    if event["start_time"] <= _now():
+    if hold["start_time"] <= _now():
         raise EventNotBookable("The event has started; the hold can no longer be checked out.")
+    return await confirm_checkout(conn, hold_id, event_id, payment_reference), True
+
+
+async def confirm_checkout(
+    conn: asyncpg.Connection, hold_id: int, event_id: int, payment_reference: str | None
+) -> int:
+    """A booking is confirmed by checking out a hold: held to sold, the booking written at
+    the hold's prices, the hold ``converted`` and so is an offered waiting entry of it.
+    One round trip; the caller holds the locks. Returns the booking's id."""
     booking_id = await compile_statement(sql.CHECKOUT_HOLD).fetchval(
         conn, hold_id=hold_id, event_id=event_id, payment_reference=payment_reference
     )
-    await confirm_checkout(conn, hold_id, booking_id)
-    return booking_id, True
-
-
-async def confirm_checkout(conn: asyncpg.Connection, hold_id: int, booking_id: int) -> None:
-    """A booking is confirmed by checking out a hold (``booking_id``); an offered waiting
-    entry of the hold is ``converted``."""
-    await compile_statement(sql.END_OFFERS).execute(conn, status="converted", hold_ids=[hold_id])
+    assert booking_id is not None
+    return booking_id
 
 
 async def release_hold(
@@ -548,6 +546,8 @@ async def make_offer(
         event_id=event_id,
         event_name=event["name"],
         event_start=event["start_time"],
+        event_end=event["end_time"],
+        location=event["location"],
         ids=[type_id],
         wanted={type_id: quantity},
         names={type_id: entry["type_name"]},
@@ -578,7 +578,7 @@ async def make_offer(
     )
     aftermath.offers.append(offer)
     # In the offer's transaction: the attendee's email and the organizer's webhook.
-    from app.waitlist import messages as waitlist_messages  # it reads this module's Offer
+    from app.waitlist import messages as waitlist_messages  # the waitlist domain calls this one
 
     await waitlist_messages.record_offer(conn, offer)
 

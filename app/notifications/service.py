@@ -1,6 +1,6 @@
 """The emails users get, built from what a domain service holds, and stored in the outbox.
 
-    email = notifications.booking_email("booking_confirmed", booking, user)
+    email = notifications.booking_confirmed_email(booking, recipient, event)
     await outbox.record_event(conn, ..., emails=[email])      # in the change's transaction
 
 Emails are outbox rows (app/outbox): stored with the change they report, sent by the
@@ -12,18 +12,19 @@ render, so sending never reads the database.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from app.bookings.schemas import BookingRead
 from app.core.config import Settings
 from app.notifications.emails import Email
 from app.outbox.service import record_emails
 
 if TYPE_CHECKING:
     from app.core.db import UnitOfWork
-    from app.inventory.service import Offer
 
 logger = logging.getLogger("app.notifications")
 
@@ -31,34 +32,83 @@ BookingKind = Literal["booking_confirmed", "booking_cancelled"]
 CancelReason = Literal["attendee", "event_cancelled"]
 
 
-def booking_email(
-    kind: BookingKind,
-    booking: Any,
-    user: Any,
-    *,
-    reason: CancelReason = "attendee",
-    event_start: datetime | None = None,
-    location: str | None = None,
+class OfferNotice(Protocol):
+    """What the waiting-list offer email says (the inventory's Offer has these fields);
+    a protocol, so that notifications depend on no domain that sends them."""
+
+    @property
+    def email(self) -> str: ...
+    @property
+    def username(self) -> str: ...
+    @property
+    def event_name(self) -> str: ...
+    @property
+    def event_start(self) -> datetime: ...
+    @property
+    def location(self) -> str: ...
+    @property
+    def ticket_type_name(self) -> str: ...
+    @property
+    def quantity(self) -> int: ...
+    @property
+    def unit_price(self) -> Decimal: ...
+    @property
+    def hold_reference(self) -> uuid.UUID: ...
+    @property
+    def expires_at(self) -> datetime: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """Who an email goes to."""
+
+    email: str
+    username: str
+
+
+@dataclass(frozen=True, slots=True)
+class EventDetails:
+    """When and where the event of a booking takes place, as its emails tell it."""
+
+    start: datetime
+    end: datetime | None
+    location: str
+
+
+def booking_confirmed_email(booking: BookingRead, to: Recipient, event: EventDetails) -> Email:
+    return _booking_email("booking_confirmed", booking, to, event, reason="attendee")
+
+
+def booking_cancelled_email(
+    booking: BookingRead, to: Recipient, event: EventDetails, *, reason: CancelReason
 ) -> Email:
-    reference = str(_field(booking, "booking_reference"))
+    return _booking_email("booking_cancelled", booking, to, event, reason=reason)
+
+
+def _booking_email(
+    kind: BookingKind,
+    booking: BookingRead,
+    to: Recipient,
+    event: EventDetails,
+    *,
+    reason: CancelReason,
+) -> Email:
+    reference = str(booking.booking_reference)
     return Email(
         kind=kind,
-        to=_field(user, "email"),
+        to=to.email,
         context={
-            "username": _field(user, "username"),
+            "username": to.username,
             "reference": reference,
-            "event_name": _field(booking, "event_name"),
-            "event_start": _when(event_start) if event_start else None,
-            "location": location,
+            "event_name": booking.event_name,
+            "event_start": _when(event.start),
+            "event_end": _when(event.end) if event.end is not None else None,
+            "location": event.location,
             "items": [
-                _line(
-                    _field(item, "ticket_type_name"),
-                    _field(item, "quantity"),
-                    Decimal(_field(item, "price_at_booking")),
-                )
-                for item in _field(booking, "items")
+                _line(item.ticket_type_name, item.quantity, Decimal(item.price_at_booking))
+                for item in booking.items
             ],
-            "total": _money(Decimal(_field(booking, "total_price"))),
+            "total": _money(Decimal(booking.total_price)),
             "reason": reason,
         },
         # A booking is confirmed once and cancelled once: never email it twice.
@@ -66,7 +116,7 @@ def booking_email(
     )
 
 
-def waitlist_offer_email(offer: Offer) -> Email:
+def waitlist_offer_email(offer: OfferNotice) -> Email:
     return Email(
         kind="waitlist_offered",
         to=offer.email,
@@ -105,10 +155,6 @@ async def send_password_reset(
     message = password_reset_email(settings, email=email, username=username, link=link)
     async with uow:
         await record_emails(uow.session, [message])
-
-
-def _field(source: Any, name: str) -> Any:
-    return source[name] if isinstance(source, Mapping) else getattr(source, name)
 
 
 def _line(name: str, quantity: int, unit_price: Decimal) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from app.waitlist.schemas import WaitlistEntryRead
 from app.webhooks.schemas import WebhookEventType
 
 if TYPE_CHECKING:
-    from app.inventory.service import Offer
+    from app.inventory.offer import Offer
 
 # The entry as the API shows it (an offered entry has no position in the line).
 _ENTRY_AS_SHOWN = text(

@@ -17,8 +17,8 @@ WHERE events.id = :ev::BIGINT) AS own_ids
 FROM users
 WHERE users.id = :uid::BIGINT;
 BEGIN;
-SELECT e.name, e.start_time, e.cancelled_at, e.total_capacity, e.tickets_sold, e.tickets_held, t.id, t.name AS type_name, t.price, t.quantity_available, t.is_active
-FROM (SELECT events.id AS id, events.name AS name, events.start_time AS start_time, events.cancelled_at AS cancelled_at, events.total_capacity AS total_capacity, events.tickets_sold AS tickets_sold, events.tickets_held AS tickets_held
+SELECT e.name, e.start_time, e.end_time, e.location, e.cancelled_at, e.total_capacity, e.tickets_sold, e.tickets_held, t.id, t.name AS type_name, t.price, t.quantity_available, t.is_active
+FROM (SELECT events.id AS id, events.name AS name, events.start_time AS start_time, events.end_time AS end_time, events.location AS location, events.cancelled_at AS cancelled_at, events.total_capacity AS total_capacity, events.tickets_sold AS tickets_sold, events.tickets_held AS tickets_held
 FROM events
 WHERE events.id = :ev::BIGINT FOR UPDATE) AS e JOIN LATERAL (SELECT ticket_types.id AS id, ticket_types.name AS name, ticket_types.price AS price, ticket_types.quantity_available AS quantity_available, ticket_types.is_active AS is_active
 FROM ticket_types

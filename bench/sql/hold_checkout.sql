@@ -18,8 +18,8 @@ WHERE events.id = :ev::BIGINT) AS own_ids
 FROM users
 WHERE users.id = :uid::BIGINT;
 BEGIN;
-SELECT e.name, e.start_time, e.cancelled_at, e.total_capacity, e.tickets_sold, e.tickets_held, t.id, t.name AS type_name, t.price, t.quantity_available, t.is_active
-FROM (SELECT events.id AS id, events.name AS name, events.start_time AS start_time, events.cancelled_at AS cancelled_at, events.total_capacity AS total_capacity, events.tickets_sold AS tickets_sold, events.tickets_held AS tickets_held
+SELECT e.name, e.start_time, e.end_time, e.location, e.cancelled_at, e.total_capacity, e.tickets_sold, e.tickets_held, t.id, t.name AS type_name, t.price, t.quantity_available, t.is_active
+FROM (SELECT events.id AS id, events.name AS name, events.start_time AS start_time, events.end_time AS end_time, events.location AS location, events.cancelled_at AS cancelled_at, events.total_capacity AS total_capacity, events.tickets_sold AS tickets_sold, events.tickets_held AS tickets_held
 FROM events
 WHERE events.id = :ev::BIGINT FOR UPDATE) AS e JOIN LATERAL (SELECT ticket_types.id AS id, ticket_types.name AS name, ticket_types.price AS price, ticket_types.quantity_available AS quantity_available, ticket_types.is_active AS is_active
 FROM ticket_types
@@ -40,7 +40,7 @@ WITH lines AS (
         WHERE id = :ev::BIGINT RETURNING id
     ), h AS (
         INSERT INTO holds (user_id, event_id, status, total_price, expires_at)
-        VALUES (:uid::BIGINT, :ev::BIGINT, 'active', :price::NUMERIC(10, 2),
+        VALUES (:uid::BIGINT, :ev::BIGINT, 'active', :price::NUMERIC(14, 2),
                 now() + make_interval(secs => 600::INTEGER))
         RETURNING id, hold_reference, created_at, expires_at
     ), items AS (
@@ -56,15 +56,17 @@ SELECT holds.id, holds.event_id
 FROM holds
 WHERE holds.hold_reference = :hold_hold_reference::UUID AND holds.user_id = :uid::BIGINT \gset found_
 BEGIN;
-SELECT events.id, events.name, events.start_time, events.cancelled_at, events.total_capacity, events.tickets_sold, events.tickets_held
-FROM events
-WHERE events.id = :ev::BIGINT FOR UPDATE \gset event_
-SELECT id, event_id, user_id, status, booking_id, total_price,
-           status = 'active' AND expires_at <= now() AS expired
-    FROM holds WHERE id = :hold_id::BIGINT FOR UPDATE \gset locked_
-SELECT id FROM ticket_types
-    WHERE id IN (SELECT ticket_type_id FROM hold_items WHERE hold_id = ANY(ARRAY[:hold_id]::BIGINT[]))
-    ORDER BY id FOR UPDATE;
+SELECT e.start_time, h.id, h.status, h.booking_id, h.expired, t.id AS ticket_type_id
+    FROM (SELECT id, start_time FROM events WHERE id = :ev::BIGINT FOR UPDATE) e
+    CROSS JOIN LATERAL (
+        SELECT id, status, booking_id, status = 'active' AND expires_at <= now() AS expired
+        FROM holds WHERE id = :hold_id::BIGINT AND event_id = e.id FOR UPDATE
+    ) h
+    CROSS JOIN LATERAL (
+        SELECT id FROM ticket_types
+        WHERE id IN (SELECT ticket_type_id FROM hold_items WHERE hold_id = h.id)
+        ORDER BY id FOR UPDATE
+    ) t \gset locked_
 WITH lines AS (
         SELECT ticket_type_id, quantity, unit_price FROM hold_items WHERE hold_id = :hold_id::BIGINT
     ), tt AS (
@@ -91,8 +93,9 @@ WITH lines AS (
     ), h AS (
         UPDATE holds SET status = 'converted', ended_at = now(), booking_id = (SELECT id FROM b)
         WHERE id = :hold_id::BIGINT
+    ), offer AS (
+        UPDATE waitlist_entries SET status = 'converted', ended_at = now()
+        WHERE hold_id = :hold_id::BIGINT AND status = 'offered'
     )
     SELECT id FROM b;
-UPDATE waitlist_entries SET status = 'converted'::VARCHAR, ended_at = now()
-    WHERE hold_id = ANY(ARRAY[:hold_id]::BIGINT[]) AND status = 'offered';
 COMMIT;
