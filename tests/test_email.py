@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import uuid
@@ -108,7 +109,10 @@ async def queued(
     async for application in running_app(settings, prefix):
         yield application, start_worker
     for worker, task in workers:
-        await worker.close()
+        # arq's close() cancels a job still running (the hold sweep's cron can be) and
+        # re-raises that job's CancelledError from its gather: it is the job's, not ours.
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker.close()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
