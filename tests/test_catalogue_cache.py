@@ -200,3 +200,23 @@ async def test_catalogue_cache_seconds_zero_turns_the_cache_off(
         await _rename_behind_the_apps_back(db, event.id, "After")
 
         assert (await client.get(f"/api/events/{event.id}/")).json()["name"] == "After"
+
+
+def _events_list_count(metrics: str) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("http_requests_total{") and 'route="/api/events"' in line
+    )
+
+
+async def test_cache_hits_are_counted_under_their_route_in_metrics(
+    cached_client, db, organizer
+) -> None:
+    await make_event(db, organizer)
+    async with cached_client(30) as client:
+        before = _events_list_count((await client.get("/metrics")).text)
+        for _ in range(5):
+            assert (await client.get("/api/events/")).status_code == 200
+        after = _events_list_count((await client.get("/metrics")).text)
+    assert after - before == 5

@@ -45,6 +45,7 @@ class Entry:
     etag: bytes
     headers: list[tuple[bytes, bytes]]
     body: bytes
+    route: object  # the route that answered: metrics label a hit by its template
 
 
 class CatalogueCache:
@@ -126,6 +127,8 @@ class CatalogueCacheMiddleware:
             entry = await self._fill(scope, receive, send, key)
             if entry is None:
                 return  # answered uncached (not a 200)
+        elif entry.route is not None:
+            scope["route"] = entry.route  # counted under its route, like a miss
         if if_none_match is not None and _matches(if_none_match, entry.etag):
             await send(
                 {
@@ -175,7 +178,14 @@ class CatalogueCacheMiddleware:
             if name not in (b"cache-control", b"etag", b"vary")
         ]
         headers += [(b"etag", etag), self.cache.cache_control, VARY]
-        entry = Entry(generation, time.monotonic() + self.cache.seconds, etag, headers, body)
+        entry = Entry(
+            generation,
+            time.monotonic() + self.cache.seconds,
+            etag,
+            headers,
+            body,
+            scope.get("route"),
+        )
         self.cache.put(key, entry)
         return entry
 
