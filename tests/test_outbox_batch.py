@@ -128,7 +128,9 @@ async def test_an_endpoint_deleted_mid_send_drops_its_outcome_and_keeps_the_othe
         dispatcher = Dispatcher(hook_settings(database_url, outbox_in_process=False), database_url)
         try:
             batch = asyncio.create_task(dispatcher.dispatch_due())
+            deadline = asyncio.get_running_loop().time() + 10
             while slow.in_flight == 0:
+                assert asyncio.get_running_loop().time() < deadline, "never sent"
                 await asyncio.sleep(0.01)
             async with db() as session:  # its messages go with it (ON DELETE CASCADE)
                 await session.execute(
