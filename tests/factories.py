@@ -164,6 +164,18 @@ def asgi_client(
     return httpx.AsyncClient(transport=transport, base_url=base_url)
 
 
+@asynccontextmanager
+async def client_of(
+    settings: Settings, base_url: str = "http://testserver", *, raise_app_exceptions: bool = True
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of a new app made with ``settings``, the app running for the block."""
+    async with (
+        started_app(settings) as app,
+        asgi_client(app, base_url, raise_app_exceptions=raise_app_exceptions) as client,
+    ):
+        yield client
+
+
 def storm_client(
     base_url: str, *, connections: int = 200, timeout: float = 60
 ) -> httpx.AsyncClient:

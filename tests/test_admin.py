@@ -18,14 +18,13 @@ from app.auth.models import User
 from tests.console import csrf_from, run_action, sign_in
 from tests.factories import (
     TEST_PASSWORD,
-    asgi_client,
     auth,
+    client_of,
     confirmed_booking,
     create_user_cli,
     make_event,
     make_settings,
     make_ticket_type,
-    started_app,
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -153,12 +152,8 @@ async def test_sign_in_without_the_csrf_token_is_refused(
 async def test_console_sign_in_has_the_login_rate_limits_of_the_api(
     database_url: str, create_user: Callable[..., Any]
 ) -> None:
-
     await create_user("organizer", username="limited", is_staff=True)
-    async with (
-        started_app(make_settings(database_url, rate_limit_enabled=True)) as application,
-        asgi_client(application) as c,
-    ):
+    async with client_of(make_settings(database_url, rate_limit_enabled=True)) as c:
         for _ in range(5):
             assert (await sign_in(c, "limited", "Wrong-password-1")).status_code == 400
         r = await sign_in(c, "limited", TEST_PASSWORD)
@@ -568,10 +563,9 @@ async def test_session_cookie_is_secure_when_configured(
     database_url: str, create_user: Callable[..., Any]
 ) -> None:
     await create_user("organizer", username="tls", is_staff=True)
-    async with (
-        started_app(make_settings(database_url, admin_cookie_secure=True)) as application,
-        asgi_client(application, "https://testserver") as c,
-    ):
+    async with client_of(
+        make_settings(database_url, admin_cookie_secure=True), "https://testserver"
+    ) as c:
         r = await sign_in(c, "tls")
         assert r.status_code == 302
         cookie = r.headers["set-cookie"].lower()

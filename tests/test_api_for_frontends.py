@@ -12,12 +12,11 @@ import pytest
 
 from tests.factories import (
     TEST_PASSWORD,
-    asgi_client,
     auth,
+    client_of,
     make_event,
     make_settings,
     make_ticket_type,
-    started_app,
 )
 
 MONEY = re.compile(r"^-?\d+\.\d{2}$")
@@ -170,12 +169,10 @@ async def test_pagination_links_are_absolute_and_followable(client, db, organize
 @pytest.fixture
 async def public_client(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
     """The app behind a proxy: PUBLIC_BASE_URL decides the links it hands out."""
-    async with (
-        started_app(
-            make_settings(database_url, public_base_url="https://tickets.example.com/")
-        ) as app,
-        asgi_client(app, "http://10.0.0.7:8000") as c,
-    ):
+    async with client_of(
+        make_settings(database_url, public_base_url="https://tickets.example.com/"),
+        "http://10.0.0.7:8000",
+    ) as c:
         yield c
 
 

@@ -16,7 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.conftest import auth, make_settings
-from tests.factories import asgi_client, make_event, make_ticket_type, started_app
+from tests.factories import client_of, make_event, make_ticket_type
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -28,12 +28,9 @@ def cached_client(database_url: str) -> Callable[..., object]:
 
     @asynccontextmanager
     async def _client(seconds: int) -> AsyncIterator[httpx.AsyncClient]:
-        async with (
-            started_app(
-                make_settings(database_url, catalogue_cache_seconds=seconds)
-            ) as application,
-            asgi_client(application, raise_app_exceptions=False) as c,
-        ):
+        async with client_of(
+            make_settings(database_url, catalogue_cache_seconds=seconds), raise_app_exceptions=False
+        ) as c:
             yield c
 
     return _client

@@ -31,6 +31,14 @@ async def attendees(create_user):
     return [await create_user("attendee") for _ in range(25)]
 
 
+def one_ticket_each(event, tt, attendees, n):
+    """``n`` requests booking one ticket of ``tt``, from the attendees in turn."""
+    return [
+        ("POST", "/api/bookings/", order(event.id, (tt.id, 1)), auth(attendees[i % len(attendees)]))
+        for i in range(n)
+    ]
+
+
 async def storm(http, requests):
     """Fire (method, url, json, headers) requests all at once; return the responses."""
 
@@ -54,10 +62,7 @@ async def sold(db, event_id):
 async def test_200_clients_for_50_tickets_exactly_50_succeed(http, db, organizer, attendees):
     event = await make_event(db, organizer.id, total_capacity=1000)
     tt = await make_ticket_type(db, event.id, quantity_available=50)
-    requests = [
-        ("POST", "/api/bookings/", order(event.id, (tt.id, 1)), auth(attendees[i % 25]))
-        for i in range(200)
-    ]
+    requests = one_ticket_each(event, tt, attendees, 200)
     responses = await storm(http, requests)
     counts = statuses(responses)
     assert counts == {201: 50, 409: 150}, counts
@@ -135,10 +140,7 @@ async def test_cancels_interleaved_with_a_booking_storm(http, db, organizer, att
         assert r.status_code == 201
         first.append((attendees[i], r.json()["booking_reference"]))
     requests = [("PUT", f"/api/bookings/{ref}/cancel", None, auth(u)) for u, ref in first[:10]]
-    requests += [
-        ("POST", "/api/bookings/", order(event.id, (tt.id, 1)), auth(attendees[i % 25]))
-        for i in range(60)
-    ]
+    requests += one_ticket_each(event, tt, attendees, 60)
     random.Random(5).shuffle(requests)
     responses = await storm(http, requests)
     counts = statuses(responses)
@@ -217,10 +219,7 @@ async def test_event_cancel_during_a_booking_storm(http, db, organizer, attendee
     """Each booking either lands before the cancel (and is cancelled by it) or is refused."""
     event = await make_event(db, organizer.id, total_capacity=1000)
     tt = await make_ticket_type(db, event.id, quantity_available=1000)
-    requests = [
-        ("POST", "/api/bookings/", order(event.id, (tt.id, 1)), auth(attendees[i % 25]))
-        for i in range(120)
-    ]
+    requests = one_ticket_each(event, tt, attendees, 120)
     requests.insert(
         60, ("PATCH", f"/api/events/{event.id}/", {"status": "cancelled"}, auth(organizer))
     )

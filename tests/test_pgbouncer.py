@@ -19,15 +19,14 @@ from sqlalchemy.engine import make_url
 from deploy.services import Service, find_binary, start_pgbouncer
 from tests.booking_setup import check_invariants
 from tests.factories import (
-    asgi_client,
     auth,
+    client_of,
     make_event,
     make_settings,
     make_ticket_type,
     order,
     server_env,
     server_process,
-    started_app,
     storm_client,
     uvicorn_argv,
 )
@@ -76,10 +75,7 @@ def bouncer_url(bouncer: Service, database_url: str) -> str:
 
 
 async def _app_client(settings) -> AsyncIterator[httpx.AsyncClient]:
-    async with (
-        started_app(settings) as app,
-        asgi_client(app, "http://t", raise_app_exceptions=False) as c,
-    ):
+    async with client_of(settings, "http://t", raise_app_exceptions=False) as c:
         yield c
 
 

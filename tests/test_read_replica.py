@@ -22,12 +22,11 @@ from app.core.db import create_engine, make_sessionmaker
 from tests import pg
 from tests.factories import (
     TEST_PASSWORD_HASH,
-    asgi_client,
     auth,
+    client_of,
     make_event,
     make_settings,
     make_ticket_type,
-    started_app,
 )
 from tests.redis_server import free_port
 
@@ -69,10 +68,7 @@ async def replica_event(replica_url: str):
 
 
 async def _client(settings) -> AsyncIterator[httpx.AsyncClient]:
-    async with (
-        started_app(settings) as app,
-        asgi_client(app, "http://t", raise_app_exceptions=False) as c,
-    ):
+    async with client_of(settings, "http://t", raise_app_exceptions=False) as c:
         yield c
 
 

@@ -17,7 +17,7 @@ from app.outbox.dispatcher import Dispatcher
 from app.outbox.service import record_event
 from app.webhooks.schemas import WebhookEventType
 from tests.conftest_webhooks import hook_settings
-from tests.factories import asgi_client, auth, make_event, started_app
+from tests.factories import asgi_client, auth, client_of, make_event, started_app
 from tests.webhook_receiver import Receiver
 
 
@@ -265,10 +265,9 @@ async def test_the_address_is_checked_again_when_sending(
     database_url: str, db: Any, organizer: User, receiver: Receiver
 ) -> None:
     # Saved while private networks were allowed; sent by a dispatcher that refuses them.
-    async with (
-        started_app(hook_settings(database_url, outbox_in_process=False)) as application,
-        asgi_client(application, "http://t") as client,
-    ):
+    async with client_of(
+        hook_settings(database_url, outbox_in_process=False), "http://t"
+    ) as client:
         endpoint = await subscribe(client, organizer, receiver.url)
         event = await make_event(db, organizer)
         await record(db, event.id, {"n": 1})
@@ -310,10 +309,9 @@ async def test_two_dispatchers_never_send_one_message_twice(
     database_url: str, db: Any, organizer: User, receiver: Receiver
 ) -> None:
     receiver.delay = 0.05
-    async with (
-        started_app(hook_settings(database_url, outbox_in_process=False)) as application,
-        asgi_client(application, "http://t") as client,
-    ):
+    async with client_of(
+        hook_settings(database_url, outbox_in_process=False), "http://t"
+    ) as client:
         await subscribe(client, organizer, receiver.url)
     event = await make_event(db, organizer)
     for n in range(60):

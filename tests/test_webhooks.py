@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from app.auth.models import User
-from tests.factories import asgi_client, auth, started_app
+from tests.factories import auth, client_of
 
 URL = "https://hooks.example.com/tickets"
 
@@ -179,12 +179,7 @@ async def test_a_private_url_is_refused_on_patch_too(
 async def test_private_networks_are_allowed_when_the_setting_says_so(
     settings, organizer: User
 ) -> None:
-    async with (
-        started_app(
-            settings.model_copy(update={"webhook_allow_private_networks": True})
-        ) as application,
-        asgi_client(application) as c,
-    ):
+    async with client_of(settings.model_copy(update={"webhook_allow_private_networks": True})) as c:
         response = await subscribe(c, organizer, url="http://127.0.0.1:9/hook")
     assert response.status_code == 201, response.text
 
