@@ -26,7 +26,7 @@ from app.core.db import (
 )
 from app.core.docs import install_docs
 from app.core.handlers import install_error_handlers
-from app.core.logging import configure_logging
+from app.core.logging import configure_logging, stop_buffering
 from app.core.middleware import (
     BodyLimitMiddleware,
     StripTrailingSlashMiddleware,
@@ -116,6 +116,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await engine.dispose()
         if read_engine is not None:
             await read_engine.dispose()
+        # uvicorn ends the process by raising the signal it caught again, which skips
+        # atexit: the lines it writes until then go out at once.
+        stop_buffering()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

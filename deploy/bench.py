@@ -26,8 +26,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from deploy.cluster import ROOT, Cluster, _database_url, _wait_ready
-from deploy.services import free_port
+from deploy.cluster import ROOT, Cluster, _database_url
+from deploy.services import free_port, wait_until_ready
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -109,7 +109,7 @@ def main() -> int:
             start_new_session=True,
         )
         direct_url = f"http://127.0.0.1:{port}"
-        _wait_ready(direct_url, direct, "the direct instance", 60)
+        wait_until_ready(direct_url, direct, "the direct instance", 60)
         by_name = {s.name: s.process.pid for s in cluster.services}
         targets = {
             "direct": (direct_url, {direct.pid}),

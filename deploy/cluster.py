@@ -29,11 +29,9 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
-
 from deploy.services import (
     Service,
-    _pg_bin,
+    _as_postgres_on,
     _pg_run,
     find_binary,
     free_port,
@@ -43,6 +41,7 @@ from deploy.services import (
     start_primary,
     start_redis,
     start_replica,
+    wait_until_ready,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,21 +80,6 @@ async def _streaming_replicas(port: int) -> int:
         )
     finally:
         await conn.close()
-
-
-def _wait_ready(url: str, process: subprocess.Popen[bytes], what: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with {process.returncode}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} was not ready within {timeout:.0f} s")
-        time.sleep(0.2)
 
 
 class Cluster:
@@ -141,17 +125,7 @@ class Cluster:
         say(f"starting the cluster under {self.workdir} ...", flush=True)
         primary = self._started(start_primary(self.workdir))
         _pg_run(
-            [
-                _pg_bin("createdb"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(primary.port),
-                "-U",
-                "postgres",
-                DATABASE,
-            ],
-            self.workdir / "primary.log",
+            "createdb", *_as_postgres_on(primary.port), DATABASE, log=self.workdir / "primary.log"
         )
         env = {k: v for k, v in os.environ.items() if not k.startswith("PROMETHEUS_")}
         # Migrations go to the primary itself, not through the pooler.
@@ -216,11 +190,11 @@ class Cluster:
             apps.append(app)
             self._spawn_app(f"app{n}-jobs", ["worker"], instance_env)
         for app in apps:
-            _wait_ready(app.url, app.process, app.name, timeout=60)
+            wait_until_ready(app.url, app.process, app.name, timeout=60)
         haproxy = self._started(
             start_haproxy(self.workdir / "haproxy", [a.port for a in apps], port=self.port)
         )
-        _wait_ready(haproxy.url, haproxy.process, "haproxy", timeout=15)
+        wait_until_ready(haproxy.url, haproxy.process, "haproxy", timeout=15)
         self.info = {
             "api": haproxy.url,
             "haproxy_stats": haproxy.extra["stats"],

@@ -16,8 +16,11 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import httpx
 
 # PostgreSQL refuses to run as root; so does PgBouncer without -u. Processes that
 # must not run as root run as this account when the caller is root.
@@ -67,19 +70,51 @@ def give_to_service_user(path: Path) -> None:
             os.chown(os.path.join(root, name), entry.pw_uid, entry.pw_gid)
 
 
-def wait_for_port(port: int, process: subprocess.Popen[bytes], what: str, timeout: float) -> None:
+def wait_until(
+    ready: Callable[[], bool],
+    process: subprocess.Popen[bytes],
+    what: str,
+    timeout: float,
+    *,
+    failing: str,
+    interval: float,
+) -> None:
+    """Poll ``ready`` until it holds; fail if ``process`` exits first, or with ``what``
+    ``failing`` (``did not listen on port 5432``) once ``timeout`` seconds have passed."""
     deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            pass
+    while not ready():
         if process.poll() is not None:
             raise RuntimeError(f"{what} exited with {process.returncode}")
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not listen on port {port} within {timeout:.0f} s")
-        time.sleep(0.05)
+            raise RuntimeError(f"{what} {failing} within {timeout:.0f} s")
+        time.sleep(interval)
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], what: str, timeout: float) -> None:
+    failing = f"did not listen on port {port}"
+    wait_until(lambda: _listening(port), process, what, timeout, failing=failing, interval=0.05)
+
+
+def _answers_ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health/ready", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def wait_until_ready(url: str, process: subprocess.Popen[bytes], what: str, timeout: float) -> None:
+    """Poll the service's /health/ready until it answers 200."""
+    wait_until(
+        lambda: _answers_ready(url), process, what, timeout, failing="was not ready", interval=0.2
+    )
 
 
 @dataclass
@@ -113,6 +148,16 @@ class Service:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+    def started(self, wait: Callable[[], None], sig: int = signal.SIGTERM) -> Service:
+        """This service once ``wait`` returns; if it fails, stopped (with ``sig``) and the
+        error carries the end of its log."""
+        try:
+            wait()
+        except RuntimeError as exc:
+            self.stop(sig=sig)
+            raise RuntimeError(f"{exc}\n{self.tail()}") from None
+        return self
 
 
 def _spawn(argv: list[str], log: Path, **kwargs: object) -> subprocess.Popen[bytes]:
@@ -182,12 +227,7 @@ log_disconnections = 0
     log = workdir / "pgbouncer.log"
     process = _spawn(argv, log)
     service = Service("pgbouncer", process, port, f"127.0.0.1:{port}", log)
-    try:
-        wait_for_port(port, process, "pgbouncer", timeout)
-    except RuntimeError as exc:
-        service.stop()
-        raise RuntimeError(f"{exc}\n{service.tail()}") from None
-    return service
+    return service.started(lambda: wait_for_port(port, process, "pgbouncer", timeout))
 
 
 def pg_binaries() -> Path | None:
@@ -209,14 +249,21 @@ def pg_binaries() -> Path | None:
 # --- PostgreSQL: a primary and a streaming replica -----------------------------------
 
 
-def _pg_run(argv: list[str], log: Path) -> None:
-    """Run a PostgreSQL tool to completion as the service account."""
+def _pg_run(tool: str, *args: str, log: Path) -> None:
+    """Run a PostgreSQL tool (``initdb``, ...) to completion as the service account."""
     user = service_user()
     with log.open("ab") as handle:
-        done = subprocess.run(argv, stdout=handle, stderr=subprocess.STDOUT, user=user, check=False)
+        done = subprocess.run(
+            [_pg_bin(tool), *args], stdout=handle, stderr=subprocess.STDOUT, user=user, check=False
+        )
     if done.returncode != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
-        raise RuntimeError(f"{Path(argv[0]).name} failed ({done.returncode}):\n{tail}")
+        raise RuntimeError(f"{tool} failed ({done.returncode}):\n{tail}")
+
+
+def _as_postgres_on(port: int) -> tuple[str, ...]:
+    """A client tool's arguments to reach the local server on ``port`` as postgres."""
+    return ("-h", "127.0.0.1", "-p", str(port), "-U", "postgres")
 
 
 def _pg_bin(name: str) -> str:
@@ -235,27 +282,21 @@ def _start_postgres(name: str, datadir: Path, port: int, log: Path, timeout: flo
     process = _spawn(argv, log, user=service_user(), start_new_session=True)
     url = f"postgresql+asyncpg://postgres@127.0.0.1:{port}/postgres"
     service = Service(name, process, port, url, log, {"datadir": str(datadir)})
-    try:
-        _wait_for_postgres(port, process, name, timeout)
-    except RuntimeError as exc:
-        service.stop(sig=signal.SIGINT)
-        raise RuntimeError(f"{exc}\n{service.tail()}") from None
-    return service
+    return service.started(lambda: _wait_for_postgres(port, process, name, timeout), signal.SIGINT)
 
 
-def _wait_for_postgres(port: int, process: subprocess.Popen[bytes], what: str, timeout: float):
-    deadline = time.monotonic() + timeout
-    while True:
-        ready = subprocess.run(
-            [_pg_bin("pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port)], check=False
-        )
-        if ready.returncode == 0:
-            return
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with {process.returncode}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} was not ready on port {port} within {timeout:.0f} s")
-        time.sleep(0.1)
+def _wait_for_postgres(
+    port: int, process: subprocess.Popen[bytes], what: str, timeout: float
+) -> None:
+    argv = [_pg_bin("pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port)]
+    wait_until(
+        lambda: subprocess.run(argv, check=False).returncode == 0,
+        process,
+        what,
+        timeout,
+        failing=f"was not ready on port {port}",
+        interval=0.1,
+    )
 
 
 def start_primary(workdir: Path, *, port: int | None = None, timeout: float = 60) -> Service:
@@ -269,19 +310,10 @@ def start_primary(workdir: Path, *, port: int | None = None, timeout: float = 60
     datadir = workdir / "primary"
     log = workdir / "primary.log"
     _pg_run(
-        [
-            _pg_bin("initdb"),
-            "-D",
-            str(datadir),
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "-E",
-            "UTF8",
-            "--no-instructions",
-            "--locale=C",
-        ],
-        log,
+        "initdb",
+        *("-D", str(datadir), "-U", "postgres", "--auth=trust", "-E", "UTF8"),
+        *("--no-instructions", "--locale=C"),
+        log=log,
     )
     with (datadir / "postgresql.conf").open("a") as conf:
         conf.write(
@@ -300,23 +332,10 @@ def start_replica(
     datadir = workdir / "replica"
     log = workdir / "replica.log"
     _pg_run(
-        [
-            _pg_bin("pg_basebackup"),
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(primary.port),
-            "-U",
-            "postgres",
-            "-D",
-            str(datadir),
-            "-R",
-            "-X",
-            "stream",
-            "-c",
-            "fast",
-        ],
-        log,
+        "pg_basebackup",
+        *_as_postgres_on(primary.port),
+        *("-D", str(datadir), "-R", "-X", "stream", "-c", "fast"),
+        log=log,
     )
     return _start_postgres("postgres-replica", datadir, port or free_port(), log, timeout)
 
@@ -335,12 +354,7 @@ def start_redis(workdir: Path, *, port: int | None = None, timeout: float = 15) 
     log = workdir / "redis.log"
     process = _spawn(argv, log)
     service = Service("redis", process, port, f"redis://127.0.0.1:{port}/0", log)
-    try:
-        wait_for_port(port, process, "redis-server", timeout)
-    except RuntimeError as exc:
-        service.stop()
-        raise RuntimeError(f"{exc}\n{service.tail()}") from None
-    return service
+    return service.started(lambda: wait_for_port(port, process, "redis-server", timeout))
 
 
 # --- HAProxy -------------------------------------------------------------------------
@@ -410,9 +424,4 @@ listen stats
     process = _spawn([binary, "-f", str(config), "-db"], log)
     service = Service("haproxy", process, port, f"http://127.0.0.1:{port}", log)
     service.extra["stats"] = f"http://127.0.0.1:{stats_port}/"
-    try:
-        wait_for_port(port, process, "haproxy", timeout)
-    except RuntimeError as exc:
-        service.stop()
-        raise RuntimeError(f"{exc}\n{service.tail()}") from None
-    return service
+    return service.started(lambda: wait_for_port(port, process, "haproxy", timeout))

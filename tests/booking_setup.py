@@ -1,11 +1,33 @@
-"""Invariant checks of the booking counters, run in SQL after every storm."""
+"""The concert the booking and hold tests book (fixtures, loaded by conftest.py), and the
+invariant checks of the booking counters, run in SQL after every storm."""
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.factories import ROOT
+from app.events.models import Event, TicketType
+from tests.factories import ROOT, make_event, make_ticket_type
+
+
+@pytest.fixture
+async def event(db, organizer) -> Event:
+    """A concert of 10 seats (a test module may define its own ``event``)."""
+    return await make_event(db, organizer.id, name="Concert", total_capacity=10)
+
+
+@pytest.fixture
+async def standard(db, event) -> TicketType:
+    return await make_ticket_type(
+        db, event.id, name="Standard", price="25.00", quantity_available=8
+    )
+
+
+@pytest.fixture
+async def vip(db, event) -> TicketType:
+    return await make_ticket_type(db, event.id, name="VIP", price="99.50", quantity_available=5)
+
 
 INVARIANTS = (ROOT / "bench" / "sql" / "invariants.sql").read_text()
 

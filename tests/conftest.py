@@ -14,7 +14,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.auth.models import User
 from app.core.config import Settings
 from app.core.db import create_engine, make_sessionmaker
-from app.core.migrate import upgrade_head
 from app.core.security import pwd_context
 from tests import pg
 from tests.factories import (
@@ -22,14 +21,17 @@ from tests.factories import (
     TEST_PASSWORD,
     TEST_PASSWORD_HASH,
     TEST_SECRET_KEY,
+    asgi_client,
     auth,
+    insert,
     make_settings,
+    started_app,
     token_for,
     uvicorn_server,
     wait_until_ready,
 )
 
-pytest_plugins = ["tests.conftest_redis", "tests.conftest_webhooks"]
+pytest_plugins = ["tests.booking_setup", "tests.conftest_redis", "tests.conftest_webhooks"]
 __all__ = [
     "ROOT",
     "TEST_PASSWORD",
@@ -44,13 +46,8 @@ __all__ = [
 
 @pytest.fixture(scope="session")
 async def database_url() -> AsyncIterator[str]:
-    server = await pg.server_url()
-    name, url = await pg.create_database(server)
-    await asyncio.to_thread(upgrade_head, url)
-    try:
+    async with pg.throwaway_database() as url:
         yield url
-    finally:
-        await pg.drop_database(server, name)
 
 
 @pytest.fixture(scope="session")
@@ -60,17 +57,13 @@ def settings(database_url: str) -> Settings:
 
 @pytest.fixture(scope="session")
 async def app(settings: Settings) -> AsyncIterator[object]:
-    from app.main import create_app
-
-    application = create_app(settings)
-    async with application.router.lifespan_context(application):
+    async with started_app(settings) as application:
         yield application
 
 
 @pytest.fixture
 async def client(app: object) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)  # type: ignore[arg-type]
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+    async with asgi_client(app, raise_app_exceptions=False) as c:
         yield c
 
 
@@ -139,11 +132,7 @@ def create_user(db: async_sessionmaker[AsyncSession]) -> Callable[..., object]:
             is_active=is_active,
             is_staff=is_staff,
         )
-        async with db() as session:
-            session.add(user)
-            await session.commit()
-            await session.refresh(user)
-        return user
+        return await insert(db, user)
 
     return _create
 

@@ -9,8 +9,7 @@ import httpx
 import pytest
 
 from app.core.config import Settings
-from app.main import create_app
-from tests.factories import make_settings
+from tests.factories import asgi_client, make_settings, started_app
 from tests.webhook_receiver import Receiver, serve
 
 
@@ -34,13 +33,11 @@ def receiver() -> Iterator[Receiver]:
 @pytest.fixture
 async def hooks_app(database_url: str) -> AsyncIterator[Any]:
     """The app sending its outbox itself, with receivers on loopback allowed."""
-    application = create_app(hook_settings(database_url))
-    async with application.router.lifespan_context(application):
+    async with started_app(hook_settings(database_url)) as application:
         yield application
 
 
 @pytest.fixture
 async def hooks_client(hooks_app: Any) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=hooks_app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+    async with asgi_client(hooks_app, raise_app_exceptions=False) as c:
         yield c

@@ -6,6 +6,8 @@ import asyncio
 import os
 import tempfile
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
@@ -60,3 +62,19 @@ async def drop_database(server: str, name: str) -> None:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()
+
+
+@asynccontextmanager
+async def throwaway_database(*, migrated: bool = True) -> AsyncIterator[str]:
+    """The URL of a new database (at the migrations' head unless ``migrated`` is false),
+    dropped on the way out."""
+    server = await server_url()
+    name, url = await create_database(server)
+    try:
+        if migrated:
+            from app.core.migrate import upgrade_head
+
+            await asyncio.to_thread(upgrade_head, url)
+        yield url
+    finally:
+        await drop_database(server, name)

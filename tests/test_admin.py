@@ -19,7 +19,9 @@ from tests.console import csrf_from, run_action, sign_in
 from tests.factories import (
     TEST_PASSWORD,
     auth,
+    client_of,
     confirmed_booking,
+    create_user_cli,
     make_event,
     make_settings,
     make_ticket_type,
@@ -150,56 +152,38 @@ async def test_sign_in_without_the_csrf_token_is_refused(
 async def test_console_sign_in_has_the_login_rate_limits_of_the_api(
     database_url: str, create_user: Callable[..., Any]
 ) -> None:
-    from app.main import create_app
-
     await create_user("organizer", username="limited", is_staff=True)
-    application = create_app(make_settings(database_url, rate_limit_enabled=True))
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-            for _ in range(5):
-                assert (await sign_in(c, "limited", "Wrong-password-1")).status_code == 400
-            r = await sign_in(c, "limited", TEST_PASSWORD)
-            assert r.status_code == 429
-            assert "Too many sign-in attempts" in r.text
-            assert int(r.headers["retry-after"]) > 0
-            # ...and the API's login counts the same attempts for the same account.
-            api = await c.post(
-                "/api/auth/login/", json={"username": "limited", "password": TEST_PASSWORD}
-            )
-            assert api.status_code == 429
+    async with client_of(make_settings(database_url, rate_limit_enabled=True)) as c:
+        for _ in range(5):
+            assert (await sign_in(c, "limited", "Wrong-password-1")).status_code == 400
+        r = await sign_in(c, "limited", TEST_PASSWORD)
+        assert r.status_code == 429
+        assert "Too many sign-in attempts" in r.text
+        assert int(r.headers["retry-after"]) > 0
+        # ...and the API's login counts the same attempts for the same account.
+        api = await c.post(
+            "/api/auth/login/", json={"username": "limited", "password": TEST_PASSWORD}
+        )
+        assert api.status_code == 429
 
 
 async def test_create_user_staff_flag_opens_the_console(
     client: httpx.AsyncClient, database_url: str
 ) -> None:
-    from tests.test_cli import run_cli
-
     password = "Front-Desk-2031"
-    result = run_cli(
-        "create-user",
-        "--username",
+    result = create_user_cli(
         "frontdesk",
-        "--email",
         "frontdesk@example.com",
-        "--password",
-        password,
-        "--staff",
+        password=password,
+        staff=True,
         database_url=database_url,
     )
     assert result.returncode == 0, result.stderr
     assert "created staff organizer 'frontdesk'" in result.stdout
     assert (await sign_in(client, "frontdesk", password)).status_code == 302
 
-    plain = run_cli(
-        "create-user",
-        "--username",
-        "plainorg",
-        "--email",
-        "plainorg@example.com",
-        "--password",
-        password,
-        database_url=database_url,
+    plain = create_user_cli(
+        "plainorg", "plainorg@example.com", password=password, database_url=database_url
     )
     assert plain.returncode == 0, plain.stderr
     client.cookies.clear()
@@ -578,17 +562,14 @@ async def test_every_asset_the_console_loads_is_served_by_the_app(
 async def test_session_cookie_is_secure_when_configured(
     database_url: str, create_user: Callable[..., Any]
 ) -> None:
-    from app.main import create_app
-
     await create_user("organizer", username="tls", is_staff=True)
-    application = create_app(make_settings(database_url, admin_cookie_secure=True))
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as c:
-            r = await sign_in(c, "tls")
-            assert r.status_code == 302
-            cookie = r.headers["set-cookie"].lower()
-            assert "secure" in cookie and "httponly" in cookie and "samesite=lax" in cookie
+    async with client_of(
+        make_settings(database_url, admin_cookie_secure=True), "https://testserver"
+    ) as c:
+        r = await sign_in(c, "tls")
+        assert r.status_code == 302
+        cookie = r.headers["set-cookie"].lower()
+        assert "secure" in cookie and "httponly" in cookie and "samesite=lax" in cookie
 
 
 SECRET_COLUMNS = {"hashed_password", "secret", "password", "token", "request_hash"}

@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
-import pytest
 from sqlalchemy import text
 
-from tests.factories import ROOT, TEST_PASSWORD, auth, make_event, make_ticket_type
-from tests.test_browser import CHROMIUM, CHROMIUM_FLAGS, LOCAL_HOSTS
-
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists() and not shutil.which("chromium"),
-    reason="no Chromium binary (install Debian's chromium: apt-get install -y chromium)",
+from tests.factories import (
+    ROOT,
+    TEST_PASSWORD,
+    auth,
+    make_event,
+    make_ticket_type,
+    offline_page,
+    requires_chromium,
 )
+
+pytestmark = requires_chromium
 
 # `UPDATE_SCREENSHOTS=1 make test` refreshes the README's picture of the console.
 SCREENSHOT = ROOT / "docs" / "admin-console.png"
@@ -27,8 +28,6 @@ SCREENSHOT = ROOT / "docs" / "admin-console.png"
 async def test_staff_finds_a_booking_by_reference_and_cancels_it_offline(
     live_server: str, create_user: Any, db: Any, tmp_path: Path
 ) -> None:
-    from playwright.async_api import async_playwright
-
     await create_user("organizer", username="desk", is_staff=True)
     organizer = await create_user("organizer")
     attendee = await create_user("attendee", username="ann", email="ann@example.com")
@@ -43,63 +42,41 @@ async def test_staff_finds_a_booking_by_reference_and_cancels_it_offline(
         assert booked.status_code == 201, booked.text
         reference = booked.json()["booking_reference"]
 
-        requested: list[str] = []
-        blocked: list[str] = []
-        async with async_playwright() as playwright:
-            browser = await playwright.chromium.launch(
-                executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True
-            )
-            try:
-                page = await browser.new_page(viewport={"width": 1400, "height": 900})
+        viewport = {"width": 1400, "height": 900}
+        async with offline_page(("data:",), viewport=viewport) as (page, requested, blocked):
+            # A non-staff account is turned away at the sign-in form.
+            await page.goto(f"{live_server}/admin/", wait_until="networkidle")
+            await page.fill("input[name=username]", "ann")
+            await page.fill("input[name=password]", TEST_PASSWORD)
+            await page.click("button[type=submit]")
+            await page.locator(".invalid-feedback").first.wait_for(timeout=20_000)
+            assert "/admin/login" in page.url
 
-                async def only_local(route: Any) -> None:
-                    url = route.request.url
-                    requested.append(url)
-                    if urlsplit(url).hostname in LOCAL_HOSTS or url.startswith("data:"):
-                        await route.continue_()
-                    else:
-                        blocked.append(url)
-                        await route.abort()
+            await page.fill("input[name=username]", "desk")
+            await page.fill("input[name=password]", TEST_PASSWORD)
+            await page.click("button[type=submit]")
+            await page.wait_for_url(f"{live_server}/admin/", timeout=20_000)
 
-                await page.route("**/*", only_local)
+            await page.goto(f"{live_server}/admin/booking/list", wait_until="networkidle")
+            await page.fill("#search-input", reference)
+            await page.click("#search-button")
+            await page.wait_for_url("**search=*", timeout=20_000)
+            row = page.locator("tbody tr", has_text=reference)
+            await row.wait_for(timeout=20_000)
+            assert await page.locator("tbody tr").count() == 1
+            if os.environ.get("UPDATE_SCREENSHOTS"):
+                SCREENSHOT.parent.mkdir(exist_ok=True)
+                await page.screenshot(path=str(SCREENSHOT))
+            await page.screenshot(path=str(tmp_path / "bookings.png"))
 
-                # A non-staff account is turned away at the sign-in form.
-                await page.goto(f"{live_server}/admin/", wait_until="networkidle")
-                await page.fill("input[name=username]", "ann")
-                await page.fill("input[name=password]", TEST_PASSWORD)
-                await page.click("button[type=submit]")
-                await page.locator(".invalid-feedback").first.wait_for(timeout=20_000)
-                assert "/admin/login" in page.url
-
-                await page.fill("input[name=username]", "desk")
-                await page.fill("input[name=password]", TEST_PASSWORD)
-                await page.click("button[type=submit]")
-                await page.wait_for_url(f"{live_server}/admin/", timeout=20_000)
-
-                await page.goto(f"{live_server}/admin/booking/list", wait_until="networkidle")
-                await page.fill("#search-input", reference)
-                await page.click("#search-button")
-                await page.wait_for_url("**search=*", timeout=20_000)
-                row = page.locator("tbody tr", has_text=reference)
-                await row.wait_for(timeout=20_000)
-                assert await page.locator("tbody tr").count() == 1
-                if os.environ.get("UPDATE_SCREENSHOTS"):
-                    SCREENSHOT.parent.mkdir(exist_ok=True)
-                    await page.screenshot(path=str(SCREENSHOT))
-                await page.screenshot(path=str(tmp_path / "bookings.png"))
-
-                await row.locator("a[href*='/admin/booking/details/']").first.click()
-                await page.wait_for_url("**/admin/booking/details/**", timeout=20_000)
-                await page.get_by_role("link", name="Cancel booking").click()
-                await page.wait_for_url("**/admin/booking/action/cancel**", timeout=20_000)
-                assert reference in await page.locator("#confirm-objects").inner_text()
-                await page.click("#confirm-submit")
-                await page.wait_for_url("**/admin/booking/details/**", timeout=20_000)
-                await page.get_by_text(f"Booking {reference} is cancelled.").wait_for(
-                    timeout=20_000
-                )
-            finally:
-                await browser.close()
+            await row.locator("a[href*='/admin/booking/details/']").first.click()
+            await page.wait_for_url("**/admin/booking/details/**", timeout=20_000)
+            await page.get_by_role("link", name="Cancel booking").click()
+            await page.wait_for_url("**/admin/booking/action/cancel**", timeout=20_000)
+            assert reference in await page.locator("#confirm-objects").inner_text()
+            await page.click("#confirm-submit")
+            await page.wait_for_url("**/admin/booking/details/**", timeout=20_000)
+            await page.get_by_text(f"Booking {reference} is cancelled.").wait_for(timeout=20_000)
 
         assert blocked == [], f"the console tried to reach other hosts: {blocked}"
         assert any("/admin/statics/js/" in url for url in requested)

@@ -17,7 +17,7 @@ from sqlalchemy import text
 
 from tests.booking_setup import check_invariants
 from tests.console import csrf_from, sign_in
-from tests.factories import auth, make_event, make_ticket_type
+from tests.factories import auth, make_event, make_ticket_type, storm_client
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
@@ -26,8 +26,7 @@ BOOKINGS = 30
 
 @pytest.fixture
 async def http(live_server: str) -> Any:
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-    async with httpx.AsyncClient(base_url=live_server, limits=limits, timeout=60) as c:
+    async with storm_client(live_server) as c:
         yield c
 
 

@@ -10,8 +10,14 @@ from typing import Any
 import httpx
 import pytest
 
-from app.main import create_app
-from tests.factories import TEST_PASSWORD, auth, make_event, make_settings, make_ticket_type
+from tests.factories import (
+    TEST_PASSWORD,
+    auth,
+    client_of,
+    make_event,
+    make_settings,
+    make_ticket_type,
+)
 
 MONEY = re.compile(r"^-?\d+\.\d{2}$")
 
@@ -163,11 +169,11 @@ async def test_pagination_links_are_absolute_and_followable(client, db, organize
 @pytest.fixture
 async def public_client(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
     """The app behind a proxy: PUBLIC_BASE_URL decides the links it hands out."""
-    app = create_app(make_settings(database_url, public_base_url="https://tickets.example.com/"))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://10.0.0.7:8000") as c:
-            yield c
+    async with client_of(
+        make_settings(database_url, public_base_url="https://tickets.example.com/"),
+        "http://10.0.0.7:8000",
+    ) as c:
+        yield c
 
 
 async def test_links_and_location_use_public_base_url(

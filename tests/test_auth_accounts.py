@@ -182,6 +182,13 @@ async def test_body_that_is_not_json_is_422(client) -> None:
 
 # --- profile ----------------------------------------------------------------------------
 
+# PUT and PATCH of the profile are one operation: every test of it runs with both.
+both_methods = pytest.mark.parametrize("method", ["PUT", "PATCH"])
+
+
+async def change_profile(client, user, method: str, body: dict[str, str]) -> httpx.Response:
+    return await client.request(method, "/api/auth/profile/", headers=auth(user), json=body)
+
 
 @pytest.mark.parametrize("path", ["/api/auth/profile/", "/api/auth/profile"])
 async def test_profile_returns_the_current_user(client, attendee, path) -> None:
@@ -199,21 +206,17 @@ async def test_profile_without_token_is_401_not_authenticated(client) -> None:
     assert r.json()["code"] == "not_authenticated"
 
 
-@pytest.mark.parametrize("method", ["PUT", "PATCH"])
+@both_methods
 async def test_profile_update_changes_username_and_lowercases_email(
     client, db, attendee, method
 ) -> None:
-    r = await client.request(
-        method,
-        "/api/auth/profile/",
-        headers=auth(attendee),
-        json={
-            "username": "Renamed",
-            "email": "New.Address@Example.COM",
-            "role": "organizer",
-            "current_password": TEST_PASSWORD,
-        },
-    )
+    change = {
+        "username": "Renamed",
+        "email": "New.Address@Example.COM",
+        "role": "organizer",
+        "current_password": TEST_PASSWORD,
+    }
+    r = await change_profile(client, attendee, method, change)
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["username"] == "Renamed"
@@ -339,16 +342,12 @@ async def test_changing_the_email_without_current_password_is_422(client, db, at
     assert (await load_user(db, attendee.id)).email == attendee.email
 
 
-@pytest.mark.parametrize("method", ["PUT", "PATCH"])
+@both_methods
 async def test_changing_the_email_with_a_wrong_password_is_wrong_password(
     client, db, attendee, method
 ) -> None:
-    r = await client.request(
-        method,
-        "/api/auth/profile/",
-        headers=auth(attendee),
-        json={"email": "thief@example.com", "current_password": "not-the-password"},
-    )
+    change = {"email": "thief@example.com", "current_password": "not-the-password"}
+    r = await change_profile(client, attendee, method, change)
     assert r.status_code == 422 and r.json()["code"] == "wrong_password"
     assert (await load_user(db, attendee.id)).email == attendee.email
 

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from app.core.config import Settings
-from tests.factories import TEST_PASSWORD
+from tests.factories import TEST_PASSWORD, asgi_client
 
 
 @pytest.fixture
@@ -27,10 +27,8 @@ async def limited_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]
             }
         )
     )
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-            yield c
+    async with app.router.lifespan_context(app), asgi_client(app) as c:
+        yield c
 
 
 def _assert_429(r: httpx.Response) -> None:

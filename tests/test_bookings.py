@@ -5,29 +5,11 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
 from sqlalchemy import text
 
 from tests.booking_setup import check_invariants
-from tests.factories import auth, book, make_event, make_ticket_type
-
-
-@pytest.fixture
-async def event(db, organizer):
-    return await make_event(db, organizer.id, name="Concert", total_capacity=10)
-
-
-@pytest.fixture
-async def standard(db, event):
-    return await make_ticket_type(
-        db, event.id, name="Standard", price="25.00", quantity_available=8
-    )
-
-
-@pytest.fixture
-async def vip(db, event):
-    return await make_ticket_type(db, event.id, name="VIP", price="99.50", quantity_available=5)
+from tests.factories import auth, book, client_of, make_event, make_ticket_type
 
 
 async def counters(db, *ids):
@@ -334,17 +316,12 @@ async def test_event_bookings_for_owner_only(
 
 async def test_lock_timeout_is_503_busy_and_writes_nothing(settings, db, attendee, event, standard):
     """A booking that cannot get the event lock in time is 503 busy with Retry-After."""
-    from app.main import create_app
 
-    app = create_app(settings.model_copy(update={"lock_timeout_ms": 200}))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c, db() as holder:
-            await holder.execute(
-                text("SELECT id FROM events WHERE id=:i FOR UPDATE"), {"i": event.id}
-            )
-            r = await book(c, attendee, event.id, (standard.id, 1))
-            await holder.rollback()
+    busy_soon = settings.model_copy(update={"lock_timeout_ms": 200})
+    async with client_of(busy_soon, "http://t") as c, db() as holder:
+        await holder.execute(text("SELECT id FROM events WHERE id=:i FOR UPDATE"), {"i": event.id})
+        r = await book(c, attendee, event.id, (standard.id, 1))
+        await holder.rollback()
     assert r.status_code == 503, r.text
     assert r.json()["code"] == "busy" and r.headers["retry-after"]
     assert (await counters(db, standard.id))[standard.id] == (8, 0)

@@ -16,7 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.conftest import auth, make_settings
-from tests.factories import make_event, make_ticket_type
+from tests.factories import client_of, make_event, make_ticket_type
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -28,13 +28,10 @@ def cached_client(database_url: str) -> Callable[..., object]:
 
     @asynccontextmanager
     async def _client(seconds: int) -> AsyncIterator[httpx.AsyncClient]:
-        from app.main import create_app
-
-        application = create_app(make_settings(database_url, catalogue_cache_seconds=seconds))
-        async with application.router.lifespan_context(application):
-            transport = httpx.ASGITransport(app=application, raise_app_exceptions=False)
-            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-                yield c
+        async with client_of(
+            make_settings(database_url, catalogue_cache_seconds=seconds), raise_app_exceptions=False
+        ) as c:
+            yield c
 
     return _client
 

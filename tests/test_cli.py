@@ -11,49 +11,16 @@ import httpx
 import pytest
 
 from tests import pg
-from tests.factories import ROOT, TEST_SECRET_KEY, wait_until_ready
+from tests.factories import ROOT, TEST_SECRET_KEY, create_user_cli, run_cli, server_process
 from tests.redis_server import free_port
-
-
-def run_cli(
-    *args: str, database_url: str, input: str | None = None, **env: str
-) -> subprocess.CompletedProcess[str]:
-    environment = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "OUTBOX_IN_PROCESS": "false",
-        "SECRET_KEY": TEST_SECRET_KEY,
-        "LOG_LEVEL": "WARNING",
-        **env,
-    }
-    environment.pop("REDIS_URL", None)
-    return subprocess.run(
-        [sys.executable, "-m", "app", *args],
-        cwd=ROOT,
-        env=environment,
-        input=input,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 async def test_create_user_then_log_in_with_that_password(
     client: httpx.AsyncClient, database_url: str
 ) -> None:
     password = "Staging-Boss-2027"
-    result = run_cli(
-        "create-user",
-        "--username",
-        "Boss",
-        "--email",
-        "Boss@Example.com",
-        "--role",
-        "organizer",
-        "--password",
-        password,
-        database_url=database_url,
+    result = create_user_cli(
+        "Boss", "Boss@Example.com", role="organizer", password=password, database_url=database_url
     )
     assert result.returncode == 0, result.stderr
     assert "created organizer 'Boss'" in result.stdout
@@ -73,14 +40,10 @@ async def test_create_user_then_log_in_with_that_password(
 async def test_create_user_takes_the_password_from_the_environment(
     client: httpx.AsyncClient, database_url: str
 ) -> None:
-    result = run_cli(
-        "create-user",
-        "--username",
+    result = create_user_cli(
         "visitor",
-        "--email",
         "visitor@example.com",
-        "--role",
-        "attendee",
+        role="attendee",
         database_url=database_url,
         CREATE_USER_PASSWORD="Visiting-Hours-9",
     )
@@ -107,24 +70,15 @@ def test_create_user_rejects_bad_input(args: list[str], message: str, database_u
 
 async def test_create_user_refuses_a_taken_username(create_user, database_url: str) -> None:
     await create_user("attendee", username="taken")
-    result = run_cli(
-        "create-user",
-        "--username",
-        "TAKEN",
-        "--email",
-        "other@example.com",
-        "--password",
-        "Long-Enough-1",
-        database_url=database_url,
+    result = create_user_cli(
+        "TAKEN", "other@example.com", password="Long-Enough-1", database_url=database_url
     )
     assert result.returncode != 0
     assert "username already exists" in result.stdout + result.stderr
 
 
 async def test_migrate_brings_a_fresh_database_to_head() -> None:
-    server = await pg.server_url()
-    name, url = await pg.create_database(server)
-    try:
+    async with pg.throwaway_database(migrated=False) as url:
         result = run_cli("migrate", database_url=url)
         assert result.returncode == 0, result.stderr
         assert "database is at head" in result.stdout
@@ -143,8 +97,6 @@ async def test_migrate_brings_a_fresh_database_to_head() -> None:
         assert {"users", "events", "ticket_types", "bookings"} <= tables
         again = run_cli("migrate", database_url=url)
         assert again.returncode == 0, again.stderr
-    finally:
-        await pg.drop_database(server, name)
 
 
 async def test_shell_runs_top_level_await(create_user, database_url: str) -> None:
@@ -187,16 +139,9 @@ def test_serve_with_workers_on_the_embedded_database(tmp_path) -> None:
     }
     for name in ("DATABASE_URL", "REDIS_URL", "PROMETHEUS_MULTIPROC_DIR"):
         env.pop(name, None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app", "serve", "--workers", "2", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(base, proc, timeout=90)
+    argv = [sys.executable, "-m", "app", "serve", "--workers", "2", "--port", str(port)]
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    with server_process(argv, env, port, timeout=90, stop_timeout=20, **quiet) as base:
         with httpx.Client(base_url=base) as client:
             for _ in range(20):  # new connections: both workers get some
                 assert httpx.get(f"{base}/api/events/", timeout=5).status_code == 200
@@ -207,9 +152,3 @@ def test_serve_with_workers_on_the_embedded_database(tmp_path) -> None:
             if line.startswith("http_requests_total{") and 'route="/api/events"' in line
         )
         assert float(line.rsplit(" ", 1)[1]) == 20
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()

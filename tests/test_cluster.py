@@ -36,6 +36,7 @@ from tests.factories import (
     make_event,
     make_settings,
     make_ticket_type,
+    storm_client,
 )
 from tests.redis_server import free_port
 
@@ -161,8 +162,7 @@ async def test_cluster_opposite_orders_and_double_cancels_across_both_instances(
     event = await make_event(primary, organizer, name="Race night", total_capacity=30)
     first = await make_ticket_type(primary, event, quantity_available=20)
     second = await make_ticket_type(primary, event, quantity_available=20, name="Second")
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-    async with httpx.AsyncClient(base_url=cluster["api"], limits=limits, timeout=30) as http:
+    async with storm_client(cluster["api"], timeout=30) as http:
 
         async def book(i: int) -> tuple[int, httpx.Response]:
             items = [(first.id, 1), (second.id, 1)]
@@ -219,8 +219,7 @@ async def test_cluster_holds_end_exactly_one_way_across_both_instances(cluster, 
     attendees = await _users(primary, "attendee", 30, prefix="hold")
     event = await make_event(primary, organizer, name="Hold night", total_capacity=20)
     seats = await make_ticket_type(primary, event, quantity_available=40)
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-    async with httpx.AsyncClient(base_url=cluster["api"], limits=limits, timeout=30) as http:
+    async with storm_client(cluster["api"], timeout=30) as http:
         payload = {"event_id": event.id, "items": [{"ticket_type_id": seats.id, "quantity": 1}]}
         held = await asyncio.gather(
             *(http.post("/api/holds/", json=payload, headers=auth(a)) for a in attendees)
@@ -280,12 +279,11 @@ async def test_cluster_books_through_haproxy_survives_an_instance_and_the_replic
     event = await make_event(primary, organizer, name="Cluster night", total_capacity=60)
     standard = await make_ticket_type(primary, event, quantity_available=40)
     vip = await make_ticket_type(primary, event, quantity_available=40, name="VIP")
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
     api = cluster["api"]
     answered: Counter[int] = Counter()
     references: dict[str, str] = {}
 
-    async with httpx.AsyncClient(base_url=api, limits=limits, timeout=30) as http:
+    async with storm_client(api, timeout=30) as http:
 
         async def book(i: int) -> None:
             """A client that retries with its Idempotency-Key, as a real one would."""

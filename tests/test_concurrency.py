@@ -15,15 +15,14 @@ import pytest
 from sqlalchemy import text
 
 from tests.booking_setup import check_invariants
-from tests.factories import auth, make_event, make_ticket_type
+from tests.factories import auth, make_event, make_ticket_type, order, storm_client
 
 pytestmark = pytest.mark.timeout(180)
 
 
 @pytest.fixture
 async def http(live_server):
-    limits = httpx.Limits(max_connections=250, max_keepalive_connections=250)
-    async with httpx.AsyncClient(base_url=live_server, limits=limits, timeout=60) as c:
+    async with storm_client(live_server, connections=250) as c:
         yield c
 
 
@@ -32,8 +31,12 @@ async def attendees(create_user):
     return [await create_user("attendee") for _ in range(25)]
 
 
-def body(event_id, *items):
-    return {"event_id": event_id, "items": [{"ticket_type_id": t, "quantity": q} for t, q in items]}
+def one_ticket_each(event, tt, attendees, n):
+    """``n`` requests booking one ticket of ``tt``, from the attendees in turn."""
+    return [
+        ("POST", "/api/bookings/", order(event.id, (tt.id, 1)), auth(attendees[i % len(attendees)]))
+        for i in range(n)
+    ]
 
 
 async def storm(http, requests):
@@ -59,10 +62,7 @@ async def sold(db, event_id):
 async def test_200_clients_for_50_tickets_exactly_50_succeed(http, db, organizer, attendees):
     event = await make_event(db, organizer.id, total_capacity=1000)
     tt = await make_ticket_type(db, event.id, quantity_available=50)
-    requests = [
-        ("POST", "/api/bookings/", body(event.id, (tt.id, 1)), auth(attendees[i % 25]))
-        for i in range(200)
-    ]
+    requests = one_ticket_each(event, tt, attendees, 200)
     responses = await storm(http, requests)
     counts = statuses(responses)
     assert counts == {201: 50, 409: 150}, counts
@@ -79,7 +79,7 @@ async def test_two_types_share_one_event_capacity(http, db, organizer, attendees
     requests = []
     for i in range(150):
         items = rng.choice([((a.id, 1),), ((b.id, 2),), ((a.id, 1), (b.id, 1))])
-        requests.append(("POST", "/api/bookings", body(event.id, *items), auth(attendees[i % 25])))
+        requests.append(("POST", "/api/bookings", order(event.id, *items), auth(attendees[i % 25])))
     responses = await storm(http, requests)
     counts = statuses(responses)
     assert set(counts) <= {201, 409}, counts
@@ -96,7 +96,9 @@ async def test_opposite_item_orders_never_deadlock(http, db, organizer, attendee
     requests = []
     for i in range(160):
         items = ((a.id, 1), (b.id, 1)) if i % 2 else ((b.id, 1), (a.id, 1))
-        requests.append(("POST", "/api/bookings/", body(event.id, *items), auth(attendees[i % 25])))
+        requests.append(
+            ("POST", "/api/bookings/", order(event.id, *items), auth(attendees[i % 25]))
+        )
     responses = await storm(http, requests)
     assert statuses(responses) == {201: 160}
     assert await sold(db, event.id) == 320
@@ -109,7 +111,7 @@ async def test_concurrent_double_cancel_releases_exactly_once(http, db, organize
     user = attendees[0]
     refs = []
     for _ in range(5):
-        r = await http.post("/api/bookings/", json=body(event.id, (tt.id, 2)), headers=auth(user))
+        r = await http.post("/api/bookings/", json=order(event.id, (tt.id, 2)), headers=auth(user))
         refs.append(r.json()["booking_reference"])
     requests = [
         ("PUT", f"/api/bookings/{ref}/cancel/", None, auth(user)) for ref in refs for _ in range(8)
@@ -133,15 +135,12 @@ async def test_cancels_interleaved_with_a_booking_storm(http, db, organizer, att
     first = []
     for i in range(20):
         r = await http.post(
-            "/api/bookings/", json=body(event.id, (tt.id, 2)), headers=auth(attendees[i])
+            "/api/bookings/", json=order(event.id, (tt.id, 2)), headers=auth(attendees[i])
         )
         assert r.status_code == 201
         first.append((attendees[i], r.json()["booking_reference"]))
     requests = [("PUT", f"/api/bookings/{ref}/cancel", None, auth(u)) for u, ref in first[:10]]
-    requests += [
-        ("POST", "/api/bookings/", body(event.id, (tt.id, 1)), auth(attendees[i % 25]))
-        for i in range(60)
-    ]
+    requests += one_ticket_each(event, tt, attendees, 60)
     random.Random(5).shuffle(requests)
     responses = await storm(http, requests)
     counts = statuses(responses)
@@ -159,7 +158,7 @@ async def test_one_idempotency_key_many_concurrent_requests_one_booking(
     event = await make_event(db, organizer.id, total_capacity=100)
     tt = await make_ticket_type(db, event.id, quantity_available=100)
     headers = {**auth(attendees[0]), "Idempotency-Key": "checkout-42"}
-    requests = [("POST", "/api/bookings/", body(event.id, (tt.id, 3)), headers)] * 30
+    requests = [("POST", "/api/bookings/", order(event.id, (tt.id, 3)), headers)] * 30
     responses = await storm(http, requests)
     counts = statuses(responses)
     assert set(counts) <= {201, 409}, counts
@@ -180,7 +179,7 @@ async def test_in_process_storm_with_asyncio_tasks(client, db, organizer, attend
     responses = await asyncio.gather(
         *(
             client.post(
-                "/api/bookings/", json=body(event.id, (tt.id, 1)), headers=auth(attendees[i % 25])
+                "/api/bookings/", json=order(event.id, (tt.id, 1)), headers=auth(attendees[i % 25])
             )
             for i in range(100)
         )
@@ -202,7 +201,7 @@ async def test_threads_with_blocking_clients_never_oversell(live_server, db, org
         with httpx.Client(base_url=live_server, timeout=60) as c:
             return [
                 c.post(
-                    "/api/bookings/", json=body(event.id, (tt.id, 1)), headers=auth(attendees[n])
+                    "/api/bookings/", json=order(event.id, (tt.id, 1)), headers=auth(attendees[n])
                 ).status_code
                 for _ in range(4)
             ]
@@ -220,10 +219,7 @@ async def test_event_cancel_during_a_booking_storm(http, db, organizer, attendee
     """Each booking either lands before the cancel (and is cancelled by it) or is refused."""
     event = await make_event(db, organizer.id, total_capacity=1000)
     tt = await make_ticket_type(db, event.id, quantity_available=1000)
-    requests = [
-        ("POST", "/api/bookings/", body(event.id, (tt.id, 1)), auth(attendees[i % 25]))
-        for i in range(120)
-    ]
+    requests = one_ticket_each(event, tt, attendees, 120)
     requests.insert(
         60, ("PATCH", f"/api/events/{event.id}/", {"status": "cancelled"}, auth(organizer))
     )

@@ -11,13 +11,12 @@ import asyncio
 import random
 from collections import Counter
 
-import httpx
 import pytest
 from sqlalchemy import text
 
 from app.holds.maintenance import sweep_expired_holds
 from tests.booking_setup import check_invariants
-from tests.factories import auth, make_event, make_ticket_type, order
+from tests.factories import auth, make_event, make_ticket_type, order, storm_client
 from tests.hold_setup import type_counters
 
 pytestmark = pytest.mark.timeout(180)
@@ -25,8 +24,7 @@ pytestmark = pytest.mark.timeout(180)
 
 @pytest.fixture
 async def http(live_server):
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-    async with httpx.AsyncClient(base_url=live_server, limits=limits, timeout=60) as c:
+    async with storm_client(live_server) as c:
         yield c
 
 

@@ -27,6 +27,7 @@ from app.outbox.dispatcher import Dispatcher
 from app.worker import make_worker, queue_name
 from tests.factories import (
     TEST_PASSWORD,
+    asgi_client,
     auth,
     confirmed_booking,
     make_event,
@@ -68,8 +69,7 @@ async def running_app(settings: Settings, prefix: str | None = None) -> AsyncIte
 
 
 def client_for(application: Any) -> httpx.AsyncClient:
-    transport = httpx.ASGITransport(app=application, raise_app_exceptions=False)
-    return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+    return asgi_client(application, raise_app_exceptions=False)
 
 
 @pytest.fixture

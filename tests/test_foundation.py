@@ -9,7 +9,7 @@ import httpx
 from sqlalchemy import text
 
 from app.auth.models import User
-from tests.factories import ROOT, auth
+from tests.factories import ROOT, asgi_client, auth, started_app
 
 
 async def test_live_and_ready(client: httpx.AsyncClient) -> None:
@@ -37,22 +37,17 @@ async def test_wrong_method_is_405_with_allow(client: httpx.AsyncClient) -> None
 
 
 async def test_ready_is_503_when_database_is_down(settings) -> None:
-    from app.main import create_app
-
     broken = settings.model_copy(
         update={"database_url": "postgresql+asyncpg://postgres@127.0.0.1:1/none"}
     )
-    app = create_app(broken)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-            r = await c.get("/health/ready")
-            listing = await c.get("/api/events/")
-            booking = await c.post(
-                "/api/bookings/",
-                json={"event_id": 1, "items": [{"ticket_type_id": 1, "quantity": 1}]},
-                headers=auth(User(id=1)),
-            )
+    async with started_app(broken) as app, asgi_client(app, "http://t") as c:
+        r = await c.get("/health/ready")
+        listing = await c.get("/api/events/")
+        booking = await c.post(
+            "/api/bookings/",
+            json={"event_id": 1, "items": [{"ticket_type_id": 1, "quantity": 1}]},
+            headers=auth(User(id=1)),
+        )
     for answer in (listing, booking):  # both hot paths run on the asyncpg connection
         assert answer.status_code == 503, answer.text
         assert answer.headers["content-type"] == "application/problem+json"

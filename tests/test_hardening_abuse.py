@@ -21,18 +21,16 @@ from sqlalchemy import text
 from app.auth.service import purge_expired_refresh_tokens
 from app.core import security
 from app.core.config import Settings
-from tests.factories import ROOT, TEST_PASSWORD, TEST_SECRET_KEY, auth
+from tests.factories import ROOT, TEST_PASSWORD, TEST_SECRET_KEY, asgi_client, auth, started_app
 
 
 async def running_client(settings: Settings, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
-    from app.main import create_app
-
-    app = create_app(settings.model_copy(update=overrides))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-            c.app = app  # type: ignore[attr-defined]
-            yield c
+    async with (
+        started_app(settings.model_copy(update=overrides)) as app,
+        asgi_client(app, raise_app_exceptions=False) as c,
+    ):
+        c.app = app  # type: ignore[attr-defined]
+        yield c
 
 
 @pytest.fixture

@@ -17,21 +17,17 @@ from app.core.config import Settings
 from app.core.db import UnitOfWork
 from app.core.errors import Busy
 from app.notifications.emails import Email
-from tests.factories import auth, make_event
+from tests.factories import asgi_client, auth, make_event, started_app
 from tests.redis_server import free_port
 
 
 async def running_app(settings: Settings, **overrides: Any) -> AsyncIterator[Any]:
-    from app.main import create_app
-
-    app = create_app(settings.model_copy(update=overrides))
-    async with app.router.lifespan_context(app):
+    async with started_app(settings.model_copy(update=overrides)) as app:
         yield app
 
 
 def client_for(app: Any) -> httpx.AsyncClient:
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+    return asgi_client(app, raise_app_exceptions=False)
 
 
 async def _backend_pids(app: Any) -> list[int]:

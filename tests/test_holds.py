@@ -6,30 +6,12 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-import pytest
 from sqlalchemy import text
 
 from app.holds.maintenance import sweep_expired_holds
 from tests.booking_setup import check_invariants
 from tests.factories import auth, book, checkout, hold, make_event, make_ticket_type, order
 from tests.hold_setup import event_counters, expire, type_counters
-
-
-@pytest.fixture
-async def event(db, organizer):
-    return await make_event(db, organizer.id, name="Concert", total_capacity=10)
-
-
-@pytest.fixture
-async def standard(db, event):
-    return await make_ticket_type(
-        db, event.id, name="Standard", price="25.00", quantity_available=8
-    )
-
-
-@pytest.fixture
-async def vip(db, event):
-    return await make_ticket_type(db, event.id, name="VIP", price="99.50", quantity_available=5)
 
 
 async def test_hold_is_201_with_location_and_takes_tickets_off_sale(

@@ -15,9 +15,7 @@ from tests import pg
 
 
 async def test_upgrade_downgrade_upgrade_and_no_autogenerate_diff() -> None:
-    server = await pg.server_url()
-    name, url = await pg.create_database(server)
-    try:
+    async with pg.throwaway_database(migrated=False) as url:
         config = alembic_config(url)
         await asyncio.to_thread(command.upgrade, config, "head")
         await asyncio.to_thread(command.downgrade, config, "base")
@@ -32,5 +30,3 @@ async def test_upgrade_downgrade_upgrade_and_no_autogenerate_diff() -> None:
             )
         await engine.dispose()
         assert diff == []
-    finally:
-        await pg.drop_database(server, name)

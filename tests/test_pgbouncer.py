@@ -8,12 +8,8 @@ every lock wait. Skips when pgbouncer is not installed.
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -23,13 +19,16 @@ from sqlalchemy.engine import make_url
 from deploy.services import Service, find_binary, start_pgbouncer
 from tests.booking_setup import check_invariants
 from tests.factories import (
-    ROOT,
-    TEST_SECRET_KEY,
     auth,
+    client_of,
     make_event,
     make_settings,
     make_ticket_type,
-    wait_until_ready,
+    order,
+    server_env,
+    server_process,
+    storm_client,
+    uvicorn_argv,
 )
 from tests.redis_server import free_port
 
@@ -76,23 +75,14 @@ def bouncer_url(bouncer: Service, database_url: str) -> str:
 
 
 async def _app_client(settings) -> AsyncIterator[httpx.AsyncClient]:
-    from app.main import create_app
-
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-            yield c
+    async with client_of(settings, "http://t", raise_app_exceptions=False) as c:
+        yield c
 
 
 @pytest.fixture
 async def pooled(bouncer_url: str) -> AsyncIterator[httpx.AsyncClient]:
     async for c in _app_client(make_settings(bouncer_url, db_pooler="pgbouncer")):
         yield c
-
-
-def body(event_id: int, *items: tuple[int, int]) -> dict[str, object]:
-    return {"event_id": event_id, "items": [{"ticket_type_id": t, "quantity": q} for t, q in items]}
 
 
 async def test_bookings_and_the_catalogue_work_through_pgbouncer(
@@ -110,16 +100,16 @@ async def test_bookings_and_the_catalogue_work_through_pgbouncer(
         assert r.status_code == 200 and len(r.json()) == 2
     headers = {**auth(attendee), "Idempotency-Key": "through-the-pooler"}
     r = await pooled.post(
-        "/api/bookings/", json=body(event.id, (standard.id, 2), (vip.id, 1)), headers=headers
+        "/api/bookings/", json=order(event.id, (standard.id, 2), (vip.id, 1)), headers=headers
     )
     assert r.status_code == 201, r.text
     ref = r.json()["booking_reference"]
     replay = await pooled.post(
-        "/api/bookings/", json=body(event.id, (standard.id, 2), (vip.id, 1)), headers=headers
+        "/api/bookings/", json=order(event.id, (standard.id, 2), (vip.id, 1)), headers=headers
     )
     assert replay.status_code == 201 and replay.json()["booking_reference"] == ref
     r = await pooled.post(
-        "/api/bookings/", json=body(event.id, (vip.id, 2)), headers=auth(attendee)
+        "/api/bookings/", json=order(event.id, (vip.id, 2)), headers=auth(attendee)
     )
     assert r.status_code == 409 and r.json()["code"] == "sold_out"
     assert (await pooled.get(f"/api/bookings/{ref}/", headers=auth(attendee))).status_code == 200
@@ -145,7 +135,7 @@ async def test_lock_wait_past_lock_timeout_is_503_busy_through_pgbouncer(
     settings = make_settings(bouncer_url, db_pooler="pgbouncer", lock_timeout_ms=300)
     async for c in _app_client(settings):
         r = await c.post(
-            "/api/bookings/", json=body(event.id, (standard.id, 1)), headers=auth(attendee)
+            "/api/bookings/", json=order(event.id, (standard.id, 1)), headers=auth(attendee)
         )
         assert r.status_code == 201, r.text
         ref = r.json()["booking_reference"]
@@ -155,7 +145,7 @@ async def test_lock_wait_past_lock_timeout_is_503_busy_through_pgbouncer(
             )
             booking = asyncio.create_task(
                 c.post(
-                    "/api/bookings/", json=body(event.id, (standard.id, 1)), headers=auth(attendee)
+                    "/api/bookings/", json=order(event.id, (standard.id, 1)), headers=auth(attendee)
                 )
             )
             # The waiting backend carries the session settings, set per transaction.
@@ -194,35 +184,9 @@ async def test_lock_wait_past_lock_timeout_is_503_busy_through_pgbouncer(
 def pooled_server(bouncer_url: str) -> Iterator[str]:
     """The service under uvicorn with 2 workers, through PgBouncer."""
     port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": bouncer_url,
-        "DB_POOLER": "pgbouncer",
-        "SECRET_KEY": TEST_SECRET_KEY,
-        "RATE_LIMIT_ENABLED": "false",
-        "DB_POOL_SIZE": "10",
-        "DB_MAX_OVERFLOW": "0",
-        "LOG_LEVEL": "WARNING",
-    }
-    env.pop("REDIS_URL", None)
-    proc = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1"),
-            *("--port", str(port), "--workers", "2", "--no-access-log", "--log-level", "warning"),
-        ],
-        cwd=Path(ROOT),
-        env=env,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(base, proc, timeout=30)
+    env = server_env(bouncer_url, DB_POOLER="pgbouncer", DB_MAX_OVERFLOW="0")
+    with server_process(uvicorn_argv(port), env, port) as base:
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 async def test_concurrent_bookings_through_pgbouncer_never_oversell(
@@ -233,14 +197,13 @@ async def test_concurrent_bookings_through_pgbouncer_never_oversell(
     standard = await make_ticket_type(db, event, quantity_available=30)
     vip = await make_ticket_type(db, event, quantity_available=30, name="VIP")
     attendees = [await create_user("attendee") for _ in range(15)]
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-    async with httpx.AsyncClient(base_url=pooled_server, limits=limits, timeout=60) as http:
+    async with storm_client(pooled_server) as http:
 
         async def one(i: int) -> httpx.Response:
             items = [(standard.id, 1), (vip.id, 1)] if i % 2 else [(vip.id, 1), (standard.id, 1)]
             return await http.post(
                 "/api/bookings/",
-                json=body(event.id, *items),
+                json=order(event.id, *items),
                 headers={**auth(attendees[i % 15]), "Idempotency-Key": f"k{i}"},
             )
 

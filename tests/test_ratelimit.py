@@ -20,7 +20,7 @@ from app.core.config import Settings
 from app.core.errors import RateLimited
 from app.core.handlers import install_error_handlers
 from app.core.ratelimit import RateLimiter, limit_per_ip, limits_from_settings
-from tests.factories import TEST_PASSWORD, TEST_SECRET_KEY, auth
+from tests.factories import TEST_PASSWORD, TEST_SECRET_KEY, asgi_client, auth
 from tests.redis_server import free_port, serve, start_redis_server, stop
 
 
@@ -214,8 +214,7 @@ async def test_over_the_limit_is_a_429_problem_with_retry_after() -> None:
     async def register() -> dict[str, str]:
         return {"detail": "ok"}
 
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+    async with asgi_client(app, "http://test") as client:
         assert (await client.post("/register")).status_code == 200
         assert (await client.post("/register")).status_code == 200
         response = await client.post("/register")

@@ -19,9 +19,15 @@ from sqlalchemy.engine import make_url
 
 from app.core import replica
 from app.core.db import create_engine, make_sessionmaker
-from app.core.migrate import upgrade_head
 from tests import pg
-from tests.factories import TEST_PASSWORD_HASH, auth, make_event, make_settings, make_ticket_type
+from tests.factories import (
+    TEST_PASSWORD_HASH,
+    auth,
+    client_of,
+    make_event,
+    make_settings,
+    make_ticket_type,
+)
 from tests.redis_server import free_port
 
 pytestmark = pytest.mark.timeout(120)
@@ -29,13 +35,8 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture(scope="module")
 async def replica_url(database_url: str) -> AsyncIterator[str]:
-    server = await pg.server_url()
-    name, url = await pg.create_database(server)
-    await asyncio.to_thread(upgrade_head, url)
-    try:
+    async with pg.throwaway_database() as url:
         yield url
-    finally:
-        await pg.drop_database(server, name)
 
 
 @pytest.fixture
@@ -67,13 +68,8 @@ async def replica_event(replica_url: str):
 
 
 async def _client(settings) -> AsyncIterator[httpx.AsyncClient]:
-    from app.main import create_app
-
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-            yield c
+    async with client_of(settings, "http://t", raise_app_exceptions=False) as c:
+        yield c
 
 
 def names(response: httpx.Response) -> list[str]:

@@ -44,6 +44,17 @@ async def sell_out(client, user, event_id, ticket_type_id, quantity):
     return r.json()["booking_reference"]
 
 
+async def two_in_line(client, attendee, event, standard, waiters, first, second):
+    """The 4 tickets of ``standard`` booked by ``attendee``, then the first two waiters in
+    line for ``first`` and ``second`` of them: the booking's reference and both entries."""
+    ref = await sell_out(client, attendee, event.id, standard.id, 4)
+    entries = [
+        (await join(client, waiter, event.id, standard.id, quantity)).json()
+        for waiter, quantity in ((waiters[0], first), (waiters[1], second))
+    ]
+    return ref, *entries
+
+
 async def entry(client, user, entry_id):
     r = await client.get(f"/api/waitlist/{entry_id}/", headers=auth(user))
     assert r.status_code == 200, r.text
@@ -166,9 +177,7 @@ async def test_a_cancelled_booking_is_offered_to_the_earliest_entry_that_fits(
 async def test_a_released_offer_passes_to_the_next_entry(
     client, db, attendee, event, standard, waiters
 ):
-    ref = await sell_out(client, attendee, event.id, standard.id, 4)
-    first = (await join(client, waiters[0], event.id, standard.id, 4)).json()
-    second = (await join(client, waiters[1], event.id, standard.id, 4)).json()
+    ref, first, second = await two_in_line(client, attendee, event, standard, waiters, 4, 4)
     await client.put(f"/api/bookings/{ref}/cancel/", headers=auth(attendee))
     offer = (await entry(client, waiters[0], first["id"]))["hold_reference"]
     r = await client.delete(f"/api/holds/{offer}/", headers=auth(waiters[0]))
@@ -183,9 +192,7 @@ async def test_a_released_offer_passes_to_the_next_entry(
 async def test_an_expired_offer_passes_to_the_next_entry(
     client, db, settings, attendee, event, standard, waiters
 ):
-    ref = await sell_out(client, attendee, event.id, standard.id, 4)
-    first = (await join(client, waiters[0], event.id, standard.id, 2)).json()
-    second = (await join(client, waiters[1], event.id, standard.id, 3)).json()
+    ref, first, second = await two_in_line(client, attendee, event, standard, waiters, 2, 3)
     await client.put(f"/api/bookings/{ref}/cancel/", headers=auth(attendee))
     offer = (await entry(client, waiters[0], first["id"]))["hold_reference"]
     assert (await entry(client, waiters[1], second["id"]))["status"] == "waiting"
@@ -204,9 +211,7 @@ async def test_an_expired_offer_passes_to_the_next_entry(
 async def test_leaving_releases_an_offered_hold_for_the_next_entry(
     client, db, create_user, attendee, event, standard, waiters
 ):
-    ref = await sell_out(client, attendee, event.id, standard.id, 4)
-    first = (await join(client, waiters[0], event.id, standard.id, 1)).json()
-    second = (await join(client, waiters[1], event.id, standard.id, 4)).json()
+    ref, first, second = await two_in_line(client, attendee, event, standard, waiters, 1, 4)
     stranger = await create_user("attendee")
     assert (
         await client.delete(f"/api/waitlist/{first['id']}/", headers=auth(stranger))

@@ -12,13 +12,12 @@ from sqlalchemy import text
 from standardwebhooks import Webhook
 
 from app.auth.models import User
-from app.main import create_app
 from app.outbox import dispatcher as dispatcher_module
 from app.outbox.dispatcher import Dispatcher
 from app.outbox.service import record_event
 from app.webhooks.schemas import WebhookEventType
 from tests.conftest_webhooks import hook_settings
-from tests.factories import auth, make_event
+from tests.factories import asgi_client, auth, client_of, make_event, started_app
 from tests.webhook_receiver import Receiver
 
 
@@ -156,10 +155,8 @@ async def test_a_message_is_dead_once_its_retry_window_has_passed(
     settings = hook_settings(
         database_url, outbox_in_process=False, outbox_retry_for_hours=0.5 / 3600
     )
-    application = create_app(settings)
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+    async with started_app(settings) as application:
+        async with asgi_client(application, "http://t") as client:
             await subscribe(client, organizer, receiver.url)
         event = await make_event(db, organizer)
         await record(db, event.id, {"n": 1})
@@ -208,14 +205,23 @@ async def test_a_disabled_endpoint_gets_nothing_and_re_enabling_does_not_resend(
     assert request.json()["data"] == {"n": 2}
 
 
-async def test_messages_waiting_for_a_retry_are_skipped_once_the_endpoint_is_disabled(
-    hooks_client: httpx.AsyncClient, db: Any, organizer: User, receiver: Receiver
-) -> None:
+async def retrying_message(
+    client: httpx.AsyncClient, db: Any, organizer: User, receiver: Receiver
+) -> dict[str, Any]:
+    """An endpoint whose receiver answers 500, with one message sent to it once and now
+    waiting for its retry."""
     receiver.default = 500
-    endpoint = await subscribe(hooks_client, organizer, receiver.url)
+    endpoint = await subscribe(client, organizer, receiver.url)
     event = await make_event(db, organizer)
     await record(db, event.id, {"n": 1})
     await receiver.wait_for(1, timeout=5)
+    return endpoint
+
+
+async def test_messages_waiting_for_a_retry_are_skipped_once_the_endpoint_is_disabled(
+    hooks_client: httpx.AsyncClient, db: Any, organizer: User, receiver: Receiver
+) -> None:
+    endpoint = await retrying_message(hooks_client, db, organizer, receiver)
     off = await hooks_client.patch(
         f"/api/webhooks/{endpoint['id']}/", json={"is_active": False}, headers=auth(organizer)
     )
@@ -229,11 +235,7 @@ async def test_messages_waiting_for_a_retry_are_skipped_once_the_endpoint_is_dis
 async def test_deleting_an_endpoint_drops_its_messages(
     hooks_client: httpx.AsyncClient, db: Any, organizer: User, receiver: Receiver
 ) -> None:
-    receiver.default = 500
-    endpoint = await subscribe(hooks_client, organizer, receiver.url)
-    event = await make_event(db, organizer)
-    await record(db, event.id, {"n": 1})
-    await receiver.wait_for(1, timeout=5)
+    endpoint = await retrying_message(hooks_client, db, organizer, receiver)
     gone = await hooks_client.delete(f"/api/webhooks/{endpoint['id']}/", headers=auth(organizer))
     assert gone.status_code == 204
     assert await outbox_rows(db) == []
@@ -263,21 +265,20 @@ async def test_the_address_is_checked_again_when_sending(
     database_url: str, db: Any, organizer: User, receiver: Receiver
 ) -> None:
     # Saved while private networks were allowed; sent by a dispatcher that refuses them.
-    application = create_app(hook_settings(database_url, outbox_in_process=False))
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            endpoint = await subscribe(client, organizer, receiver.url)
-            event = await make_event(db, organizer)
-            await record(db, event.id, {"n": 1})
-            strict = Dispatcher(
-                hook_settings(database_url, webhook_allow_private_networks=False), database_url
-            )
-            try:
-                assert await strict.dispatch_due() == 1
-            finally:
-                await strict.close()
-            [attempt] = await deliveries(client, organizer, endpoint["id"])
+    async with client_of(
+        hook_settings(database_url, outbox_in_process=False), "http://t"
+    ) as client:
+        endpoint = await subscribe(client, organizer, receiver.url)
+        event = await make_event(db, organizer)
+        await record(db, event.id, {"n": 1})
+        strict = Dispatcher(
+            hook_settings(database_url, webhook_allow_private_networks=False), database_url
+        )
+        try:
+            assert await strict.dispatch_due() == 1
+        finally:
+            await strict.close()
+        [attempt] = await deliveries(client, organizer, endpoint["id"])
     assert receiver.requests == []
     assert attempt["status_code"] is None
     assert "127.0.0.1" in attempt["error"] and "private" in attempt["error"]
@@ -308,11 +309,10 @@ async def test_two_dispatchers_never_send_one_message_twice(
     database_url: str, db: Any, organizer: User, receiver: Receiver
 ) -> None:
     receiver.delay = 0.05
-    application = create_app(hook_settings(database_url, outbox_in_process=False))
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            await subscribe(client, organizer, receiver.url)
+    async with client_of(
+        hook_settings(database_url, outbox_in_process=False), "http://t"
+    ) as client:
+        await subscribe(client, organizer, receiver.url)
     event = await make_event(db, organizer)
     for n in range(60):
         await record(db, event.id, {"n": n})
@@ -338,11 +338,8 @@ async def test_a_message_left_by_a_dispatcher_that_died_is_sent_after_its_lease(
     database_url: str, db: Any, organizer: User, receiver: Receiver
 ) -> None:
     settings = hook_settings(database_url, outbox_in_process=False)
-    application = create_app(settings)
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            await subscribe(client, organizer, receiver.url)
+    async with started_app(settings) as application, asgi_client(application, "http://t") as client:
+        await subscribe(client, organizer, receiver.url)
     event = await make_event(db, organizer)
     await record(db, event.id, {"n": 1})
     # A dispatcher takes the message and dies before sending (its lease: 0.5 s).
@@ -388,19 +385,19 @@ async def test_metrics_show_the_outbox_depth_and_attempts_by_result(
     database_url: str, db: Any, organizer: User, receiver: Receiver
 ) -> None:
     receiver.answers = [500]
-    application = create_app(hook_settings(database_url, outbox_in_process=False))
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            await subscribe(client, organizer, receiver.url)
-            event = await make_event(db, organizer)
-            await record(db, event.id, {"n": 1})
-            waiting = (await client.get("/metrics")).text
-            assert 'outbox_pending_messages{channel="webhook"} 1.0' in waiting
-            assert await application.state.outbox.dispatch_due() == 1  # the 500
-            await asyncio.sleep(0.3)
-            await application.state.outbox.run_until_idle()
-            done = (await client.get("/metrics")).text
+    async with (
+        started_app(hook_settings(database_url, outbox_in_process=False)) as application,
+        asgi_client(application, "http://t") as client,
+    ):
+        await subscribe(client, organizer, receiver.url)
+        event = await make_event(db, organizer)
+        await record(db, event.id, {"n": 1})
+        waiting = (await client.get("/metrics")).text
+        assert 'outbox_pending_messages{channel="webhook"} 1.0' in waiting
+        assert await application.state.outbox.dispatch_due() == 1  # the 500
+        await asyncio.sleep(0.3)
+        await application.state.outbox.run_until_idle()
+        done = (await client.get("/metrics")).text
     assert 'outbox_pending_messages{channel="webhook"} 0.0' in done
     assert 'outbox_attempts_total{channel="webhook",result="retry"}' in done
     assert 'outbox_attempts_total{channel="webhook",result="delivered"}' in done
@@ -433,11 +430,8 @@ async def test_a_dispatcher_killed_mid_delivery_leaves_the_message_to_the_next(
 
     receiver.delay = 2.0  # the first dispatcher is killed while the receiver still reads
     settings = hook_settings(database_url, outbox_in_process=False)
-    application = create_app(settings)
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            await subscribe(client, organizer, receiver.url)
+    async with started_app(settings) as application, asgi_client(application, "http://t") as client:
+        await subscribe(client, organizer, receiver.url)
     event = await make_event(db, organizer)
     await record(db, event.id, {"n": 1})
 

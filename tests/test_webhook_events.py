@@ -12,7 +12,8 @@ from sqlalchemy import text
 from standardwebhooks import Webhook
 
 from app.auth.models import User
-from tests.factories import auth, make_event, make_ticket_type
+from app.events.models import Event, TicketType
+from tests.factories import auth, book, make_event, make_ticket_type
 from tests.webhook_receiver import Receiver
 
 ALL_TYPES = [
@@ -37,16 +38,6 @@ async def subscribe(client: httpx.AsyncClient, organizer: User, url: str) -> str
     return response.json()["secret"]
 
 
-async def book(
-    client: httpx.AsyncClient, user: User, event_id: int, type_id: int, quantity: int = 1, **kw
-) -> httpx.Response:
-    return await client.post(
-        "/api/bookings/",
-        json={"event_id": event_id, "items": [{"ticket_type_id": type_id, "quantity": quantity}]},
-        headers={**auth(user), **kw.get("headers", {})},
-    )
-
-
 async def outbox(db: Any) -> list[tuple[str, str]]:
     async with db() as session:
         rows = await session.execute(text("SELECT channel, topic FROM outbox_messages ORDER BY id"))
@@ -57,13 +48,24 @@ def types_of(receiver: Receiver) -> list[str]:
     return [r.json()["type"] for r in receiver.requests]
 
 
+async def watched_event(
+    client: httpx.AsyncClient, db: Any, organizer: User, receiver: Receiver, **columns: Any
+) -> tuple[Event, TicketType]:
+    """An event of ``organizer`` with one ticket type (``columns`` of either), whose
+    webhooks ``receiver`` is subscribed to."""
+    await subscribe(client, organizer, receiver.url)
+    types = {k: columns.pop(k) for k in ("quantity_available",) if k in columns}
+    event = await make_event(db, organizer, **columns)
+    return event, await make_ticket_type(db, event, **types)
+
+
 async def test_a_booking_sends_booking_confirmed_with_the_booking_as_the_api_shows_it(
     client: httpx.AsyncClient, db: Any, organizer: User, attendee: User, receiver: Receiver
 ) -> None:
     secret = await subscribe(client, organizer, receiver.url)
     event = await make_event(db, organizer)
     standard = await make_ticket_type(db, event, quantity_available=10)
-    response = await book(client, attendee, event.id, standard.id, 2)
+    response = await book(client, attendee, event.id, (standard.id, 2))
     assert response.status_code == 201, response.text
 
     [request] = await receiver.wait_for(1, timeout=5)
@@ -90,10 +92,8 @@ async def test_a_refused_booking_leaves_no_message(
     status: int,
     code: str,
 ) -> None:
-    await subscribe(client, organizer, receiver.url)
-    event = await make_event(db, organizer)
-    standard = await make_ticket_type(db, event, quantity_available=5)
-    response = await book(client, attendee, event.id, standard.id, quantity)
+    event, standard = await watched_event(client, db, organizer, receiver, quantity_available=5)
+    response = await book(client, attendee, event.id, (standard.id, quantity))
     assert response.status_code == status and response.json()["code"] == code
     assert await outbox(db) == []
     await receiver.stays_at(0, 0.3)
@@ -102,13 +102,9 @@ async def test_a_refused_booking_leaves_no_message(
 async def test_an_idempotent_replay_sends_nothing_more(
     client: httpx.AsyncClient, db: Any, organizer: User, attendee: User, receiver: Receiver
 ) -> None:
-    await subscribe(client, organizer, receiver.url)
-    event = await make_event(db, organizer)
-    standard = await make_ticket_type(db, event)
+    event, standard = await watched_event(client, db, organizer, receiver)
     for _ in range(3):
-        response = await book(
-            client, attendee, event.id, standard.id, headers={"Idempotency-Key": "once"}
-        )
+        response = await book(client, attendee, event.id, (standard.id, 1), key="once")
         assert response.status_code == 201
     await receiver.wait_for(1, timeout=5)
     await receiver.stays_at(1)
@@ -121,10 +117,9 @@ async def test_an_idempotent_replay_sends_nothing_more(
 async def test_cancelling_a_booking_sends_booking_cancelled(
     client: httpx.AsyncClient, db: Any, organizer: User, attendee: User, receiver: Receiver
 ) -> None:
-    await subscribe(client, organizer, receiver.url)
-    event = await make_event(db, organizer)
-    standard = await make_ticket_type(db, event)
-    reference = (await book(client, attendee, event.id, standard.id)).json()["booking_reference"]
+    event, standard = await watched_event(client, db, organizer, receiver)
+    booked = await book(client, attendee, event.id, (standard.id, 1))
+    reference = booked.json()["booking_reference"]
     cancelled = await client.put(f"/api/bookings/{reference}/cancel/", headers=auth(attendee))
     assert cancelled.status_code == 200
     again = await client.put(f"/api/bookings/{reference}/cancel/", headers=auth(attendee))
@@ -151,12 +146,10 @@ async def test_cancelling_an_event_sends_event_cancelled_and_each_booking_cancel
     create_user,
     receiver: Receiver,
 ) -> None:
-    await subscribe(client, organizer, receiver.url)
-    event = await make_event(db, organizer, name="Open Air")
-    standard = await make_ticket_type(db, event)
+    event, standard = await watched_event(client, db, organizer, receiver, name="Open Air")
     attendees = [await create_user("attendee") for _ in range(3)]
     references = {
-        (await book(client, a, event.id, standard.id)).json()["booking_reference"]
+        (await book(client, a, event.id, (standard.id, 1))).json()["booking_reference"]
         for a in attendees
     }
     await receiver.wait_for(3, timeout=5)
@@ -181,20 +174,20 @@ async def test_cancelling_an_event_sends_event_cancelled_and_each_booking_cancel
 async def test_event_sold_out_is_sent_each_time_the_status_becomes_sold_out(
     client: httpx.AsyncClient, db: Any, organizer: User, create_user, receiver: Receiver
 ) -> None:
-    await subscribe(client, organizer, receiver.url)
-    event = await make_event(db, organizer, total_capacity=2)
-    standard = await make_ticket_type(db, event, quantity_available=5)
+    event, standard = await watched_event(
+        client, db, organizer, receiver, total_capacity=2, quantity_available=5
+    )
     first, second, third = [await create_user("attendee") for _ in range(3)]
-    assert (await book(client, first, event.id, standard.id)).status_code == 201
-    taken = await book(client, second, event.id, standard.id)
+    assert (await book(client, first, event.id, (standard.id, 1))).status_code == 201
+    taken = await book(client, second, event.id, (standard.id, 1))
     assert taken.status_code == 201
-    refused = await book(client, third, event.id, standard.id)
+    refused = await book(client, third, event.id, (standard.id, 1))
     assert refused.status_code == 409  # no message for it
     reference = taken.json()["booking_reference"]
     assert (
         await client.put(f"/api/bookings/{reference}/cancel/", headers=auth(second))
     ).status_code == 200
-    assert (await book(client, third, event.id, standard.id)).status_code == 201
+    assert (await book(client, third, event.id, (standard.id, 1))).status_code == 201
 
     await receiver.wait_for(6, timeout=5)
     await receiver.stays_at(6)
@@ -212,11 +205,11 @@ async def test_event_sold_out_is_sent_each_time_the_status_becomes_sold_out(
 async def test_the_last_ticket_of_every_type_makes_the_event_sold_out(
     client: httpx.AsyncClient, db: Any, organizer: User, attendee: User, receiver: Receiver
 ) -> None:
-    await subscribe(client, organizer, receiver.url)
-    event = await make_event(db, organizer, total_capacity=100)
-    standard = await make_ticket_type(db, event, quantity_available=2)
-    assert (await book(client, attendee, event.id, standard.id, 1)).status_code == 201
-    assert (await book(client, attendee, event.id, standard.id, 1)).status_code == 201
+    event, standard = await watched_event(
+        client, db, organizer, receiver, total_capacity=100, quantity_available=2
+    )
+    assert (await book(client, attendee, event.id, (standard.id, 1))).status_code == 201
+    assert (await book(client, attendee, event.id, (standard.id, 1))).status_code == 201
     await receiver.wait_for(3, timeout=5)
     await receiver.stays_at(3)
     assert sorted(types_of(receiver)) == [
@@ -238,7 +231,7 @@ async def test_bookings_of_other_organizers_events_are_not_sent(
     other = await create_user("organizer")
     theirs = await make_event(db, other)
     standard = await make_ticket_type(db, theirs)
-    assert (await book(client, attendee, theirs.id, standard.id)).status_code == 201
+    assert (await book(client, attendee, theirs.id, (standard.id, 1))).status_code == 201
     await receiver.stays_at(0)
     assert await outbox(db) == [("email", "booking_confirmed")]
 
@@ -248,7 +241,7 @@ async def test_emails_are_stored_with_the_booking_even_without_webhooks(
 ) -> None:
     event = await make_event(db, organizer)
     standard = await make_ticket_type(db, event)
-    assert (await book(client, attendee, event.id, standard.id)).status_code == 201
+    assert (await book(client, attendee, event.id, (standard.id, 1))).status_code == 201
     assert await outbox(db) == [("email", "booking_confirmed")]
     await hooks_app.state.outbox.run_until_idle()
     async with db() as session:
@@ -271,7 +264,7 @@ async def test_taking_the_last_tickets_off_sale_or_lowering_the_capacity_sells_o
     assert off.status_code == 200, off.text
     second = await make_event(db, organizer, total_capacity=10)
     other = await make_ticket_type(db, second)
-    assert (await book(client, attendee, second.id, other.id, 2)).status_code == 201
+    assert (await book(client, attendee, second.id, (other.id, 2))).status_code == 201
     lowered = await client.patch(
         f"/api/events/{second.id}/", json={"total_capacity": 2}, headers=auth(organizer)
     )

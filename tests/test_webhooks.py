@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from app.auth.models import User
-from tests.factories import auth
+from tests.factories import auth, client_of
 
 URL = "https://hooks.example.com/tickets"
 
@@ -179,13 +179,8 @@ async def test_a_private_url_is_refused_on_patch_too(
 async def test_private_networks_are_allowed_when_the_setting_says_so(
     settings, organizer: User
 ) -> None:
-    from app.main import create_app
-
-    application = create_app(settings.model_copy(update={"webhook_allow_private_networks": True}))
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-            response = await subscribe(c, organizer, url="http://127.0.0.1:9/hook")
+    async with client_of(settings.model_copy(update={"webhook_allow_private_networks": True})) as c:
+        response = await subscribe(c, organizer, url="http://127.0.0.1:9/hook")
     assert response.status_code == 201, response.text
 
 

@@ -34,6 +34,7 @@ from app.core.config import Settings
 from app.core.db import UnitOfWork
 from app.core.errors import InvalidCredentials, RateLimited
 from app.core.ratelimit import client_ip, limiter_for
+from app.core.security import same_origin_policy
 
 SESSION_COOKIE = "admin_session"
 CSRF_FIELD = "csrf_token"
@@ -41,19 +42,7 @@ CSRF_HEADER = b"x-csrf-token"
 _STAFF_STATE = "staff_member"
 
 # The console's pages load only what this service serves (sqladmin's own statics).
-CONTENT_SECURITY_POLICY = "; ".join(
-    (
-        "default-src 'self'",
-        "script-src 'self' 'unsafe-inline'",
-        "style-src 'self' 'unsafe-inline'",
-        "img-src 'self' data:",
-        "font-src 'self' data:",
-        "connect-src 'self'",
-        "form-action 'self'",
-        "frame-ancestors 'none'",
-        "base-uri 'self'",
-    )
-)
+CONTENT_SECURITY_POLICY = same_origin_policy("form-action 'self'", "base-uri 'self'")
 _HEADERS = {
     "X-Frame-Options": "DENY",
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from types import TracebackType
 from typing import Any
 
 from sqlalchemy import func, select
@@ -57,23 +56,13 @@ class AuditedUnitOfWork(UnitOfWork):
         self._after_state = after_state
         self.audited = False
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None and not self.audited:
-            try:
-                after = await self._after_state(self.session)
-                if after is not None:
-                    self.session.add(AuditLog(**self._audit, after=after))
-                    await self.session.flush()
-                    self.audited = True
-            except BaseException as error:
-                await super().__aexit__(type(error), error, error.__traceback__)
-                raise
-        await super().__aexit__(exc_type, exc, tb)
+    async def before_commit(self) -> None:
+        if not self.audited:
+            after = await self._after_state(self.session)
+            if after is not None:
+                self.session.add(AuditLog(**self._audit, after=after))
+                await self.session.flush()
+                self.audited = True
 
 
 async def _act(

@@ -8,7 +8,7 @@ GET only shows what it will do; its POST (with the session's CSRF token) acts.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from sqladmin import ModelView, action, expose
@@ -110,6 +110,22 @@ class ConsoleView(ModelView):
         form = await request.form()
         return [str(pk) for pk in form.getlist("pks") if str(pk)]
 
+    async def _act_on_each(
+        self, request: Request, what: str, act: Callable[[User, int], Awaitable[tuple[str, str]]]
+    ) -> Response:
+        """An action's POST: ``act(staff, id)`` for each id posted, each answered by a flash
+        message (what ``act`` returns, or why it failed, titled ``what #id``)."""
+        staff = signed_in_staff(request)
+        pks = await self._posted_pks(request)
+        for pk in pks:
+            try:
+                title, message = await act(staff, _id(pk))
+            except (AppError, ValueError) as exc:
+                flash(request, _reason(exc), "danger", f"{what} #{pk}")
+            else:
+                flash(request, message, "success", title)
+        return self._back(request, pks)
+
     def _back(self, request: Request, pks: list[str]) -> RedirectResponse:
         if len(pks) == 1:
             url = request.url_for("admin:details", identity=self.identity, pk=pks[0])
@@ -188,17 +204,11 @@ class UserAdmin(ConsoleView, model=User):
 
     @expose("/deactivate", methods=["POST"])
     async def deactivate(self, request: Request) -> Response:
-        staff = signed_in_staff(request)
-        pks = await self._posted_pks(request)
-        sessionmaker = self.api.state.sessionmaker
-        for pk in pks:
-            try:
-                user = await service.deactivate_user(sessionmaker, staff, _id(pk))
-            except (AppError, ValueError) as exc:
-                flash(request, _reason(exc), "danger", f"User #{pk}")
-            else:
-                flash(request, f"{user.username} is deactivated.", "success", "Deactivated")
-        return self._back(request, pks)
+        async def deactivate(staff: User, user_id: int) -> tuple[str, str]:
+            user = await service.deactivate_user(self.api.state.sessionmaker, staff, user_id)
+            return "Deactivated", f"{user.username} is deactivated."
+
+        return await self._act_on_each(request, "User", deactivate)
 
 
 # ---------------------------------------------------------------- events
@@ -273,22 +283,15 @@ class EventAdmin(ConsoleView, model=Event):
 
     @expose("/cancel", methods=["POST"])
     async def cancel(self, request: Request) -> Response:
-        staff = signed_in_staff(request)
-        pks = await self._posted_pks(request)
-        for pk in pks:
-            try:
-                change = await service.cancel_event(self.api.state.sessionmaker, staff, _id(pk))
-            except (AppError, ValueError) as exc:
-                flash(request, _reason(exc), "danger", f"Event #{pk}")
-                continue
-            flash(
-                request,
-                f"{change.row.event.name} is cancelled "
-                f"({len(change.cancelled_booking_ids)} bookings cancelled).",
-                "success",
+        async def cancel(staff: User, event_id: int) -> tuple[str, str]:
+            change = await service.cancel_event(self.api.state.sessionmaker, staff, event_id)
+            cancelled = len(change.cancelled_booking_ids)
+            return (
                 "Cancelled",
+                f"{change.row.event.name} is cancelled ({cancelled} bookings cancelled).",
             )
-        return self._back(request, pks)
+
+        return await self._act_on_each(request, "Event", cancel)
 
     @action(name="door-list", label="Export door list (CSV)", add_in_list=False)
     async def export_door_list(self, request: Request) -> Response:

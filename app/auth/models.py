@@ -10,9 +10,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
-    DateTime,
     ForeignKey,
-    Identity,
     Index,
     String,
     Uuid,
@@ -21,7 +19,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.core.db import Base
+from app.core.db import Base, BigId, CreatedAt, UpdatedAt
 
 
 class Role(enum.StrEnum):
@@ -39,7 +37,7 @@ class User(Base):
         Index("uq_users_email", "email", unique=True),
     )
 
-    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    id: Mapped[BigId]
     username: Mapped[str] = mapped_column(String(150))
     email: Mapped[str] = mapped_column(String(254))
     hashed_password: Mapped[str] = mapped_column(String(255))
@@ -48,15 +46,9 @@ class User(Base):
     # May sign in to the staff console (/admin). Set only from the command line
     # (`create-user --staff`), never through the API.
     is_staff: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
-    date_joined: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now()
-    )
-    updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
-    )
-    password_changed_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now()
-    )
+    date_joined: Mapped[CreatedAt]
+    updated_at: Mapped[UpdatedAt]
+    password_changed_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
 class RefreshToken(Base):
@@ -69,7 +61,7 @@ class RefreshToken(Base):
         BigInteger, ForeignKey("users.id", ondelete="CASCADE"), index=True
     )
     family_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
-    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
-    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+    created_at: Mapped[CreatedAt]

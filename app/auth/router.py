@@ -145,26 +145,24 @@ _PROFILE_UPDATE_DESCRIPTION = (
 )
 
 
-@router.put(
-    "/profile",
-    operation_id="auth_profile_replace",
-    summary="Update the current user's username and email",
-    description=_PROFILE_UPDATE_DESCRIPTION,
-    responses=problem_responses(UsernameTaken, EmailTaken, WrongPassword),
-)
-async def replace_profile(data: ProfileUpdate, user: CurrentUser, uow: UoW) -> UserRead:
-    return UserRead.model_validate(await service.update_profile(uow, user, data))
-
-
-@router.patch(
-    "/profile",
-    operation_id="auth_profile_update",
-    summary="Partially update the current user's username or email",
-    description=_PROFILE_UPDATE_DESCRIPTION,
-    responses=problem_responses(UsernameTaken, EmailTaken, WrongPassword),
-)
 async def update_profile(data: ProfileUpdate, user: CurrentUser, uow: UoW) -> UserRead:
     return UserRead.model_validate(await service.update_profile(uow, user, data))
+
+
+# PUT and PATCH take the same body and do the same: fields left out keep their value.
+for _method, _operation_id, _summary in (
+    ("PUT", "auth_profile_replace", "Update the current user's username and email"),
+    ("PATCH", "auth_profile_update", "Partially update the current user's username or email"),
+):
+    router.add_api_route(
+        "/profile",
+        update_profile,
+        methods=[_method],
+        operation_id=_operation_id,
+        summary=_summary,
+        description=_PROFILE_UPDATE_DESCRIPTION,
+        responses=problem_responses(UsernameTaken, EmailTaken, WrongPassword),
+    )
 
 
 @router.post(

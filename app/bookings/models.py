@@ -9,21 +9,18 @@ from decimal import Decimal
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
-    DateTime,
     ForeignKey,
-    Identity,
     Index,
     Integer,
     Numeric,
     String,
     UniqueConstraint,
     Uuid,
-    func,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.core.db import Base
+from app.core.db import Base, BigId, CreatedAt, UpdatedAt
 
 
 class Booking(Base):
@@ -38,7 +35,7 @@ class Booking(Base):
         Index("ix_bookings_event_id_status", "event_id", "status"),
     )
 
-    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    id: Mapped[BigId]
     booking_reference: Mapped[uuid.UUID] = mapped_column(
         Uuid, unique=True, server_default=text("gen_random_uuid()")
     )
@@ -47,11 +44,9 @@ class Booking(Base):
     event_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("events.id", ondelete="CASCADE"))
     status: Mapped[str] = mapped_column(String(16), server_default="confirmed")
     total_price: Mapped[Decimal] = mapped_column(Numeric(14, 2))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
-    )
-    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[CreatedAt]
+    updated_at: Mapped[UpdatedAt]
+    cancelled_at: Mapped[datetime | None]
     # Given at checkout of a hold (the payment provider's id); NULL otherwise.
     payment_reference: Mapped[str | None] = mapped_column(String(255))
 
@@ -68,7 +63,7 @@ class BookingItem(Base):
         UniqueConstraint("booking_id", "ticket_type_id"),
     )
 
-    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    id: Mapped[BigId]
     booking_id: Mapped[int] = mapped_column(
         BigInteger, ForeignKey("bookings.id", ondelete="CASCADE")
     )
@@ -99,6 +94,4 @@ class IdempotencyKey(Base):
     hold_id: Mapped[int | None] = mapped_column(
         BigInteger, ForeignKey("holds.id", ondelete="CASCADE")
     )
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now(), index=True
-    )
+    created_at: Mapped[CreatedAt] = mapped_column(index=True)

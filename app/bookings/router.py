@@ -8,18 +8,17 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from app.auth.deps import AttendeeClaims, CurrentUser
+from app.auth.deps import CurrentUser
 from app.bookings import door_list, service
-from app.bookings.deps import IdempotencyKeyHeader
+from app.bookings.deps import TicketRequestDep
 from app.bookings.schemas import (
-    BookingCreate,
     BookingFilters,
     BookingRead,
     BookingStatus,
     EventBookingRead,
     Id,
 )
-from app.core.db import UnitOfWork, UoW
+from app.core.db import UoW
 from app.core.errors import (
     AlreadyCancelled,
     Busy,
@@ -37,7 +36,6 @@ from app.core.links import created
 from app.core.metrics import BOOKINGS_CANCELLED, BOOKINGS_CREATED
 from app.core.openapi import problem_responses
 from app.core.pagination import Page, Pagination, paginate
-from app.core.ratelimit import Limiter
 from app.core.schemas import QueryDatetime
 from app.inventory.service import Aftermath
 
@@ -74,23 +72,9 @@ async def booking_filters(
     response_description="The booking; `Location` points at it.",
 )
 async def create_booking(
-    request: Request,
-    data: BookingCreate,
-    claims: AttendeeClaims,
-    response: Response,
-    limiter: Limiter,
-    idempotency_key: IdempotencyKeyHeader = None,
+    request: Request, placing: TicketRequestDep, response: Response
 ) -> BookingRead:
-    # The account behind the token is read by the booking's first statement (one round
-    # trip less than the CurrentUser dependency); only attendees get past it.
-    await limiter.hit("bookings", str(claims.user_id))
-    result = await service.book_tickets(
-        UnitOfWork(request.app.state.sessionmaker),
-        claims,
-        data,
-        settings=request.app.state.settings,
-        idempotency_key=idempotency_key,
-    )
+    result = await placing.place(service.book_tickets)
     if not result.replayed:
         BOOKINGS_CREATED.inc()
     created(request, response, f"/api/bookings/{result.booking.booking_reference}/")

@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 import orjson
-from sqlalchemy import func, select, text
+from sqlalchemy import ColumnElement, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.access import check_role, check_token_user
@@ -34,8 +34,9 @@ from app.core.errors import (
     PermissionDenied,
     ValidationFailed,
 )
+from app.core.pagination import count_and_page
 from app.core.security import TokenClaims
-from app.events.models import Event, TicketType
+from app.events.models import Event
 from app.inventory import service as inventory
 from app.inventory.service import Aftermath, Line
 from app.notifications.service import EventDetails, Recipient
@@ -202,7 +203,7 @@ async def book_tickets(
                 )
     if replay is not None:
         async with uow:
-            return BookingResult(await load_booking(uow.session, booking_id=replay), True, user)
+            return BookingResult(await load_booking(uow.session, Booking.id == replay), True, user)
     return BookingResult(booking, user=user, aftermath=aftermath)
 
 
@@ -248,7 +249,9 @@ async def cancel_booking(
     """Cancel one's own confirmed booking and release its tickets, exactly once (to the
     waiting list first: the offers made go into ``aftermath``, to email after commit)."""
     async with uow:
-        booking = await load_booking(uow.session, reference=reference, user_id=user.id)
+        booking = await load_booking(
+            uow.session, Booking.booking_reference == reference, Booking.user_id == user.id
+        )
         conn = await raw_connection(uow.session)
         changed = await inventory.cancel_booking(
             conn,
@@ -303,70 +306,36 @@ def _booking_columns() -> Sequence[Any]:
 
 async def _with_items(session: AsyncSession, rows: Sequence[Any]) -> list[BookingView]:
     """Attach items to booking rows with one query, whatever the number of bookings."""
-    ids = [r.id for r in rows]
-    items: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
-    if ids:
-        result = await session.execute(
-            select(
-                BookingItem.booking_id,
-                BookingItem.id,
-                BookingItem.ticket_type_id,
-                TicketType.name,
-                BookingItem.quantity,
-                BookingItem.price_at_booking,
-            )
-            .join(TicketType, TicketType.id == BookingItem.ticket_type_id)
-            .where(BookingItem.booking_id.in_(ids))
-            .order_by(BookingItem.id)
-        )
-        for it in result:
-            items[it.booking_id].append(
-                {
-                    "id": it.id,
-                    "ticket_type_id": it.ticket_type_id,
-                    "ticket_type_name": it.name,
-                    "quantity": it.quantity,
-                    "price_at_booking": it.price_at_booking,
-                }
-            )
-    return [
-        BookingView(
-            id=r.id,
-            booking_reference=r.booking_reference,
-            event_id=r.event_id,
-            event_name=r.event_name,
-            status=r.status,
-            items=items[r.id],
-            total_price=r.total_price,
-            created_at=r.created_at,
-            updated_at=r.updated_at,
-            cancelled_at=r.cancelled_at,
-            payment_reference=r.payment_reference,
-            user={"id": r.user_id, "username": r.username},
-        )
-        for r in rows
-    ]
+    items = await repository.read_items(
+        session,
+        BookingItem.booking_id,
+        [r.id for r in rows],
+        BookingItem.id,
+        BookingItem.ticket_type_id,
+        repository.TICKET_TYPE_NAME,
+        BookingItem.quantity,
+        BookingItem.price_at_booking,
+        order_by=BookingItem.id,
+    )
+    views = []
+    for row in rows:
+        fields = dict(row._mapping)
+        user = {"id": fields.pop("user_id"), "username": fields.pop("username")}
+        views.append(BookingView(**fields, items=items[row.id], user=user))
+    return views
 
 
-async def load_booking(
-    session: AsyncSession,
-    *,
-    booking_id: int | None = None,
-    reference: uuid.UUID | None = None,
-    user_id: int | None = None,
-) -> BookingView:
-    query = (
+def _booking_query() -> Any:
+    return (
         select(*_booking_columns())
         .join(Event, Event.id == Booking.event_id)
         .join(User, User.id == Booking.user_id)
     )
-    if booking_id is not None:
-        query = query.where(Booking.id == booking_id)
-    if reference is not None:
-        query = query.where(Booking.booking_reference == reference)
-    if user_id is not None:
-        query = query.where(Booking.user_id == user_id)
-    row = (await session.execute(query)).first()
+
+
+async def load_booking(session: AsyncSession, *where: ColumnElement[bool]) -> BookingView:
+    """The booking that matches ``where`` (NotFound if none does)."""
+    row = (await session.execute(_booking_query().where(*where))).first()
     if row is None:
         raise NotFound("No booking with this reference.")
     return (await _with_items(session, [row]))[0]
@@ -375,7 +344,9 @@ async def load_booking(
 async def get_booking(uow: UnitOfWork, user: User, reference: uuid.UUID) -> BookingView:
     """One's own booking; someone else's is reported as not found."""
     async with uow:
-        return await load_booking(uow.session, reference=reference, user_id=user.id)
+        return await load_booking(
+            uow.session, Booking.booking_reference == reference, Booking.user_id == user.id
+        )
 
 
 async def list_bookings(
@@ -403,20 +374,16 @@ async def list_bookings(
         if filters.created_at__lte is not None:
             conditions.append(Booking.created_at <= filters.created_at__lte)
     async with uow:
-        session = uow.session
-        count = await session.scalar(select(func.count()).select_from(Booking).where(*conditions))
-        rows = (
-            await session.execute(
-                select(*_booking_columns())
-                .join(Event, Event.id == Booking.event_id)
-                .join(User, User.id == Booking.user_id)
-                .where(*conditions)
-                .order_by(Booking.created_at.desc(), Booking.id.desc())
-                .offset(offset)
-                .limit(limit)
-            )
-        ).all()
-        return count or 0, await _with_items(session, rows)
+        count, rows = await count_and_page(
+            uow.session,
+            Booking,
+            _booking_query(),
+            conditions,
+            order_by=(Booking.created_at.desc(), Booking.id.desc()),
+            offset=offset,
+            limit=limit,
+        )
+        return count, await _with_items(uow.session, rows)
 
 
 async def purge_expired_idempotency_keys(session: AsyncSession, ttl_hours: int) -> int:

@@ -8,13 +8,14 @@ import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from functools import lru_cache
 from types import TracebackType
 from typing import Annotated, Any, ClassVar, NamedTuple
 
 import asyncpg
 from fastapi import Depends, Request
-from sqlalchemy import MetaData, bindparam
+from sqlalchemy import BigInteger, DateTime, Identity, MetaData, bindparam, func
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import (
@@ -23,7 +24,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, mapped_column
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.elements import BindParameter
 
@@ -43,6 +44,15 @@ NAMING_CONVENTION = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    # Every point in time is stored with its time zone (timestamptz).
+    type_annotation_map = {datetime: DateTime(timezone=True)}
+
+
+# The columns every table declares the same way, as types for ``Mapped[...]``; a model
+# adds to one with its own ``mapped_column(...)`` (an index, another default).
+BigId = Annotated[int, mapped_column(BigInteger, Identity(always=False), primary_key=True)]
+CreatedAt = Annotated[datetime, mapped_column(server_default=func.now())]
+UpdatedAt = Annotated[datetime, mapped_column(server_default=func.now(), onupdate=func.now())]
 
 
 def resolve_database_url(settings: Settings) -> str:
@@ -182,16 +192,25 @@ class UnitOfWork:
         await self._session.begin()
         return self
 
+    async def before_commit(self) -> None:
+        """Runs in the transaction just before it commits; what it raises rolls it back."""
+
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        failed = None
+        if exc is None:
+            try:
+                await self.before_commit()
+            except BaseException as error:
+                exc = failed = error
         session, self._session = self._session, None
         assert session is not None
         try:
-            if exc_type is None:
+            if exc is None:
                 await session.commit()
             else:
                 await _rollback(session)
@@ -203,6 +222,8 @@ class UnitOfWork:
             await session.close()
         if exc is not None:
             _raise_translated(exc)
+        if failed is not None:
+            raise failed
 
     @property
     def dialect(self) -> Dialect:
@@ -312,11 +333,20 @@ async def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]
 # (also the argon2 slots of the auth routes, which all take a unit of work).
 @raises(ServiceUnavailable, Busy)
 async def get_uow(request: Request) -> AsyncIterator[UnitOfWork]:
-    uow = UnitOfWork(request.app.state.sessionmaker)
+    async with request_uow(request.app.state.sessionmaker) as uow:
+        yield uow
+
+
+@asynccontextmanager
+async def request_uow(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[UnitOfWork]:
+    """A request's unit of work; a session an aborted request left open is closed after."""
+    uow = UnitOfWork(sessionmaker)
     try:
         yield uow
     finally:
-        if uow._session is not None:  # left open by an aborted request
+        if uow._session is not None:
             await uow._session.close()
 
 

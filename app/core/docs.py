@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import fastapi_offline
@@ -9,6 +10,8 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import HTMLResponse
+
+from app.core.security import same_origin_policy
 
 ASSETS_DIR = Path(fastapi_offline.__file__).parent / "static"
 DOCS_PREFIX = "/api/docs"
@@ -26,50 +29,45 @@ SWAGGER_UI_PARAMETERS = {
 
 # The pages may only load what this service serves: the ReDoc bundle links a logo on
 # a CDN, which the browser then does not even request.
-CONTENT_SECURITY_POLICY = "; ".join(
-    (
-        "default-src 'self'",
-        "script-src 'self' 'unsafe-inline'",
-        "style-src 'self' 'unsafe-inline'",
-        "img-src 'self' data:",
-        "font-src 'self' data:",
-        "worker-src 'self' blob:",
-        "connect-src 'self'",
-        "frame-ancestors 'none'",
-    )
-)
-
-
-def _offline(page: HTMLResponse) -> HTMLResponse:
-    page.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
-    return page
+CONTENT_SECURITY_POLICY = same_origin_policy("worker-src 'self' blob:")
 
 
 def install_docs(app: FastAPI) -> None:
     app.mount(ASSETS_PATH, StaticFiles(directory=ASSETS_DIR), name="docs-assets")
     assert app.openapi_url is not None
 
-    @app.get(f"{DOCS_PREFIX}/swagger", include_in_schema=False)
-    async def swagger_ui(request: Request) -> HTMLResponse:
-        root = request.scope.get("root_path", "")
-        page = get_swagger_ui_html(
-            openapi_url=f"{root}{app.openapi_url}",
-            title=f"{app.title} - Swagger UI",
-            swagger_js_url=f"{root}{ASSETS_PATH}/swagger-ui-bundle.js",
-            swagger_css_url=f"{root}{ASSETS_PATH}/swagger-ui.css",
-            swagger_favicon_url=f"{root}{ASSETS_PATH}/favicon.png",
-            swagger_ui_parameters=SWAGGER_UI_PARAMETERS,
-        )
-        return _offline(page)
+    def serve(path: str, name: str, render: Callable[[str, str], HTMLResponse]) -> None:
+        """GET ``path``: the page ``render(openapi_url, assets_url)`` makes, with URLs below
+        the root path the service is mounted at, under the Content-Security-Policy."""
 
-    @app.get(f"{DOCS_PREFIX}/redoc", include_in_schema=False)
-    async def redoc(request: Request) -> HTMLResponse:
-        root = request.scope.get("root_path", "")
-        page = get_redoc_html(
-            openapi_url=f"{root}{app.openapi_url}",
+        async def page(request: Request) -> HTMLResponse:
+            root = request.scope.get("root_path", "")
+            html = render(f"{root}{app.openapi_url}", f"{root}{ASSETS_PATH}")
+            html.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+            return html
+
+        app.add_api_route(path, page, methods=["GET"], name=name, include_in_schema=False)
+
+    serve(
+        f"{DOCS_PREFIX}/swagger",
+        "swagger_ui",
+        lambda openapi_url, assets: get_swagger_ui_html(
+            openapi_url=openapi_url,
+            title=f"{app.title} - Swagger UI",
+            swagger_js_url=f"{assets}/swagger-ui-bundle.js",
+            swagger_css_url=f"{assets}/swagger-ui.css",
+            swagger_favicon_url=f"{assets}/favicon.png",
+            swagger_ui_parameters=SWAGGER_UI_PARAMETERS,
+        ),
+    )
+    serve(
+        f"{DOCS_PREFIX}/redoc",
+        "redoc",
+        lambda openapi_url, assets: get_redoc_html(
+            openapi_url=openapi_url,
             title=f"{app.title} - ReDoc",
-            redoc_js_url=f"{root}{ASSETS_PATH}/redoc.standalone.js",
-            redoc_favicon_url=f"{root}{ASSETS_PATH}/favicon.png",
+            redoc_js_url=f"{assets}/redoc.standalone.js",
+            redoc_favicon_url=f"{assets}/favicon.png",
             with_google_fonts=False,
-        )
-        return _offline(page)
+        ),
+    )

@@ -11,7 +11,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core import metrics
-from app.core.logging import request_id_var
+from app.core.logging import log_access, request_id_var
 from app.core.openapi import route_contexts
 
 REQUEST_ID_HEADER = b"x-request-id"
@@ -37,7 +37,8 @@ def request_id_from(scope: Scope) -> str:
 
 
 class ObservabilityMiddleware:
-    """Sets the request id (header, `request.state.request_id`, log lines) and counts requests.
+    """Sets the request id (header, `request.state.request_id`, log lines), counts requests
+    and writes the access log line.
 
     It wraps the whole application, error handlers included, so that 500 responses
     carry the id too. Metrics are labelled with the route template, never the raw
@@ -72,6 +73,7 @@ class ObservabilityMiddleware:
         finally:
             elapsed = time.perf_counter() - start
             metrics.record_request(scope["method"], self._template(scope), status, elapsed)
+            log_access(scope, status, request_id)
             request_id_var.reset(token)
 
     def _template(self, scope: Scope) -> str:

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 from urllib.parse import urlencode
 
 from fastapi import Depends, Query, Request
 from pydantic import BaseModel, Field
+from sqlalchemy import ColumnElement, Row, Select, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.links import public_url
 
@@ -69,6 +71,24 @@ class PageQuery:
         if not any(k == "page_size" for k, _ in self.query):
             params.append(("page_size", str(self.page_size)))
         return f"{self.base_url}{self.path}?{urlencode(params)}"
+
+
+async def count_and_page(
+    session: AsyncSession,
+    counted: Any,
+    query: Select[Any],
+    where: Sequence[ColumnElement[bool]],
+    *,
+    order_by: Sequence[ColumnElement[Any]],
+    offset: int,
+    limit: int,
+) -> tuple[int, Sequence[Row[Any]]]:
+    """What a service's list answers: how many rows of ``counted`` (a table) match ``where``,
+    and one page of ``query`` narrowed by them, in ``order_by`` order. The count reads that
+    table alone, without the joins that only add columns to the page."""
+    count = await session.scalar(select(func.count()).select_from(counted).where(*where))
+    page = query.where(*where).order_by(*order_by).offset(offset).limit(limit)
+    return count or 0, (await session.execute(page)).all()
 
 
 def paginate(page: PageQuery, count: int, results: Sequence[T]) -> Page[T]:

@@ -27,7 +27,7 @@ from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.config import Settings
-from app.core.db import UnitOfWork, connect_args, create_engine
+from app.core.db import UnitOfWork, connect_args, create_engine, request_uow
 
 logger = logging.getLogger("app.db.replica")
 
@@ -144,12 +144,8 @@ def catalogue_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]
 
 
 async def get_catalogue_uow(request: Request) -> AsyncIterator[UnitOfWork]:
-    uow = UnitOfWork(catalogue_sessionmaker(request))
-    try:
+    async with request_uow(catalogue_sessionmaker(request)) as uow:
         yield uow
-    finally:
-        if uow._session is not None:  # left open by an aborted request
-            await uow._session.close()
 
 
 CatalogueUoW = Annotated[UnitOfWork, Depends(get_catalogue_uow)]

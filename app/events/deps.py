@@ -29,10 +29,11 @@ def _known_id(value: int) -> bool:
     return 1 <= value <= BIGINT_MAX
 
 
+EventIdPath = Annotated[int, Path(description="The event's id.", examples=[3])]
+
+
 @raises(NotFound)
-async def valid_event_id(
-    event_id: Annotated[int, Path(description="The event's id.", examples=[3])], uow: UoW
-) -> EventRow:
+async def valid_event_id(event_id: EventIdPath, uow: UoW) -> EventRow:
     """The event named in the path, with its organizer and status, or 404."""
     row = await service.get_event(uow, event_id) if _known_id(event_id) else None
     if row is None:
@@ -44,10 +45,7 @@ ValidEvent = Annotated[EventRow, Depends(valid_event_id)]
 
 
 @raises(NotFound)
-async def catalogue_event(
-    event_id: Annotated[int, Path(description="The event's id.", examples=[3])],
-    uow: CatalogueUoW,
-) -> EventRow:
+async def catalogue_event(event_id: EventIdPath, uow: CatalogueUoW) -> EventRow:
     """Like ``ValidEvent``, read from the replica for an anonymous request."""
     return await valid_event_id(event_id, uow)
 

@@ -10,9 +10,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Computed,
-    DateTime,
     ForeignKey,
-    Identity,
     Index,
     Integer,
     Numeric,
@@ -25,7 +23,7 @@ from sqlalchemy.dialects.postgresql import TSVECTOR
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.auth.models import User
-from app.core.db import Base
+from app.core.db import Base, BigId, CreatedAt, UpdatedAt
 
 
 class Event(Base):
@@ -46,26 +44,22 @@ class Event(Base):
         Index("ix_events_search_vector", "search_vector", postgresql_using="gin"),
     )
 
-    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    id: Mapped[BigId]
     organizer_id: Mapped[int] = mapped_column(
         BigInteger, ForeignKey("users.id", ondelete="RESTRICT"), index=True
     )
     name: Mapped[str] = mapped_column(String(255))
     description: Mapped[str] = mapped_column(Text, server_default="")
     location: Mapped[str] = mapped_column(String(255))
-    start_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
-    end_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    start_time: Mapped[datetime] = mapped_column(index=True)
+    end_time: Mapped[datetime | None]
     total_capacity: Mapped[int] = mapped_column(Integer, index=True)
     tickets_sold: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     # Tickets in active holds (the sum of its ticket types' quantity_held).
     tickets_held: Mapped[int] = mapped_column(Integer, server_default=text("0"))
-    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now(), index=True
-    )
-    updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
-    )
+    cancelled_at: Mapped[datetime | None]
+    created_at: Mapped[CreatedAt] = mapped_column(index=True)
+    updated_at: Mapped[UpdatedAt]
     # Full-text search over name and description with the 'simple' configuration
     # (no stemming, language-neutral); core PostgreSQL, no extension needed.
     search_vector: Mapped[str] = mapped_column(
@@ -101,7 +95,7 @@ class TicketType(Base):
         Index("ix_ticket_types_event_id_price", "event_id", "price"),
     )
 
-    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    id: Mapped[BigId]
     event_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("events.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(100))
     description: Mapped[str] = mapped_column(Text, server_default="")
@@ -111,9 +105,7 @@ class TicketType(Base):
     # In active holds: neither on sale (quantity_available) nor sold.
     quantity_held: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     is_active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
-    )
+    created_at: Mapped[CreatedAt]
+    updated_at: Mapped[UpdatedAt]
 
     event: Mapped[Event] = relationship(back_populates="ticket_types", lazy="raise")

@@ -9,21 +9,18 @@ from decimal import Decimal
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
-    DateTime,
     ForeignKey,
-    Identity,
     Index,
     Integer,
     Numeric,
     String,
     UniqueConstraint,
     Uuid,
-    func,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.core.db import Base
+from app.core.db import Base, BigId, CreatedAt
 
 
 class Hold(Base):
@@ -62,7 +59,7 @@ class Hold(Base):
         Index("ix_holds_user_id_created_at", "user_id", "created_at"),
     )
 
-    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    id: Mapped[BigId]
     hold_reference: Mapped[uuid.UUID] = mapped_column(
         Uuid, unique=True, server_default=text("gen_random_uuid()")
     )
@@ -70,9 +67,9 @@ class Hold(Base):
     event_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("events.id", ondelete="CASCADE"))
     status: Mapped[str] = mapped_column(String(16), server_default="active")
     total_price: Mapped[Decimal] = mapped_column(Numeric(14, 2))
-    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime]
+    created_at: Mapped[CreatedAt]
+    ended_at: Mapped[datetime | None]
     booking_id: Mapped[int | None] = mapped_column(
         BigInteger, ForeignKey("bookings.id", ondelete="CASCADE")
     )
@@ -86,7 +83,7 @@ class HoldItem(Base):
         UniqueConstraint("hold_id", "ticket_type_id"),
     )
 
-    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    id: Mapped[BigId]
     hold_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("holds.id", ondelete="CASCADE"))
     ticket_type_id: Mapped[int] = mapped_column(
         BigInteger, ForeignKey("ticket_types.id", ondelete="CASCADE"), index=True

@@ -7,10 +7,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
-from app.auth.deps import AttendeeClaims, CurrentUser
-from app.bookings.deps import IdempotencyKeyHeader
-from app.bookings.schemas import BookingCreate, BookingRead
-from app.core.db import UnitOfWork, UoW
+from app.auth.deps import CurrentUser
+from app.bookings.deps import TicketRequestDep
+from app.bookings.schemas import BookingRead
+from app.core.db import UoW
 from app.core.errors import (
     Busy,
     CapacityExceeded,
@@ -30,7 +30,6 @@ from app.core.links import created
 from app.core.metrics import BOOKINGS_CREATED
 from app.core.openapi import problem_responses
 from app.core.pagination import Page, Pagination, paginate
-from app.core.ratelimit import Limiter
 from app.holds import service
 from app.holds.schemas import CheckoutRequest, HoldRead, HoldStatus
 
@@ -57,23 +56,8 @@ router = APIRouter(tags=["holds"])
     summary="Hold tickets for a few minutes while you pay",
     response_description="The hold; `Location` points at it.",
 )
-async def create_hold(
-    request: Request,
-    data: BookingCreate,
-    claims: AttendeeClaims,
-    response: Response,
-    limiter: Limiter,
-    idempotency_key: IdempotencyKeyHeader = None,
-) -> HoldRead:
-    # Holds count against the same per-user limit as bookings.
-    await limiter.hit("bookings", str(claims.user_id))
-    result = await service.place_hold(
-        UnitOfWork(request.app.state.sessionmaker),
-        claims,
-        data,
-        settings=request.app.state.settings,
-        idempotency_key=idempotency_key,
-    )
+async def create_hold(request: Request, placing: TicketRequestDep, response: Response) -> HoldRead:
+    result = await placing.place(service.place_hold)
     created(request, response, f"/api/holds/{result.hold.hold_reference}/")
     return HoldRead.model_validate(result.hold, from_attributes=True)
 

@@ -13,19 +13,21 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, Uuid, case, func, literal, select
+from sqlalchemy import BigInteger, ColumnElement, Uuid, case, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.models import User
 from app.bookings import messages as booking_messages
+from app.bookings import repository
 from app.bookings import service as bookings
 from app.bookings.models import Booking
 from app.bookings.schemas import BookingCreate, BookingRead
 from app.core.config import Settings
 from app.core.db import UnitOfWork, param, raw_connection
 from app.core.errors import NotFound
+from app.core.pagination import count_and_page
 from app.core.security import TokenClaims
-from app.events.models import Event, TicketType
+from app.events.models import Event
 from app.holds.models import Hold, HoldItem
 from app.inventory import service as inventory
 from app.inventory.service import Aftermath
@@ -95,7 +97,7 @@ async def place_hold(
                 )
     if replay is not None:
         async with uow:
-            return HoldResult(await _load_hold(uow.session, hold_id=replay), replayed=True)
+            return HoldResult(await _load_hold(uow.session, Hold.id == replay), replayed=True)
     return HoldResult(
         HoldView(
             id=hold["id"],
@@ -124,7 +126,9 @@ async def place_hold(
 async def get_hold(uow: UnitOfWork, user: User, reference: uuid.UUID) -> HoldView:
     """One's own hold; anyone else's (its event's organizer too) is not found."""
     async with uow:
-        return await _load_hold(uow.session, reference=reference, user_id=user.id)
+        return await _load_hold(
+            uow.session, Hold.hold_reference == reference, Hold.user_id == user.id
+        )
 
 
 async def release_hold(
@@ -162,7 +166,7 @@ async def checkout_hold(
             hold.event_id,
             payment_reference=payment_reference,
         )
-        booking = await bookings.load_booking(uow.session, booking_id=booking_id)
+        booking = await bookings.load_booking(uow.session, Booking.id == booking_id)
         if created:  # booking.confirmed and its email, with the checkout's transaction
             await booking_messages.record_booking_confirmed(
                 uow.session,
@@ -181,18 +185,16 @@ async def list_holds(
     if status is not None:
         conditions.append(status == HOLD_STATUS)
     async with uow:
-        session = uow.session
-        count = await session.scalar(select(func.count()).select_from(Hold).where(*conditions))
-        rows = (
-            await session.execute(
-                _hold_query()
-                .where(*conditions)
-                .order_by(Hold.created_at.desc(), Hold.id.desc())
-                .offset(offset)
-                .limit(limit)
-            )
-        ).all()
-        return count or 0, await _with_items(session, rows)
+        count, rows = await count_and_page(
+            uow.session,
+            Hold,
+            _hold_query(),
+            conditions,
+            order_by=(Hold.created_at.desc(), Hold.id.desc()),
+            offset=offset,
+            limit=limit,
+        )
+        return count, await _with_items(uow.session, rows)
 
 
 # ---------------------------------------------------------------- reading
@@ -233,62 +235,22 @@ def _hold_query() -> Any:
 
 
 async def _with_items(session: AsyncSession, rows: Any) -> list[HoldView]:
-    ids = [r.id for r in rows]
-    items: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
-    if ids:
-        result = await session.execute(
-            select(
-                HoldItem.hold_id,
-                HoldItem.ticket_type_id,
-                TicketType.name,
-                HoldItem.quantity,
-                HoldItem.unit_price,
-            )
-            .join(TicketType, TicketType.id == HoldItem.ticket_type_id)
-            .where(HoldItem.hold_id.in_(ids))
-            .order_by(HoldItem.ticket_type_id)
-        )
-        for it in result:
-            items[it.hold_id].append(
-                {
-                    "ticket_type_id": it.ticket_type_id,
-                    "ticket_type_name": it.name,
-                    "quantity": it.quantity,
-                    "unit_price": it.unit_price,
-                }
-            )
-    return [
-        HoldView(
-            id=r.id,
-            hold_reference=r.hold_reference,
-            event_id=r.event_id,
-            event_name=r.event_name,
-            status=r.status,
-            items=items[r.id],
-            total_price=r.total_price,
-            expires_at=r.expires_at,
-            created_at=r.created_at,
-            booking_reference=r.booking_reference,
-        )
-        for r in rows
-    ]
+    items = await repository.read_items(
+        session,
+        HoldItem.hold_id,
+        [r.id for r in rows],
+        HoldItem.ticket_type_id,
+        repository.TICKET_TYPE_NAME,
+        HoldItem.quantity,
+        HoldItem.unit_price,
+        order_by=HoldItem.ticket_type_id,
+    )
+    return [HoldView(**row._mapping, items=items[row.id]) for row in rows]
 
 
-async def _load_hold(
-    session: AsyncSession,
-    *,
-    hold_id: int | None = None,
-    reference: uuid.UUID | None = None,
-    user_id: int | None = None,
-) -> HoldView:
-    query = _hold_query()
-    if hold_id is not None:
-        query = query.where(Hold.id == hold_id)
-    if reference is not None:
-        query = query.where(Hold.hold_reference == reference)
-    if user_id is not None:
-        query = query.where(Hold.user_id == user_id)
-    row = (await session.execute(query)).first()
+async def _load_hold(session: AsyncSession, *where: ColumnElement[bool]) -> HoldView:
+    """The hold that matches ``where`` (NotFound if none does)."""
+    row = (await session.execute(_hold_query().where(*where))).first()
     if row is None:
         raise NotFound("No hold with this reference.")
     return (await _with_items(session, [row]))[0]

@@ -7,18 +7,15 @@ from datetime import datetime
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
-    DateTime,
     ForeignKey,
-    Identity,
     Index,
     Integer,
     String,
-    func,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.core.db import Base
+from app.core.db import Base, BigId, CreatedAt
 
 
 class WaitlistEntry(Base):
@@ -47,7 +44,7 @@ class WaitlistEntry(Base):
         Index("ix_waitlist_entries_user_id_created_at", "user_id", "created_at"),
     )
 
-    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    id: Mapped[BigId]
     event_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("events.id", ondelete="CASCADE"))
     ticket_type_id: Mapped[int] = mapped_column(
         BigInteger, ForeignKey("ticket_types.id", ondelete="CASCADE")
@@ -58,6 +55,6 @@ class WaitlistEntry(Base):
     hold_id: Mapped[int | None] = mapped_column(
         BigInteger, ForeignKey("holds.id", ondelete="SET NULL"), index=True
     )
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    offered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[CreatedAt]
+    offered_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]

@@ -15,6 +15,7 @@ from app.auth.models import User
 from app.core.config import Settings
 from app.core.db import UnitOfWork, raw_connection
 from app.core.errors import AlreadyWaiting, NotFound, ValidationFailed
+from app.core.pagination import count_and_page
 from app.holds.models import Hold
 from app.inventory import service as inventory
 from app.inventory.service import Aftermath
@@ -155,20 +156,16 @@ async def list_mine(
 ) -> tuple[int, list[dict[str, Any]]]:
     """One's own entries, newest first."""
     async with uow:
-        session = uow.session
-        count = await session.scalar(
-            select(func.count()).select_from(W).where(W.user_id == user.id)
+        count, rows = await count_and_page(
+            uow.session,
+            W,
+            _entries(),
+            [W.user_id == user.id],
+            order_by=(W.created_at.desc(), W.id.desc()),
+            offset=offset,
+            limit=limit,
         )
-        rows = (
-            await session.execute(
-                _entries()
-                .where(W.user_id == user.id)
-                .order_by(W.created_at.desc(), W.id.desc())
-                .offset(offset)
-                .limit(limit)
-            )
-        ).all()
-    return count or 0, [_view(r) for r in rows]
+    return count, [_view(r) for r in rows]
 
 
 async def list_line(

@@ -7,20 +7,17 @@ from datetime import datetime
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
-    DateTime,
     ForeignKey,
-    Identity,
     Index,
     Integer,
     String,
     Text,
-    func,
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.core.db import Base
+from app.core.db import Base, BigId, CreatedAt, UpdatedAt
 
 
 class WebhookEndpoint(Base):
@@ -30,7 +27,7 @@ class WebhookEndpoint(Base):
         Index("ix_webhook_endpoints_organizer_id", "organizer_id"),
     )
 
-    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    id: Mapped[BigId]
     organizer_id: Mapped[int] = mapped_column(
         BigInteger, ForeignKey("users.id", ondelete="CASCADE")
     )
@@ -38,10 +35,8 @@ class WebhookEndpoint(Base):
     secret: Mapped[str] = mapped_column(String(128))
     event_types: Mapped[list[str]] = mapped_column(ARRAY(String(32)))
     is_active: Mapped[bool] = mapped_column(server_default=text("true"))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
-    )
+    created_at: Mapped[CreatedAt]
+    updated_at: Mapped[UpdatedAt]
 
 
 class WebhookDelivery(Base):
@@ -50,7 +45,7 @@ class WebhookDelivery(Base):
     __tablename__ = "webhook_deliveries"
     __table_args__ = (Index("ix_webhook_deliveries_endpoint_id_id", "endpoint_id", "id"),)
 
-    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    id: Mapped[BigId]
     endpoint_id: Mapped[int] = mapped_column(
         BigInteger, ForeignKey("webhook_endpoints.id", ondelete="CASCADE")
     )
@@ -65,5 +60,5 @@ class WebhookDelivery(Base):
     duration_ms: Mapped[int] = mapped_column(Integer)
     # The start of the answer's body, for debugging; never the whole of it.
     response_excerpt: Mapped[str | None] = mapped_column(String(512))
-    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    next_attempt_at: Mapped[datetime | None]
+    created_at: Mapped[CreatedAt]
