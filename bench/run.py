@@ -55,6 +55,7 @@ from bench.service import (
     ServiceConfig,
     issue_tokens,
     read_dockerfile,
+    release_active_holds,
     shipped_config,
     stripped_config,
 )
@@ -526,6 +527,8 @@ class Bench:
         )
         problems = _consistent(self.url, before, row.bookings, row.clients)
         row.problems = (row.problems or []) + problems
+        if row.kind == "hold":  # the next run's attendees start without a hold
+            release_active_holds(service.base_url, self.tokens)
 
     def choose_workers(self, ctx: report.Context) -> int:
         """1 or 2 workers: the one with more bookings/s (geometric mean of hot and spread)."""

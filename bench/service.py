@@ -358,6 +358,35 @@ def issue_tokens(base_url: str, usernames: list[str], password: str) -> list[str
     return asyncio.run(_login_all(base_url, usernames, password))
 
 
+async def _release_all(base_url: str, tokens: list[str]) -> int:
+    semaphore = asyncio.Semaphore(8)
+    async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
+
+        async def release(token: str) -> int:
+            headers = {"Authorization": f"Bearer {token}"}
+            async with semaphore:
+                r = await http.get(
+                    "/api/users/me/holds/",
+                    params={"status": "active", "page_size": 100},
+                    headers=headers,
+                )
+                r.raise_for_status()
+                refs = [h["hold_reference"] for h in r.json()["results"]]
+                for ref in refs:
+                    gone = await http.delete(f"/api/holds/{ref}/", headers=headers)
+                    if gone.status_code not in (204, 409):  # 409: it ended meanwhile
+                        raise RuntimeError(f"releasing hold {ref}: {gone.status_code}")
+            return len(refs)
+
+        return sum(await asyncio.gather(*(release(t) for t in tokens)))
+
+
+def release_active_holds(base_url: str, tokens: list[str]) -> int:
+    """DELETE the attendees' active holds through the API (those a hold -> checkout run
+    left between its two requests), so that the next run starts with none. How many."""
+    return asyncio.run(_release_all(base_url, tokens))
+
+
 # ---------------------------------------------------------------- CPU accounting
 
 
