@@ -12,7 +12,7 @@ from typing import Any
 
 from arq import cron
 from arq.connections import RedisSettings
-from arq.worker import Worker, create_worker
+from arq.worker import Worker, get_kwargs
 
 from app.core.config import Settings, get_settings
 from app.core.db import resolve_database_url
@@ -36,7 +36,7 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    if (dispatcher := ctx.get("outbox")) is not None:
+    if (dispatcher := ctx.pop("outbox", None)) is not None:
         await dispatcher.close()
     engine = ctx.pop("engine", None)
     if engine is not None:
@@ -75,6 +75,17 @@ class WorkerSettings:
     keep_result = 3600
 
 
+class _Worker(Worker):
+    async def close(self) -> None:
+        # arq's close() waits for the jobs it cancelled and re-raises a cancelled job's
+        # CancelledError (the hold sweep's, say) before it calls on_shutdown: the outbox
+        # dispatcher is stopped all the same, and not left sending from a stopped worker.
+        try:
+            await super().close()
+        finally:
+            await shutdown(self.ctx)
+
+
 def make_worker(settings: Settings, **overrides: Any) -> Worker:
     """An arq worker on REDIS_URL with the settings given (the CLI and tests use it)."""
     if not settings.redis_url:
@@ -84,4 +95,4 @@ def make_worker(settings: Settings, **overrides: Any) -> Worker:
         "ctx": {"settings": settings},
     }
     options.update(overrides)
-    return create_worker(WorkerSettings, **options)
+    return _Worker(**{**get_kwargs(WorkerSettings), **options})

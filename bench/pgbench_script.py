@@ -82,7 +82,6 @@ HOLD_STATEMENTS = (
     (inventory_sql.ACCOUNT_EVENT_AND_TYPES, ""),
     ("BEGIN", ""),
     (inventory_sql.LOCK_EVENT_AND_TYPES, " \\gset"),  # sets :price
-    (inventory_sql.ACTIVE_HOLD_OF_USER, ""),
     (inventory_sql.PLACE_HOLD, " \\gset hold_"),  # sets :hold_id, :hold_hold_reference
     ("COMMIT", ""),
     (FIND_HOLD, " \\gset found_"),

@@ -22,7 +22,7 @@ TARGET_SHIPPED = 0.90  # shipped over stripped, on hot, spread and the events li
 @dataclass
 class Row:
     label: str
-    kind: str  # "booking" or "get"
+    kind: str  # "booking", "hold" (a hold, then its checkout), "hold alone" or "get"
     clients: int
     load: LoadResult | None = None
     pgbench: PgbenchResult | None = None
@@ -32,10 +32,26 @@ class Row:
 
     @property
     def served(self) -> float:
-        """Bookings/s for a booking row, 200 answers/s for a read."""
+        """Bookings/s for a booking row (made by checkouts for a hold row), holds/s for a
+        holds-alone row, 200 answers/s for a read."""
         if self.load is None:
             return 0.0
-        return self.load.per_second("201" if self.kind == "booking" else "200")
+        status = {"booking": "201", "hold": "201 checkout", "hold alone": "201"}.get(
+            self.kind, "200"
+        )
+        return self.load.per_second(status)
+
+    @property
+    def bookings(self) -> int:
+        """Bookings confirmed to clients (by a 201 to a booking or to a checkout)."""
+        status = {"booking": "201", "hold": "201 checkout"}.get(self.kind)
+        if self.load is None or status is None:
+            return 0
+        return self.load.statuses.get(status, 0)
+
+    @property
+    def books(self) -> bool:
+        return self.kind in ("booking", "hold")
 
     @property
     def ratio(self) -> float | None:
@@ -116,8 +132,10 @@ def table(rows: list[Row]) -> str:
         service = "—"
         if load is not None:
             service = f"{load.per_second():,.0f}"
-            if row.kind == "booking":
+            if row.books:
                 service += f" ({row.served:,.0f})"
+            elif row.kind == "hold alone":
+                service += f" ({row.served:,.0f} holds)"
         ratio = row.ratio
         ratio_text = "—" if ratio is None else f"{100 * ratio:.0f} %"
         if row.reference is not None and ratio is not None:
@@ -146,7 +164,7 @@ def cpu_table(rows: list[Row]) -> str:
         if load is None:
             lines.append(f"| {row.label} | {row.config} | {pg} | — | — | — | — | — | — |")
             continue
-        per_request = 1000 * load.service_cpu_s / load.requests if load.requests else 0.0
+        per_request = _cpu_per_request(load)
         lines.append(
             f"| {row.label} | {row.config} | {pg} "
             f"| {load.cpu_percent(load.service_cpu_s):.0f} "
@@ -156,6 +174,74 @@ def cpu_table(rows: list[Row]) -> str:
             f"| {load.cpu_percent(load.machine_busy_s):.0f} | {load.new_connections} |"
         )
     return "\n".join(lines)
+
+
+def holds_table(rows: list[Row]) -> str:
+    """The hold rows: holds/s and checkouts/s beside the one-step bookings/s of the same
+    shape, clients and configuration, and the CPU each request cost the service."""
+    lines = [
+        "| run | config | holds/s | checkouts/s | bookings/s (hold→checkout) "
+        "| pgbench TPS (hold + checkout) | ratio | one-step bookings/s "
+        "| service CPU ms per request (hold or checkout) | per one-step booking |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        if row.kind != "hold" or row.load is None:
+            continue
+        load = row.load
+        checkouts = load.per_second("201 checkout") + load.per_second("200 checkout")
+        one_step = _find(rows, row.label.removeprefix("hold→checkout "), row.config)
+        ratio = row.ratio
+        lines.append(
+            f"| {row.label} | {row.config} | {load.per_second('201 hold'):,.0f} "
+            f"| {checkouts:,.0f} | {row.served:,.0f} "
+            f"| {_num(row.pgbench.tps if row.pgbench else None)} "
+            f"| {'—' if ratio is None else f'{100 * ratio:.0f} %'} "
+            f"| {_num(one_step.served if one_step else None)} "
+            f"| {_cpu_per_request(load):.2f} "
+            f"| {_num(_cpu_per_request(one_step.load) if one_step else None, '{:.2f}')} |"
+        )
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def hold_cost_table(rows: list[Row]) -> str:
+    """Holds alone beside one-step bookings of the same shape, clients and configuration:
+    what one request of each cost the service's workers and PostgreSQL."""
+    lines = [
+        "| run | config | holds/s | one-step bookings/s | p50 / p99 ms hold | booking "
+        "| service CPU ms per hold | per booking | PostgreSQL CPU ms per hold | per booking |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+
+    def latency(row: Row | None) -> str:
+        load = row.load if row else None
+        return "—" if load is None else f"{load.p50_ms:.1f} / {load.p99_ms:.1f}"
+
+    def postgres(row: Row | None) -> str:
+        load = row.load if row else None
+        if load is None or not load.requests:
+            return "—"
+        return f"{1000 * load.postgres_cpu_s / load.requests:.2f}"
+
+    for row in rows:
+        if row.kind != "hold alone" or row.load is None:
+            continue
+        booking = _find(rows, row.label.removeprefix("hold "), row.config)
+        lines.append(
+            f"| {row.label} | {row.config} | {row.served:,.0f} "
+            f"| {_num(booking.served if booking else None)} "
+            f"| {latency(row)} | {latency(booking)} "
+            f"| {_cpu_per_request(row.load):.2f} "
+            f"| {_num(_cpu_per_request(booking.load) if booking else None, '{:.2f}')} "
+            f"| {postgres(row)} | {postgres(booking)} |"
+        )
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def _cpu_per_request(load: LoadResult | None) -> float:
+    if load is None or not load.requests:
+        return 0.0
+    return 1000 * load.service_cpu_s / load.requests
 
 
 def _find(rows: list[Row], label: str, config: str) -> Row | None:
@@ -170,7 +256,7 @@ def where_the_time_goes(row: Row) -> str:
     if load is None:
         return f"{row.label}, {row.config}: not run"
     n = load.requests or 1
-    unit = "booking" if row.kind == "booking" else "request"
+    unit = "booking" if row.kind == "booking" else "request"  # a hold or a checkout
 
     def part(name: str, seconds: float) -> str:
         return f"{name} {1000 * seconds / n:.2f} ms ({load.cpu_percent(seconds):.0f} %)"
@@ -264,7 +350,7 @@ def render(rows: list[Row], ctx: Context) -> str:
         f"- machine: {os.cpu_count()} cores, {cpu_model()}, Python {platform.python_version()}",
         f"- PostgreSQL: {ctx.postgres_version} (throwaway database `{ctx.database}`)",
         f"- pgbench: {ctx.pgbench}, `-M prepared`, {ctx.duration} s per run, "
-        "script `bench/sql/booking.sql`",
+        "script `bench/sql/booking.sql` (`bench/sql/hold_checkout.sql` for hold→checkout)",
         f"- service workers: {workers}; pool: {env}; CATALOGUE_CACHE_SECONDS="
         f"{os.environ.get('CATALOGUE_CACHE_SECONDS', 'default')}",
         *[f"- {line}" for line in ctx.configs],
@@ -279,7 +365,10 @@ def render(rows: list[Row], ctx: Context) -> str:
         "Ratio: service bookings/s over pgbench TPS of the same transaction, same shape and "
         "clients, measured one after the other; for the events list, over the trivial "
         "endpoint `/health/live`. Latencies are the service's (generator side). CPU % is of "
-        "one core over the run.",
+        "one core over the run. A hold→checkout row books in two requests per client "
+        "(POST /api/holds/, then POST /api/holds/{reference}/checkout/): its req/s counts "
+        "both, its bookings/s the checkouts that made a booking, and pgbench runs the "
+        "same statements (a hold and its checkout per transaction).",
         "",
         "## Targets",
         "",
@@ -288,6 +377,12 @@ def render(rows: list[Row], ctx: Context) -> str:
     ]
     for name, measured, met in targets(rows):
         parts.append(f"| {name} | {measured} | {'yes' if met else 'NO'} |")
+    holds = holds_table(rows)
+    if holds:
+        parts += ["", "## Hold → checkout", "", holds]
+    cost = hold_cost_table(rows)
+    if cost:
+        parts += ["", "## A hold beside a booking", "", cost]
     parts += [
         "",
         "## Where the time goes",

@@ -8,8 +8,10 @@ local 127.0.0.1:5432 server, else the embedded one), for each shape (hot: every 
 on one event; spread: a random event of 50) and client count, it runs pgbench with the
 service's own booking transaction, then the service under uvicorn with the same load,
 checks the invariants in SQL after each run, and measures the events list against a
-trivial endpoint. It prints one table and writes it to bench/results/latest.md. Exit
-status 1 when an invariant breaks or the service answered a 5xx.
+trivial endpoint. At the most clients, hot and spread also run as a booking in two
+requests (a hold, then its checkout) against pgbench running the same statements. It
+prints one table and writes it to bench/results/latest.md. Exit status 1 when an
+invariant breaks or the service answered a 5xx.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,7 +39,14 @@ from sqlalchemy.dialects.postgresql import ARRAY
 
 from app.core.db import CompiledStatement, compile_once, param
 from bench import report
-from bench.pgbench import PgbenchFailed, find_pgbench, pgbench_version, run_pgbench
+from bench.pgbench import (
+    BOOKING_SCRIPT,
+    HOLD_SCRIPT,
+    PgbenchFailed,
+    find_pgbench,
+    pgbench_version,
+    run_pgbench,
+)
 from bench.service import (
     CpuMeter,
     Generator,
@@ -62,6 +71,8 @@ TRIVIAL_PATH = "/health/live"
 LOCAL_REDIS = "redis://127.0.0.1:6379"
 REDIS_DB = 14  # the bench's database number on a shared Redis server
 CONFIGS = ("shipped", "stripped")
+# More holds than a holds-alone row can make per second: each hold an attendee of its own.
+HOLDERS_PER_SECOND = 1500
 
 
 # ---------------------------------------------------------------- database
@@ -126,6 +137,7 @@ class Seed:
     spread: list[tuple[int, int]]
     attendee_ids: list[int]
     usernames: list[str]
+    holder_ids: list[int] = field(default_factory=list)  # attendees with minted tokens
 
 
 def _seed_statement(sql: str, **types: Any) -> CompiledStatement:
@@ -140,8 +152,9 @@ _SEED_ORGANIZER = _seed_statement(
 )
 _SEED_ATTENDEES = _seed_statement(
     "INSERT INTO users (username, email, hashed_password, role) "
-    "SELECT 'bench_attendee_' || g, 'bench_attendee_' || g || '@example.com', :hashed, "
+    "SELECT :prefix || g, :prefix || g || '@example.com', :hashed, "
     "'attendee' FROM generate_series(1, :attendees) g ORDER BY g RETURNING id, username",
+    prefix=String,
     hashed=String,
     attendees=Integer,
 )
@@ -163,7 +176,7 @@ _SEED_TICKET_TYPES = _seed_statement(
 )
 
 
-async def _seed(url: str, attendees: int, spread_events: int) -> Seed:
+async def _seed(url: str, attendees: int, spread_events: int, holders: int) -> Seed:
     from app.core.security import pwd_context
 
     hashed = pwd_context.hash(PASSWORD)
@@ -171,7 +184,12 @@ async def _seed(url: str, attendees: int, spread_events: int) -> Seed:
     try:
         async with conn.transaction():
             organizer = await _SEED_ORGANIZER.fetchval(conn, hashed=hashed)
-            users = await _SEED_ATTENDEES.fetch(conn, hashed=hashed, attendees=attendees)
+            users = await _SEED_ATTENDEES.fetch(
+                conn, prefix="bench_attendee_", hashed=hashed, attendees=attendees
+            )
+            holders_ = await _SEED_ATTENDEES.fetch(
+                conn, prefix="bench_holder_", hashed=hashed, attendees=holders
+            )
             # Event 0 is the hot one; ids come out consecutive on a fresh database.
             events = await _SEED_EVENTS.fetch(
                 conn, organizer_id=organizer, capacity=CAPACITY, last=spread_events
@@ -192,12 +210,16 @@ async def _seed(url: str, attendees: int, spread_events: int) -> Seed:
         spread=by_event[1:],
         attendee_ids=sorted(u["id"] for u in users),
         usernames=[u["username"] for u in sorted(users, key=lambda u: u["id"])],
+        holder_ids=sorted(u["id"] for u in holders_),
     )
 
 
-def seed(url: str, attendees: int = ATTENDEES, spread_events: int = SPREAD_EVENTS) -> Seed:
-    """An organizer, attendees, one hot event and `spread_events` others, one ticket type each."""
-    return asyncio.run(_seed(url, attendees, spread_events))
+def seed(
+    url: str, attendees: int = ATTENDEES, spread_events: int = SPREAD_EVENTS, holders: int = 0
+) -> Seed:
+    """An organizer, attendees, one hot event and `spread_events` others, one ticket type each;
+    and `holders` more attendees, whose tokens the bench mints (for the holds-alone rows)."""
+    return asyncio.run(_seed(url, attendees, spread_events, holders))
 
 
 async def _query(url: str, sql: str) -> list[asyncpg.Record]:
@@ -338,6 +360,22 @@ def versions() -> str:
     return ", ".join(found)
 
 
+def mint_tokens(user_ids: list[int]) -> list[str]:
+    """Access tokens signed with the service's key, as POST /api/auth/login/ would issue
+    them: for more attendees than logging each in would allow in a bench's time."""
+    from datetime import timedelta
+
+    from app.core.security import create_token
+    from bench.service import SECRET_KEY
+
+    return [
+        create_token(
+            user_id=user_id, token_type="access", key=SECRET_KEY, lifetime=timedelta(hours=2)
+        )[0]
+        for user_id in user_ids
+    ]
+
+
 # ---------------------------------------------------------------- runs
 
 
@@ -379,6 +417,7 @@ class Bench:
         self.seed = seed_
         self.generator = Generator(args.generator)
         self.tokens: list[str] = []
+        self.holders_used = 0  # of seed_.holder_ids, by the holds-alone rows
         self.tokens_file = Path(tempfile.mkstemp(prefix="bench-tokens-", suffix=".txt")[1])
         self.pgbench = find_pgbench()
         self.service_env = {
@@ -416,14 +455,34 @@ class Bench:
         return service
 
     def book(self, service: Service, shape: str, clients: int, duration: float) -> LoadResult:
-        return self.generator.bookings(
-            service.base_url,
-            tokens_file=self.tokens_file,
-            tokens=self.tokens,
-            events=self.shape(shape),
-            clients=clients,
-            duration=duration,
-        )
+        return self.load("booking", service, shape, clients, duration)
+
+    def load(
+        self, kind: str, service: Service, shape: str, clients: int, duration: float
+    ) -> LoadResult:
+        """Bookings, holds then their checkouts, or holds alone (``Generator.SCRIPTS``);
+        holds alone with tokens minted for attendees no row has used yet."""
+        tokens, tokens_file = self.tokens, self.tokens_file
+        if kind == "hold alone":
+            count = HOLDERS_PER_SECOND * self.args.duration
+            holders = self.seed.holder_ids[self.holders_used : self.holders_used + count]
+            self.holders_used += count
+            tokens = mint_tokens(holders)
+            tokens_file = Path(tempfile.mkstemp(prefix="bench-holders-", suffix=".txt")[1])
+            tokens_file.write_text("\n".join(tokens) + "\n")
+        try:
+            return self.generator.attendees(
+                kind,
+                service.base_url,
+                tokens_file=tokens_file,
+                tokens=tokens,
+                events=self.shape(shape),
+                clients=clients,
+                duration=duration,
+            )
+        finally:
+            if tokens_file != self.tokens_file:
+                tokens_file.unlink(missing_ok=True)
 
     def measured(self, service: Service, run: Callable[[], LoadResult]) -> LoadResult:
         with CpuMeter(service, self.database, lambda: sessions_opened(self.url)) as meter:
@@ -431,7 +490,8 @@ class Bench:
         return meter.fill(result)
 
     def pgbench_row(self, row: report.Row, shape: str, ctx: report.Context) -> None:
-        if self.pgbench is None or self.args.skip_pgbench:
+        """pgbench with the row's script: a booking, or a hold and its checkout."""
+        if self.pgbench is None or self.args.skip_pgbench or row.kind == "hold alone":
             return
         vacuum_counters(self.url)
         before = booking_count(self.url)
@@ -443,6 +503,7 @@ class Bench:
                 variables=_pgbench_variables(self.shape(shape), self.seed),
                 lock_timeout_ms=LOCK_TIMEOUT_MS,
                 pgbench=self.pgbench,
+                script=HOLD_SCRIPT if row.kind == "hold" else BOOKING_SCRIPT,
             )
         except PgbenchFailed as exc:
             # e.g. the shared server's max_connections is taken by other clients
@@ -456,12 +517,14 @@ class Bench:
             )
 
     def service_booking_row(self, service: Service, row: report.Row, shape: str) -> None:
+        """The service under the row's load (bookings, or holds and their checkouts), then
+        the invariants and the bookings confirmed to clients against the database."""
         before = settled_booking_count(self.url)  # after the warm-up's last requests
         vacuum_counters(self.url)
         row.load = self.measured(
-            service, lambda: self.book(service, shape, row.clients, self.args.duration)
+            service, lambda: self.load(row.kind, service, shape, row.clients, self.args.duration)
         )
-        problems = _consistent(self.url, before, row.load.statuses.get("201", 0), row.clients)
+        problems = _consistent(self.url, before, row.bookings, row.clients)
         row.problems = (row.problems or []) + problems
 
     def choose_workers(self, ctx: report.Context) -> int:
@@ -489,8 +552,13 @@ class Bench:
         return chosen
 
 
+def _named(args: argparse.Namespace, label: str) -> bool:
+    # "hold->checkout hot c=64" names the row "hold→checkout hot c=64" too.
+    return bool(args.rows) and label in [r.replace("->", "→") for r in args.rows]
+
+
 def _wanted(args: argparse.Namespace, label: str) -> bool:
-    return not args.rows or label in args.rows
+    return not args.rows or _named(args, label)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -512,7 +580,11 @@ def _run(args: argparse.Namespace, redis_url: str | None, redis_origin: str) -> 
     configs = {name: all_configs[name] for name in args.configs}
     rows: list[report.Row] = []
     try:
-        seed_ = seed(url, attendees=args.attendees)
+        c_max = max(args.clients)
+        # Holds alone (named in --rows only): each hold by an attendee of its own.
+        alone = [shape for shape in ("hot", "spread") if _named(args, f"hold {shape} c={c_max}")]
+        holders = HOLDERS_PER_SECOND * args.duration
+        seed_ = seed(url, attendees=args.attendees, holders=holders * len(alone) * len(configs))
         bench = Bench(args, url, database, seed_, configs)
         ctx = report.Context(
             started=started,
@@ -541,13 +613,28 @@ def _run(args: argparse.Namespace, redis_url: str | None, redis_origin: str) -> 
             for c in args.clients
             if _wanted(args, f"{shape} c={c}")
         ]
-        booking_rows = {
+        booking_rows: dict[tuple[Any, ...], list[report.Row]] = {
             (shape, c): [
                 report.Row(f"{shape} c={c}", "booking", c, config=name) for name in configs
             ]
             for shape, c in shapes
         }
-        c_max = max(args.clients)
+        booking_rows |= {
+            (shape, c_max, "alone"): [
+                report.Row(f"hold {shape} c={c_max}", "hold alone", c_max, config=name)
+                for name in configs
+            ]
+            for shape in alone
+        }
+        # A booking in two requests, at the most clients only (the bench's time).
+        booking_rows |= {
+            (shape, c_max, "hold"): [
+                report.Row(f"hold→checkout {shape} c={c_max}", "hold", c_max, config=name)
+                for name in configs
+            ]
+            for shape in ("hot", "spread")
+            if _wanted(args, f"hold→checkout {shape} c={c_max}")
+        }
         read_labels = [
             label
             for label in (f"events list c={c_max}", f"trivial c={c_max}")
@@ -572,7 +659,7 @@ def _run(args: argparse.Namespace, redis_url: str | None, redis_origin: str) -> 
             # pgbench and the configurations take turns row by row, so that a ratio compares
             # runs a few seconds apart (the machine is shared). The service is stopped while
             # pgbench runs: its idle pool would hold connections pgbench needs.
-            for (shape, _), pair in booking_rows.items():
+            for (shape, *_), pair in booking_rows.items():
                 label = pair[0].label
                 print(f"{label}: pgbench", file=sys.stderr)
                 bench.pgbench_row(pair[0], shape, ctx)
@@ -656,7 +743,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--rows",
         type=lambda s: [r.strip() for r in s.split(";")],
-        help="only these rows, ';'-separated labels, e.g. 'hot c=64;spread c=64'",
+        help="only these rows, ';'-separated labels, e.g. 'hot c=64;spread c=64', "
+        "'hold->checkout hot c=64' (the hold rows run at the most clients only); "
+        "'hold hot c=64' and 'hold spread c=64' (POST /api/holds/ alone, each by an "
+        "attendee of its own) run only when named",
     )
     parser.add_argument("--skip-service", action="store_true", help="pgbench and invariants only")
     parser.add_argument("--skip-pgbench", action="store_true")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import re
 import resource
 import shlex
@@ -451,12 +452,19 @@ def wrk_version(wrk: str) -> str:
 
 
 def _run_wrk(
-    wrk: str, base_url: str, *, script: str, args: list[str], clients: int, duration: float
+    wrk: str,
+    base_url: str,
+    *,
+    script: str,
+    args: list[str],
+    clients: int,
+    duration: float,
+    threads: int | None = None,
 ) -> LoadResult:
     command = [
         wrk,
         "-t",
-        str(min(2, clients)),
+        str(threads or min(2, clients)),
         "-c",
         str(clients),
         "-d",
@@ -521,6 +529,16 @@ def _run_python(
     )
 
 
+def _wrk_event_args(tokens_file: Path, events: list[tuple[int, int]]) -> list[str]:
+    """TOKENS_FILE EV_LO EV_HI TT_OFFSET: the events are consecutive ids, and each one's
+    ticket type id is its id plus one offset."""
+    ev_lo, ev_hi = events[0][0], events[-1][0]
+    offset = events[0][1] - events[0][0]
+    assert all(tt - ev == offset for ev, tt in events)
+    assert ev_hi - ev_lo + 1 == len(events)
+    return [str(tokens_file), str(ev_lo), str(ev_hi), str(offset)]
+
+
 class Generator:
     """wrk with the bench's Lua scripts, or the Python client of bench.loadtest without wrk."""
 
@@ -530,8 +548,22 @@ class Generator:
             raise SystemExit("wrk is not installed (apt-get install -y wrk)")
         self.name = wrk_version(self.wrk) if self.wrk else "python (httpx, bench.loadtest)"
 
-    def bookings(
+    # What each kind of load sends: its wrk script and the Python generator's mode.
+    SCRIPTS = {
+        # POST /api/bookings/ by a random attendee of the pool.
+        "booking": ("booking.lua", "bookings"),
+        # Each client an attendee of its own (client i: token i) that books in two
+        # requests, over and over: POST /api/holds/, then its checkout. Counted as
+        # "201 hold", "201 checkout".
+        "hold": ("hold_checkout.lua", "hold_checkout"),
+        # POST /api/holds/ alone, each by an attendee not used before: give more tokens
+        # than the run can make holds (one active hold per attendee and event).
+        "hold alone": ("hold.lua", "holds"),
+    }
+
+    def attendees(
         self,
+        kind: str,
         base_url: str,
         *,
         tokens_file: Path,
@@ -540,22 +572,24 @@ class Generator:
         clients: int,
         duration: float,
     ) -> LoadResult:
-        """POST /api/bookings/ for a random event of `events` ((event id, ticket type id))."""
+        """Attendees' requests of one kind (``SCRIPTS``), each for one ticket of a random
+        event of ``events`` ((event id, ticket type id))."""
+        script, mode = self.SCRIPTS[kind]
         if self.wrk:
-            ev_lo, ev_hi = events[0][0], events[-1][0]
-            offset = events[0][1] - events[0][0]
-            assert all(tt - ev == offset for ev, tt in events)
-            assert ev_hi - ev_lo + 1 == len(events)
-            args = [str(tokens_file), str(ev_lo), str(ev_hi), str(offset)]
+            # hold_checkout.lua: one connection per thread, so that a thread's Lua state
+            # is its connection's; hold.lua: the threads share out the tokens.
+            threads = clients if kind == "hold" else min(2, clients)
+            extra = [str(threads)] if kind == "hold alone" else []
             return _run_wrk(
                 self.wrk,
                 base_url,
-                script="booking.lua",
-                args=args,
+                script=script,
+                args=[*_wrk_event_args(tokens_file, events), *extra],
                 clients=clients,
                 duration=duration,
+                threads=threads,
             )
-        plan = {"mode": "bookings", "events": events, "tokens": tokens}
+        plan = {"mode": mode, "events": events, "tokens": tokens}
         return _run_python(base_url, plan=plan, clients=clients, duration=duration)
 
     def get(self, base_url: str, *, path: str, clients: int, duration: float) -> LoadResult:
@@ -575,6 +609,16 @@ class Generator:
 # ---------------------------------------------------------------- Python generator process
 
 
+def _hold_flow_key(key: int | str) -> str:
+    """bench.loadtest's count of the hold flow (checkout statuses as numbers, "hold 409")
+    under hold_checkout.lua's keys ("201 checkout", "409 hold")."""
+    if isinstance(key, int):
+        return f"{key} checkout"
+    if key.startswith("hold "):
+        return f"{key.removeprefix('hold ')} hold"
+    return key
+
+
 async def _python_load(plan: dict[str, Any]) -> dict[str, Any]:
     from bench.loadtest import Plan, Result, hammer, percentile
 
@@ -582,7 +626,7 @@ async def _python_load(plan: dict[str, Any]) -> dict[str, Any]:
     limits = httpx.Limits(max_connections=clients + 8, max_keepalive_connections=clients + 8)
     async with httpx.AsyncClient(base_url=plan["base_url"], limits=limits, timeout=60) as http:
         cpu0 = resource.getrusage(resource.RUSAGE_SELF)
-        if plan["mode"] == "bookings":
+        if plan["mode"] in ("bookings", "hold_checkout"):
             load = Plan(
                 events=[
                     {"id": ev, "ticket_types": [{"id": tt, "quantity": 0}]}
@@ -590,16 +634,38 @@ async def _python_load(plan: dict[str, Any]) -> dict[str, Any]:
                 ],
                 tokens=plan["tokens"],
             )
-            result = await hammer(http, load, clients=clients, duration=plan["duration"])
+            flow = "hold" if plan["mode"] == "hold_checkout" else "book"
+            result = await hammer(http, load, clients=clients, duration=plan["duration"], flow=flow)
+            if flow == "hold":  # counted as wrk's hold_checkout.lua counts
+                result.statuses = Counter(
+                    {_hold_flow_key(k): n for k, n in result.statuses.items()}
+                )
+                result.statuses["201 hold"] = result.holds
+                result.latencies += result.hold_latencies
         else:
             result = Result()
             deadline = time.perf_counter() + plan["duration"]
+            holders = iter(plan.get("tokens", ()))
+            events = plan.get("events", ())
+
+            def send() -> Any:
+                if plan["mode"] == "get":
+                    return http.get(plan["path"])
+                event, ticket_type = random.choice(events)  # mode "holds"
+                return http.post(
+                    "/api/holds/",
+                    json={
+                        "event_id": event,
+                        "items": [{"ticket_type_id": ticket_type, "quantity": 1}],
+                    },
+                    headers={"Authorization": f"Bearer {next(holders)}"},
+                )
 
             async def client() -> None:
                 while time.perf_counter() < deadline:
                     t0 = time.perf_counter()
                     try:
-                        r = await http.get(plan["path"])
+                        r = await send()
                     except httpx.HTTPError as exc:
                         result.statuses[f"error:{type(exc).__name__}"] += 1
                         continue
@@ -611,8 +677,8 @@ async def _python_load(plan: dict[str, Any]) -> dict[str, Any]:
             result.elapsed = time.perf_counter() - t0
         cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     lat = [x * 1000 for x in result.latencies]
-    statuses = Counter({str(k): v for k, v in result.statuses.items() if isinstance(k, int)})
-    socket_errors = {str(k): v for k, v in result.statuses.items() if not isinstance(k, int)}
+    statuses = Counter({str(k): v for k, v in result.statuses.items() if str(k)[:1].isdigit()})
+    socket_errors = {str(k): v for k, v in result.statuses.items() if not str(k)[:1].isdigit()}
     return {
         "requests": len(lat),
         "seconds": result.elapsed,

@@ -61,6 +61,32 @@ def test_service_books_under_wrk_and_the_bench_counts_it(bench_server: str, tmp_
     assert row[-2].strip() == "OK"
 
 
+@pytest.mark.skipif(find_pgbench() is None, reason="pgbench is not installed")
+@pytest.mark.skipif(find_wrk() is None, reason="wrk is not installed")
+def test_hold_then_checkout_rows_against_pgbench_running_the_same_statements(
+    bench_server: str, tmp_path: Path
+) -> None:
+    output = tmp_path / "latest.md"
+    args = ["--workers", "1", "--duration", "2", "--clients", "2", "--attendees", "2"]
+    args += ["--rows", "hold->checkout hot c=2;hold->checkout spread c=2"]
+    args += ["--configs", "stripped", "--output", str(output)]
+
+    assert bench.run(bench.parse_args(args)) == 0
+
+    text = output.read_text()
+    for shape in ("hot", "spread"):
+        label = f"hold→checkout {shape} c=2"
+        row = _row(text, label, "stripped")
+        assert float(row[3].replace(",", "")) > 0  # pgbench: a hold and its checkout
+        assert _bookings(row) > 0
+        assert "none" in row[8]  # every hold and checkout answered 2xx
+        assert row[-2].strip() == "OK"
+        holds = _row(text.split("## Hold → checkout")[1], label, "stripped")
+        held, checked_out, booked = (float(holds[i].replace(",", "")) for i in (3, 4, 5))
+        assert held > 0 and checked_out > 0 and booked > 0
+    assert not any(line.startswith("| hot c=2 |") for line in text.splitlines())
+
+
 @pytest.mark.skipif(find_wrk() is None, reason="wrk is not installed")
 def test_shipped_configuration_runs_the_dockerfiles_command_beside_redis_and_the_job_worker(
     bench_server: str, redis_server, tmp_path: Path

@@ -285,6 +285,49 @@ async def test_own_expired_hold_does_not_block_a_new_one(client, db, attendee, e
     await check_invariants(db, {standard.id: 8})
 
 
+async def test_own_expired_hold_gives_its_tickets_to_its_owners_new_hold(
+    client, db, attendee, event, standard
+):
+    # All 8 tickets held, then expired: the new hold needs exactly those tickets.
+    ref = (await hold(client, attendee, event.id, (standard.id, 8))).json()["hold_reference"]
+    await expire(db, ref)
+    r = await hold(client, attendee, event.id, (standard.id, 8))
+    assert r.status_code == 201, r.text
+    assert await type_counters(db, standard.id) == {standard.id: (0, 8, 0)}
+    assert await event_counters(db, event.id) == (0, 8)
+    shown = (await client.get(f"/api/holds/{ref}/", headers=auth(attendee))).json()
+    assert shown["status"] == "expired"
+    await check_invariants(db, {standard.id: 8})
+
+
+async def test_hold_exists_answers_before_any_other_refusal(
+    client, db, attendee, create_user, event, standard, vip
+):
+    assert (await hold(client, attendee, event.id, (standard.id, 8))).status_code == 201
+    # What the second hold would otherwise be refused for: sold out, then capacity,
+    # then a ticket type off sale.
+    for lines in [((standard.id, 1),), ((vip.id, 3),)]:
+        r = await hold(client, attendee, event.id, *lines)
+        assert r.status_code == 409 and r.json()["code"] == "hold_exists", r.text
+    async with db() as s, s.begin():
+        await s.execute(
+            text("UPDATE ticket_types SET is_active = false WHERE id = :i"), {"i": vip.id}
+        )
+    r = await hold(client, attendee, event.id, (vip.id, 1))
+    assert r.status_code == 409 and r.json()["code"] == "hold_exists"
+    # Without a hold on the event, the same requests are refused for what they ask.
+    other = await create_user("attendee")
+    r = await hold(client, other, event.id, (standard.id, 1))
+    assert r.status_code == 409 and r.json()["code"] == "sold_out"
+    r = await hold(client, other, event.id, (vip.id, 1))
+    assert r.status_code == 409 and r.json()["code"] == "ticket_type_inactive"
+    assert await type_counters(db, standard.id, vip.id) == {
+        standard.id: (0, 8, 0),
+        vip.id: (5, 0, 0),
+    }
+    await check_invariants(db, {standard.id: 8, vip.id: 5})
+
+
 async def test_sweeper_puts_expired_holds_back_on_sale_once(
     client, db, settings, attendee, create_user, event, standard
 ):

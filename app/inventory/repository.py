@@ -36,6 +36,30 @@ def _bound(sql: str, *params: object) -> object:
     return text(sql).bindparams(*params)  # type: ignore[arg-type]
 
 
+# What an order takes, as the first CTEs of the statement that writes it: its lines
+# (type, quantity, unit price) and the counters moved from on sale to sold or held.
+_LINES = """lines AS (
+        SELECT * FROM unnest(:ids, :quantities, :prices) AS l(ticket_type_id, quantity, price)
+    )"""
+
+
+def _take_tickets(to: str, only_if: str = "") -> str:
+    """The ``tt`` and ``ev`` CTEs: the lines' tickets from on sale to ``to`` (``sold`` or
+    ``held``) on their types and their event, when ``only_if`` (an SQL condition) holds."""
+    guard = f" AND {only_if}" if only_if else ""
+    return f"""tt AS (
+        UPDATE ticket_types t
+        SET quantity_available = t.quantity_available - l.quantity,
+            quantity_{to} = t.quantity_{to} + l.quantity,
+            updated_at = now()
+        FROM lines l WHERE t.id = l.ticket_type_id{guard}
+        RETURNING t.id
+    ), ev AS (
+        UPDATE events SET tickets_{to} = tickets_{to} + :total, updated_at = now()
+        WHERE id = :event_id{guard} RETURNING id
+    )"""  # noqa: S608 (only this module's constants are put in)
+
+
 # Lock-free, before the transaction: the caller's account (the access token was only
 # verified, not looked up) and whether the event exists and owns the ticket types.
 # ``own_ids`` is NULL when there is no such event.
@@ -60,9 +84,8 @@ ACCOUNT_EVENT_AND_TYPES = select(
     _own_ids.label("own_ids"),
 ).where(User.id == param("user_id", BigInteger))
 
-# The locks, in one statement and in the global order: the event row (outer side of
-# the nested loop, which LATERAL forces), then its ticket types sorted by id.
-_locked_event = (
+# The event row, locked: first in the global lock order.
+LOCK_EVENT = (
     select(
         Event.id,
         Event.name,
@@ -76,8 +99,11 @@ _locked_event = (
     )
     .where(Event.id == param("event_id", BigInteger))
     .with_for_update()
-    .subquery("e")
 )
+
+# The locks, in one statement and in the global order: the event row (outer side of
+# the nested loop, which LATERAL forces), then its ticket types sorted by id.
+_locked_event = LOCK_EVENT.subquery("e")
 _locked_types = (
     select(
         TicketType.id,
@@ -107,22 +133,6 @@ LOCK_EVENT_AND_TYPES = select(
     _locked_types.c.is_active,
 ).select_from(_locked_event.join(_locked_types, true()))
 
-LOCK_EVENT = (
-    select(
-        Event.id,
-        Event.name,
-        Event.start_time,
-        Event.end_time,
-        Event.location,
-        Event.cancelled_at,
-        Event.total_capacity,
-        Event.tickets_sold,
-        Event.tickets_held,
-    )
-    .where(Event.id == param("event_id", BigInteger))
-    .with_for_update()
-)
-
 LOCK_BOOKING = (
     select(Booking.status).where(Booking.id == param("booking_id", BigInteger)).with_for_update()
 )
@@ -130,20 +140,8 @@ LOCK_BOOKING = (
 # One round trip writes a booking: counters moved in SQL (guarded by CHECKs), the
 # booking and its items inserted, the idempotency key pointed at the booking.
 CONFIRM_BOOKING = _bound(
-    """
-    WITH lines AS (
-        SELECT * FROM unnest(:ids, :quantities, :prices) AS l(ticket_type_id, quantity, price)
-    ), tt AS (
-        UPDATE ticket_types t
-        SET quantity_available = t.quantity_available - l.quantity,
-            quantity_sold = t.quantity_sold + l.quantity,
-            updated_at = now()
-        FROM lines l WHERE t.id = l.ticket_type_id
-        RETURNING t.id
-    ), ev AS (
-        UPDATE events SET tickets_sold = tickets_sold + :total, updated_at = now()
-        WHERE id = :event_id RETURNING id
-    ), b AS (
+    f"""
+    WITH {_LINES}, {_take_tickets("sold")}, b AS (
         INSERT INTO bookings (user_id, event_id, status, total_price)
         VALUES (:user_id, :event_id, 'confirmed', :total_price)
         RETURNING id, booking_reference, created_at, updated_at
@@ -159,7 +157,7 @@ CONFIRM_BOOKING = _bound(
            items.ticket_type_id
     FROM b, items
     ORDER BY items.id
-    """,
+    """,  # noqa: S608 (only this module's constants are put in)
     param("ids", IDS),
     param("quantities", ARRAY(Integer)),
     param("prices", ARRAY(Numeric(10, 2))),
@@ -226,26 +224,20 @@ RELEASE_SOLD = _bound(
 
 # A hold takes tickets from on sale to held: the hold and its items written, the
 # counters moved, the idempotency key (route `holds`) pointed at it. One round trip.
+# One active hold per attendee and event is PostgreSQL's to enforce (the partial unique
+# index uq_holds_user_id_event_id_active): when the attendee has one, live or expired
+# but not yet released, nothing is written and no row comes back. The index sees every
+# committed hold whatever the statement's snapshot, and every hold of an event is
+# written under that event's lock, so the answer is exact.
 PLACE_HOLD = _bound(
-    """
-    WITH lines AS (
-        SELECT * FROM unnest(:ids, :quantities, :prices) AS l(ticket_type_id, quantity, price)
-    ), tt AS (
-        UPDATE ticket_types t
-        SET quantity_available = t.quantity_available - l.quantity,
-            quantity_held = t.quantity_held + l.quantity,
-            updated_at = now()
-        FROM lines l WHERE t.id = l.ticket_type_id
-        RETURNING t.id
-    ), ev AS (
-        UPDATE events SET tickets_held = tickets_held + :total, updated_at = now()
-        WHERE id = :event_id RETURNING id
-    ), h AS (
+    f"""
+    WITH {_LINES}, h AS (
         INSERT INTO holds (user_id, event_id, status, total_price, expires_at)
         VALUES (:user_id, :event_id, 'active', :total_price,
                 now() + make_interval(secs => :ttl_seconds))
+        ON CONFLICT (user_id, event_id) WHERE status = 'active' DO NOTHING
         RETURNING id, hold_reference, created_at, expires_at
-    ), items AS (
+    ), {_take_tickets("held", only_if="EXISTS (SELECT FROM h)")}, items AS (
         INSERT INTO hold_items (hold_id, ticket_type_id, quantity, unit_price)
         SELECT h.id, l.ticket_type_id, l.quantity, l.price FROM h, lines l
     ), idem AS (
@@ -253,7 +245,7 @@ PLACE_HOLD = _bound(
         WHERE user_id = :user_id AND scope = 'holds' AND key = :idempotency_key
     )
     SELECT id, hold_reference, created_at, expires_at FROM h
-    """,
+    """,  # noqa: S608 (only this module's constants are put in)
     param("ids", IDS),
     param("quantities", ARRAY(Integer)),
     param("prices", ARRAY(Numeric(10, 2))),

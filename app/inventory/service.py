@@ -118,29 +118,46 @@ async def lock_and_check(
     An order refused for lack of tickets first releases the event's expired holds
     (under the event lock it already holds; their tickets go to the waiting list
     first) and is checked again: expired holds never cause ``sold_out``. With
-    ``holder_id`` (a hold being placed), that attendee's active hold on the event is
-    ``hold_exists``, or released first when it has expired.
+    ``holder_id`` (a hold being placed), a refused order is ``hold_exists`` first when
+    that attendee holds tickets of the event; whether they hold some already is
+    otherwise told by the hold's write (``place_hold``), not by a statement here.
     """
     ids = sorted(line.ticket_type_id for line in lines)
     lock = compile_statement(sql.LOCK_EVENT_AND_TYPES)
     locked = await lock.fetch(conn, event_id=event_id, ids=ids)
-    # The attendee's own hold is read by a statement of its own, after the locks: a
-    # statement's snapshot is taken before it waits for the event's lock, so a hold
-    # committed meanwhile would be missed by a subquery of the locking statement.
-    if holder_id is not None and locked and await _holds_already(conn, holder_id, event_id):
-        # Their own hold had expired (not swept yet): it ends now; the line is served.
-        await _expire_and_offer(conn, event_id, offer_ttl, aftermath)
-        await _holds_already(conn, holder_id, event_id)  # an offer made just now?
-        locked = await lock.fetch(conn, event_id=event_id, ids=ids)
     try:
         return _check_and_price(event_id, lines, ids, locked)
+    except NotFound:
+        raise
     except (SoldOut, CapacityExceeded):
-        if not await _expire_and_offer(conn, event_id, offer_ttl, aftermath):
+        # Their own expired hold, then any expired hold, gives tickets back.
+        freed = holder_id is not None and await _end_own_expired_hold(
+            conn, holder_id, event_id, offer_ttl, aftermath
+        )
+        if not freed and not await _expire_and_offer(conn, event_id, offer_ttl, aftermath):
             raise
-    if holder_id is not None:
-        await _holds_already(conn, holder_id, event_id)
+    except (ValidationFailed, EventNotBookable, TicketTypeInactive):
+        if holder_id is not None:  # hold_exists answers first, as for every refusal
+            await _end_own_expired_hold(conn, holder_id, event_id, offer_ttl, aftermath)
+        raise
     locked = await lock.fetch(conn, event_id=event_id, ids=ids)
     return _check_and_price(event_id, lines, ids, locked)
+
+
+async def _end_own_expired_hold(
+    conn: asyncpg.Connection, user_id: int, event_id: int, offer_ttl: int, aftermath: Aftermath
+) -> bool:
+    """``hold_exists`` when the attendee has a live hold on the event. When theirs has
+    expired without being released yet, the event's expired holds end now (their
+    tickets to the waiting list first) and this returns True; False when they hold
+    nothing. Under the event lock the caller holds, in a statement of its own: a
+    statement's snapshot is taken before it waits for a lock, so the locking statement
+    could miss a hold committed while it waited."""
+    if not await _holds_already(conn, user_id, event_id):
+        return False
+    await _expire_and_offer(conn, event_id, offer_ttl, aftermath)
+    await _holds_already(conn, user_id, event_id)  # an offer made to them just now?
+    return True
 
 
 async def _holds_already(conn: asyncpg.Connection, user_id: int, event_id: int) -> bool:
@@ -210,18 +227,23 @@ async def confirm_booking(
     holds the locks of ``lock_and_check``. Rows: one per item (booking columns repeated).
     """
     written = await compile_statement(sql.CONFIRM_BOOKING).fetch(
-        conn,
-        ids=order.ids,
-        quantities=[order.wanted[i] for i in order.ids],
-        prices=[order.unit_prices[i] for i in order.ids],
-        total=order.total,
-        event_id=order.event_id,
-        user_id=user_id,
-        total_price=order.total_price,
-        idempotency_key=idempotency_key,
+        conn, **_taking(order, user_id), idempotency_key=idempotency_key
     )
     await _after_taking(conn, order)
     return written
+
+
+def _taking(order: PricedOrder, user_id: int) -> dict[str, object]:
+    """The parameters of the statement that writes ``order`` for ``user_id``."""
+    return {
+        "ids": order.ids,
+        "quantities": [order.wanted[i] for i in order.ids],
+        "prices": [order.unit_prices[i] for i in order.ids],
+        "total": order.total,
+        "event_id": order.event_id,
+        "user_id": user_id,
+        "total_price": order.total_price,
+    }
 
 
 async def _after_taking(conn: asyncpg.Connection, order: PricedOrder) -> None:
@@ -332,6 +354,17 @@ async def place_hold(
         conn, event_id, lines, offer_ttl=offer_ttl, aftermath=aftermath, holder_id=user_id
     )
     hold = await _write_hold(conn, order, user_id, ttl_seconds, idempotency_key)
+    if hold is None:
+        # The attendee holds tickets of the event already: hold_exists, unless that hold
+        # has expired; then it ends now, and the order is checked and written again.
+        if not await _end_own_expired_hold(conn, user_id, event_id, offer_ttl, aftermath):
+            raise HoldExists()
+        order = await lock_and_check(
+            conn, event_id, lines, offer_ttl=offer_ttl, aftermath=aftermath, holder_id=user_id
+        )
+        hold = await _write_hold(conn, order, user_id, ttl_seconds, idempotency_key)
+        if hold is None:
+            raise HoldExists()
     await _after_taking(conn, order)
     return order, hold
 
@@ -342,21 +375,15 @@ async def _write_hold(
     user_id: int,
     ttl_seconds: int,
     idempotency_key: str | None,
-) -> asyncpg.Record:
-    hold = await compile_statement(sql.PLACE_HOLD).fetchrow(
+) -> asyncpg.Record | None:
+    """The hold written, or None (nothing written) when the attendee has an active hold
+    on the event already."""
+    return await compile_statement(sql.PLACE_HOLD).fetchrow(
         conn,
-        ids=order.ids,
-        quantities=[order.wanted[i] for i in order.ids],
-        prices=[order.unit_prices[i] for i in order.ids],
-        total=order.total,
-        event_id=order.event_id,
-        user_id=user_id,
-        total_price=order.total_price,
+        **_taking(order, user_id),
         ttl_seconds=ttl_seconds,
         idempotency_key=idempotency_key,
     )
-    assert hold is not None
-    return hold
 
 
 async def _lock_hold(
@@ -558,6 +585,7 @@ async def make_offer(
         types_emptied=False,
     )
     hold = await _write_hold(conn, order, entry["user_id"], offer_ttl, None)
+    assert hold is not None  # the caller passes over attendees who hold tickets already
     user = await compile_statement(sql.MARK_OFFERED).fetchrow(
         conn, hold_id=hold["id"], entry_id=entry["id"]
     )

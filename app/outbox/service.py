@@ -13,15 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any
 
 import asyncpg
 import orjson
 from sqlalchemy import Executable, TextClause, text
-from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.db import compile_statement
 from app.notifications.emails import Email
 from app.webhooks.schemas import WebhookEventType
 
@@ -124,22 +123,11 @@ async def record_emails(db: Transaction, emails: Sequence[Email]) -> None:
         await _execute(db, _RECORD_EMAILS, {"emails": email_payload(emails)})
 
 
-@lru_cache(maxsize=32)
-def _compiled(statement: Executable) -> tuple[str, tuple[str, ...], dict[str, Any]]:
-    """SQL for asyncpg ($n), the bind name of each $n, and the values SQLAlchemy bound."""
-    compiled = statement.compile(
-        dialect=PGDialect_asyncpg(), compile_kwargs={"render_postcompile": True}
-    )
-    bound = {name: b.effective_value for name, b in compiled.binds.items() if b.value is not None}
-    return compiled.string, tuple(compiled.positiontup or ()), bound
-
-
 async def _execute(db: Transaction, statement: TextClause, values: dict[str, Any]) -> None:
     if isinstance(db, AsyncSession):
         await db.execute(statement, values)
         return
-    sql, names, defaults = _compiled(statement)
-    await db.execute(sql, *({**defaults, **values}[name] for name in names))
+    await db.execute(*_sql_and_args(statement, values))
 
 
 async def fetch_rows(
@@ -148,6 +136,9 @@ async def fetch_rows(
     """Rows of a Core statement with named parameters, on the session or asyncpg alike."""
     if isinstance(db, AsyncSession):
         return [row._mapping for row in await db.execute(statement, values)]
-    sql, names, defaults = _compiled(statement)
-    merged = {**defaults, **values}
-    return list(await db.fetch(sql, *(merged[name] for name in names)))
+    return list(await db.fetch(*_sql_and_args(statement, values)))
+
+
+def _sql_and_args(statement: Executable, values: dict[str, Any]) -> tuple[Any, ...]:
+    compiled = compile_statement(statement)  # type: ignore[arg-type]
+    return (compiled.sql, *compiled.args(values))

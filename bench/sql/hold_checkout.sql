@@ -24,25 +24,24 @@ FROM events
 WHERE events.id = :ev::BIGINT FOR UPDATE) AS e JOIN LATERAL (SELECT ticket_types.id AS id, ticket_types.name AS name, ticket_types.price AS price, ticket_types.quantity_available AS quantity_available, ticket_types.is_active AS is_active
 FROM ticket_types
 WHERE ticket_types.event_id = e.id AND ticket_types.id = ANY (ARRAY[:tt]::BIGINT[]) ORDER BY ticket_types.id FOR UPDATE) AS t ON true \gset
-SELECT id, expires_at <= now() AS expired FROM holds
-    WHERE user_id = :uid::BIGINT AND event_id = :ev::BIGINT AND status = 'active';
 WITH lines AS (
         SELECT * FROM unnest(ARRAY[:tt]::BIGINT[], ARRAY[1]::INTEGER[], ARRAY[:price]::NUMERIC(10, 2)[]) AS l(ticket_type_id, quantity, price)
+    ), h AS (
+        INSERT INTO holds (user_id, event_id, status, total_price, expires_at)
+        VALUES (:uid::BIGINT, :ev::BIGINT, 'active', :price::NUMERIC(14, 2),
+                now() + make_interval(secs => 600::INTEGER))
+        ON CONFLICT (user_id, event_id) WHERE status = 'active' DO NOTHING
+        RETURNING id, hold_reference, created_at, expires_at
     ), tt AS (
         UPDATE ticket_types t
         SET quantity_available = t.quantity_available - l.quantity,
             quantity_held = t.quantity_held + l.quantity,
             updated_at = now()
-        FROM lines l WHERE t.id = l.ticket_type_id
+        FROM lines l WHERE t.id = l.ticket_type_id AND EXISTS (SELECT FROM h)
         RETURNING t.id
     ), ev AS (
         UPDATE events SET tickets_held = tickets_held + 1::INTEGER, updated_at = now()
-        WHERE id = :ev::BIGINT RETURNING id
-    ), h AS (
-        INSERT INTO holds (user_id, event_id, status, total_price, expires_at)
-        VALUES (:uid::BIGINT, :ev::BIGINT, 'active', :price::NUMERIC(14, 2),
-                now() + make_interval(secs => 600::INTEGER))
-        RETURNING id, hold_reference, created_at, expires_at
+        WHERE id = :ev::BIGINT AND EXISTS (SELECT FROM h) RETURNING id
     ), items AS (
         INSERT INTO hold_items (hold_id, ticket_type_id, quantity, unit_price)
         SELECT h.id, l.ticket_type_id, l.quantity, l.price FROM h, lines l

@@ -1,5 +1,6 @@
 -- Shared by the bench's wrk scripts: count responses by status in every thread and
--- print one machine-readable line at the end (latencies in microseconds).
+-- print one machine-readable line at the end (latencies in microseconds). A script may
+-- count under its own keys (strings such as "201 hold") in `statuses`.
 local threads = {}
 statuses = {}
 
@@ -21,7 +22,7 @@ function done(summary, latency, requests)
    end
    local parts = {}
    for status, count in pairs(total) do
-      table.insert(parts, string.format('"%d":%d', status, count))
+      table.insert(parts, string.format('"%s":%d', status, count))
    end
    local e = summary.errors
    io.write(string.format(
