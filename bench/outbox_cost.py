@@ -378,15 +378,19 @@ def _tokens(attendee_ids: list[int]) -> list[str]:
 async def _book(base_url: str, tokens: list[str], event: tuple[int, int], total: int) -> float:
     body = {"event_id": event[0], "items": [{"ticket_type_id": event[1], "quantity": 1}]}
     queue = iter(range(total))
-    statuses: dict[int, int] = {}
+    statuses: dict[str, int] = {}
     limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS)
     async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits) as http:
 
         async def client(token: str) -> None:
             headers = {"authorization": f"Bearer {token}"}
             for _ in queue:
-                response = await http.post("/api/bookings/", json=body, headers=headers)
-                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+                try:
+                    response = await http.post("/api/bookings/", json=body, headers=headers)
+                    status = str(response.status_code)
+                except httpx.HTTPError as exc:
+                    status = type(exc).__name__
+                statuses[status] = statuses.get(status, 0) + 1
 
         started = time.monotonic()
         await asyncio.gather(*(client(tokens[i % len(tokens)]) for i in range(CLIENTS)))
@@ -443,8 +447,8 @@ def storm(url: str, event: tuple[int, int], attendees: list[int], total: int, se
             return {r["message_id"]: r["created_at"].timestamp() for r in rows}
 
         stored = asyncio.run(written())
-    arrived = receipts(log)
-    lines = [line for line in log.read_text().splitlines() if not line.startswith(" ")]
+        arrived = receipts(log)
+        lines = [line for line in log.read_text().splitlines() if not line.startswith(" ")]
     latencies = sorted(arrived[m] - stored[m] for m in stored if m in arrived)
     who = "the job worker sends" if sender == "worker" else "each worker sends"
     print(

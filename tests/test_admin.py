@@ -19,6 +19,7 @@ from tests.console import csrf_from, run_action, sign_in
 from tests.factories import (
     TEST_PASSWORD,
     auth,
+    book,
     client_of,
     confirmed_booking,
     create_user_cli,
@@ -468,11 +469,7 @@ async def test_cancel_event_from_the_console_cancels_its_bookings_like_the_organ
     assert await _counters(db, event.id) == (0, 15, 0)
     detail = await console.get(f"/api/events/{event.id}/")
     assert detail.json()["status"] == "cancelled"
-    late = await console.post(
-        "/api/bookings/",
-        headers=auth(second),
-        json={"event_id": event.id, "items": [{"ticket_type_id": vip.id, "quantity": 1}]},
-    )
+    late = await book(console, second, event.id, (vip.id, 1))
     assert late.status_code == 409 and late.json()["code"] == "event_not_bookable"
 
     (row,) = [row for row in await _audit_rows(db) if row.action == "cancel_event"]

@@ -13,6 +13,7 @@ from tests.factories import (
     ROOT,
     TEST_PASSWORD,
     auth,
+    book,
     make_event,
     make_ticket_type,
     offline_page,
@@ -34,11 +35,7 @@ async def test_staff_finds_a_booking_by_reference_and_cancels_it_offline(
     event = await make_event(db, organizer, name="Jazz night")
     standard = await make_ticket_type(db, event, name="Standard", quantity_available=10)
     async with httpx.AsyncClient(base_url=live_server, timeout=30) as api:
-        booked = await api.post(
-            "/api/bookings/",
-            headers=auth(attendee),
-            json={"event_id": event.id, "items": [{"ticket_type_id": standard.id, "quantity": 3}]},
-        )
+        booked = await book(api, attendee, event.id, (standard.id, 3))
         assert booked.status_code == 201, booked.text
         reference = booked.json()["booking_reference"]
 

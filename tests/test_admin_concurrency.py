@@ -17,7 +17,14 @@ from sqlalchemy import text
 
 from tests.booking_setup import check_invariants
 from tests.console import csrf_from, sign_in
-from tests.factories import auth, make_event, make_ticket_type, storm_client
+from tests.factories import (
+    auth,
+    book,
+    confirmed_booking,
+    make_event,
+    make_ticket_type,
+    storm_client,
+)
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
@@ -39,16 +46,8 @@ async def _console(live_server: str, username: str) -> httpx.AsyncClient:
 
 
 async def _book_all(http: httpx.AsyncClient, attendees: list[Any], event: Any, tt: Any) -> list:
-    async def book(attendee: Any) -> dict[str, Any]:
-        r = await http.post(
-            "/api/bookings/",
-            headers=auth(attendee),
-            json={"event_id": event.id, "items": [{"ticket_type_id": tt.id, "quantity": 2}]},
-        )
-        assert r.status_code == 201, r.text
-        return r.json()
-
-    return list(await asyncio.gather(*(book(a) for a in attendees)))
+    bookings = (confirmed_booking(http, a, event.id, (tt.id, 2)) for a in attendees)
+    return list(await asyncio.gather(*bookings))
 
 
 async def _ids(db: Any, references: list[str]) -> dict[str, int]:
@@ -157,14 +156,7 @@ async def test_console_event_cancel_racing_api_cancels_and_bookings_stays_exact(
             http.put(f"/api/bookings/{b['booking_reference']}/cancel/", headers=auth(a))
             for b, a in zip(bookings, attendees[:20], strict=True)
         ]
-        calls += [
-            http.post(
-                "/api/bookings/",
-                headers=auth(a),
-                json={"event_id": event.id, "items": [{"ticket_type_id": tt.id, "quantity": 1}]},
-            )
-            for a in attendees[20:]
-        ]
+        calls += [book(http, a, event.id, (tt.id, 1)) for a in attendees[20:]]
         responses = await asyncio.gather(*calls)
     finally:
         await desk.aclose()

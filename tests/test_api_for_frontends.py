@@ -13,6 +13,7 @@ import pytest
 from tests.factories import (
     TEST_PASSWORD,
     auth,
+    book,
     client_of,
     make_event,
     make_settings,
@@ -235,11 +236,7 @@ async def test_only_validation_problems_carry_errors(client, attendee, on_sale) 
 
 async def test_money_is_sent_as_the_declared_two_place_string(client, attendee, on_sale) -> None:
     event, ticket_type = on_sale
-    r = await client.post(
-        "/api/bookings/",
-        json={"event_id": event.id, "items": [{"ticket_type_id": ticket_type.id, "quantity": 3}]},
-        headers=auth(attendee),
-    )
+    r = await book(client, attendee, event.id, (ticket_type.id, 3))
     booking = r.json()
     assert booking["total_price"] == "37.50" and MONEY.match(booking["total_price"])
     assert all(MONEY.match(item["price_at_booking"]) for item in booking["items"])

@@ -16,7 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.conftest import auth, make_settings
-from tests.factories import client_of, make_event, make_ticket_type
+from tests.factories import book, client_of, make_event, make_ticket_type
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -108,14 +108,7 @@ async def test_a_booking_in_the_same_process_shows_in_the_catalogue_at_once(
         types = await client.get(f"/api/events/{event.id}/ticket-types/")
         assert before.json()["tickets_sold"] == 0
 
-        r = await client.post(
-            "/api/bookings/",
-            json={
-                "event_id": event.id,
-                "items": [{"ticket_type_id": ticket_type.id, "quantity": 3}],
-            },
-            headers=auth(attendee),
-        )
+        r = await book(client, attendee, event.id, (ticket_type.id, 3))
         assert r.status_code == 201, r.text
 
         after = await client.get(
