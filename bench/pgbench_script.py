@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from app.core.db import compile_statement
-from app.holds.service import FIND_HOLD
+from app.holds.service import ACCOUNT_AND_HOLD
 from app.inventory import repository as inventory_sql
 
 SCRIPT = Path(__file__).resolve().parent / "sql" / "booking.sql"
@@ -65,7 +65,7 @@ HOLD_HEADER = (
     HEADER.replace(
         "-- One booking, statement for statement what POST /api/bookings/ sends:",
         "-- One hold, then its checkout, statement for statement what POST /api/holds/ and\n"
-        "-- POST /api/holds/{ref}/checkout/ send (without the booking read after the commit):",
+        "-- POST /api/holds/{ref}/checkout/ send (the outbox rows aside):",
     )
     .replace(
         "write with data-modifying CTEs, COMMIT.", "write with data-modifying CTEs, COMMIT, twice."
@@ -84,7 +84,7 @@ HOLD_STATEMENTS = (
     (inventory_sql.LOCK_EVENT_AND_TYPES, " \\gset"),  # sets :price
     (inventory_sql.PLACE_HOLD, " \\gset hold_"),  # sets :hold_id, :hold_hold_reference
     ("COMMIT", ""),
-    (FIND_HOLD, " \\gset found_"),
+    (ACCOUNT_AND_HOLD, " \\gset found_"),
     ("BEGIN", ""),
     (inventory_sql.LOCK_EVENT_HOLD_AND_TYPES, " \\gset locked_"),
     (inventory_sql.CHECKOUT_HOLD, ""),

@@ -76,6 +76,29 @@ async def test_hold_is_read_by_its_owner_only(
     assert (await client.get(f"/api/holds/{ref}/")).status_code == 401
 
 
+async def test_checkout_with_a_dead_token_is_401_and_writes_nothing(
+    client, db, attendee, event, standard
+):
+    ref = (await hold(client, attendee, event.id, (standard.id, 1))).json()["hold_reference"]
+    headers = auth(attendee)
+    assert (await client.post(f"/api/holds/{ref}/checkout/")).status_code == 401
+    async with db() as s, s.begin():  # deactivated: the token issued before is dead
+        await s.execute(
+            text("UPDATE users SET is_active = false WHERE id = :i"), {"i": attendee.id}
+        )
+    try:
+        refused = await client.post(f"/api/holds/{ref}/checkout/", headers=headers)
+        assert refused.status_code == 401 and refused.json()["code"] == "invalid_token"
+    finally:
+        async with db() as s, s.begin():
+            await s.execute(
+                text("UPDATE users SET is_active = true WHERE id = :i"), {"i": attendee.id}
+            )
+    shown = await client.get(f"/api/holds/{ref}/", headers=headers)
+    assert shown.json()["status"] == "active"
+    assert await event_counters(db, event.id) == (0, 1)
+
+
 async def test_second_active_hold_on_one_event_is_409_hold_exists(
     client, db, attendee, organizer, event, standard
 ):

@@ -3,11 +3,29 @@ in their own statement (the booking hot path): no FastAPI here, so services may 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from app.auth.models import Role, User
 from app.auth.passwords import password_stamp
 from app.core.config import Settings
 from app.core.errors import InvalidToken, PermissionDenied
 from app.core.security import TokenClaims
+
+
+def account_of(row: Mapping[str, Any] | None) -> User | None:
+    """The account in a row that selected the user's columns by their names (a hot path's
+    first statement reads the account beside what it needs), or None."""
+    if row is None or row["id"] is None:
+        return None
+    return User(
+        id=row["id"],
+        username=row["username"],
+        email=row["email"],
+        role=row["role"],
+        is_active=row["is_active"],
+        password_changed_at=row["password_changed_at"],
+    )
 
 
 def check_token_user(user: User | None, claims: TokenClaims, settings: Settings) -> User:

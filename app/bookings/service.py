@@ -19,7 +19,7 @@ import orjson
 from sqlalchemy import ColumnElement, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth.access import check_role, check_token_user
+from app.auth.access import account_of, check_role, check_token_user
 from app.auth.models import Role, User
 from app.bookings import messages, repository
 from app.bookings.models import Booking, BookingItem
@@ -138,17 +138,7 @@ async def check_account(
     shape (422), the event (404) and its ownership of the ticket types (422)."""
     ids = sorted(item.ticket_type_id for item in data.items)
     row = await inventory.read_account_event_and_types(conn, claims.user_id, data.event_id, ids)
-    account = None
-    if row is not None:
-        account = User(
-            id=row["id"],
-            username=row["username"],
-            email=row["email"],
-            role=row["role"],
-            is_active=row["is_active"],
-            password_changed_at=row["password_changed_at"],
-        )
-    user = check_role(check_token_user(account, claims, settings), Role.attendee)
+    user = check_role(check_token_user(account_of(row), claims, settings), Role.attendee)
     _check_shape(data, settings.max_tickets_per_booking)
     own_ids = row["own_ids"] if row is not None else None
     if own_ids is None:

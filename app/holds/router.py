@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
-from app.auth.deps import CurrentUser
+from app.auth.deps import AccessClaims, CurrentUser
 from app.bookings.deps import TicketRequestDep
 from app.bookings.schemas import BookingRead
 from app.core.db import UoW
@@ -23,6 +23,7 @@ from app.core.errors import (
     NotFound,
     PermissionDenied,
     RateLimited,
+    ServiceUnavailable,
     SoldOut,
     TicketTypeInactive,
 )
@@ -94,7 +95,9 @@ async def release_hold(
     operation_id="holds_checkout",
     responses={
         200: {"description": "The hold was checked out before: the same booking."},
-        **problem_responses(NotFound, HoldExpired, HoldNotActive, EventNotBookable, Busy),
+        **problem_responses(
+            NotFound, HoldExpired, HoldNotActive, EventNotBookable, Busy, ServiceUnavailable
+        ),
     },
     summary="Check out one of your holds: a confirmed booking at the hold's prices",
     response_description="The booking; `Location` points at it.",
@@ -102,15 +105,16 @@ async def release_hold(
 async def checkout_hold(
     request: Request,
     hold_reference: uuid.UUID,
-    user: CurrentUser,
+    claims: AccessClaims,
     uow: UoW,
     response: Response,
     body: CheckoutRequest | None = None,
 ) -> BookingRead:
     booking, is_new = await service.checkout_hold(
         uow,
-        user,
+        claims,
         hold_reference,
+        settings=request.app.state.settings,
         payment_reference=body.payment_reference if body is not None else None,
     )
     if is_new:

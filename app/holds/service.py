@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import BigInteger, ColumnElement, Uuid, case, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.auth.access import account_of, check_token_user
 from app.auth.models import User
 from app.bookings import messages as booking_messages
 from app.bookings import repository
@@ -23,7 +24,7 @@ from app.bookings import service as bookings
 from app.bookings.models import Booking
 from app.bookings.schemas import BookingCreate, BookingRead
 from app.core.config import Settings
-from app.core.db import UnitOfWork, param, raw_connection
+from app.core.db import UnitOfWork, compile_statement, param, raw_connection
 from app.core.errors import NotFound
 from app.core.pagination import count_and_page
 from app.core.security import TokenClaims
@@ -31,7 +32,7 @@ from app.events.models import Event
 from app.holds.models import Hold, HoldItem
 from app.inventory import service as inventory
 from app.inventory.service import Aftermath
-from app.notifications.service import Recipient
+from app.notifications.service import EventDetails, Recipient
 
 # How a hold reads: `active` rows past their time are `expired` at once, whatever the
 # sweeper has done yet (now() is the statement's transaction clock).
@@ -150,31 +151,74 @@ async def release_hold(
 
 async def checkout_hold(
     uow: UnitOfWork,
-    user: User,
+    claims: TokenClaims,
     reference: uuid.UUID,
     *,
+    settings: Settings,
     payment_reference: str | None,
 ) -> tuple[bookings.BookingView, bool]:
     """Turn one's own active hold into a confirmed booking (at the hold's prices).
     Returns the booking and whether it was made now (a hold checked out before
-    returns its booking)."""
-    async with uow:
-        hold = await _find_hold(uow.session, reference, user.id)
-        booking_id, created = await inventory.checkout_hold(
-            await raw_connection(uow.session),
-            hold.id,
-            hold.event_id,
-            payment_reference=payment_reference,
+    returns its booking).
+
+    Round trips on one pooled connection, as a booking's: the lock-free read of the
+    account and the hold, then BEGIN, the locks, the write, the messages, COMMIT.
+    """
+    async with uow.driver() as conn:
+        row = await compile_statement(ACCOUNT_AND_HOLD).fetchrow(
+            conn, user_id=claims.user_id, hold_reference=reference
         )
-        booking = await bookings.load_booking(uow.session, Booking.id == booking_id)
-        if created:  # booking.confirmed and its email, with the checkout's transaction
-            await booking_messages.record_booking_confirmed(
-                uow.session,
-                BookingRead.model_validate(booking, from_attributes=True),
-                Recipient(email=user.email, username=user.username),
-                await booking_messages.event_details(uow.session, booking.event_id),
+        user = check_token_user(account_of(row), claims, settings)
+        if row is None or row["hold_id"] is None:
+            raise NotFound("No hold with this reference.")
+        async with conn.transaction():
+            done = await inventory.checkout_hold(
+                conn, row["hold_id"], row["event_id"], payment_reference=payment_reference
             )
-    return booking, created
+            if done.created:
+                booking = _checked_out_view(row["event_id"], done)
+                # booking.confirmed and its email, with the checkout's transaction.
+                await booking_messages.record_booking_confirmed(
+                    conn,
+                    BookingRead.model_validate(booking, from_attributes=True),
+                    Recipient(email=user.email, username=user.username),
+                    EventDetails(
+                        start=done.event["start_time"],
+                        end=done.event["end_time"],
+                        location=done.event["location"],
+                    ),
+                )
+    if done.created:
+        return booking, True
+    async with uow:
+        return await bookings.load_booking(uow.session, Booking.id == done.booking_id), False
+
+
+def _checked_out_view(event_id: int, done: inventory.Checkout) -> bookings.BookingView:
+    """The booking a checkout just wrote, from the rows its statement returned."""
+    first = done.written[0]
+    return bookings.BookingView(
+        id=first["id"],
+        booking_reference=first["booking_reference"],
+        event_id=event_id,
+        event_name=done.event["name"],
+        status="confirmed",
+        items=[
+            {
+                "id": row["item_id"],
+                "ticket_type_id": row["ticket_type_id"],
+                "ticket_type_name": row["ticket_type_name"],
+                "quantity": row["quantity"],
+                "price_at_booking": row["price_at_booking"],
+            }
+            for row in done.written
+        ],
+        total_price=first["total_price"],
+        created_at=first["created_at"],
+        updated_at=first["updated_at"],
+        cancelled_at=None,
+        payment_reference=first["payment_reference"],
+    )
 
 
 async def list_holds(
@@ -199,6 +243,27 @@ async def list_holds(
 
 # ---------------------------------------------------------------- reading
 
+
+# Lock-free, before a checkout's transaction: the caller's account (the access token was
+# only verified) and their hold by its reference (someone else's is not found).
+ACCOUNT_AND_HOLD = (
+    select(
+        User.id,
+        User.username,
+        User.email,
+        User.role,
+        User.is_active,
+        User.password_changed_at,
+        Hold.id.label("hold_id"),
+        Hold.event_id,
+    )
+    .select_from(User)
+    .outerjoin(
+        Hold,
+        (Hold.user_id == User.id) & (Hold.hold_reference == param("hold_reference", Uuid)),
+    )
+    .where(User.id == param("user_id", BigInteger))
+)
 
 # Lock-free: the caller's hold by its reference (someone else's is not found).
 FIND_HOLD = select(Hold.id, Hold.event_id).where(

@@ -356,7 +356,8 @@ END_HOLDS = _bound(
 )
 
 # Checkout: the held tickets move to sold (never back on sale in between), the booking
-# is written at the hold's prices, the hold points at it. One round trip.
+# is written at the hold's prices, the hold points at it. One round trip; rows: one
+# per item (booking columns repeated), by item id.
 CHECKOUT_HOLD = _bound(
     """
     WITH lines AS (
@@ -378,10 +379,11 @@ CHECKOUT_HOLD = _bound(
         INSERT INTO bookings (user_id, event_id, status, total_price, payment_reference)
         SELECT user_id, event_id, 'confirmed', total_price, :payment_reference
         FROM holds WHERE id = :hold_id
-        RETURNING id
+        RETURNING id, booking_reference, total_price, payment_reference, created_at, updated_at
     ), items AS (
         INSERT INTO booking_items (booking_id, ticket_type_id, quantity, price_at_booking)
         SELECT b.id, l.ticket_type_id, l.quantity, l.unit_price FROM b, lines l
+        RETURNING id, ticket_type_id, quantity, price_at_booking
     ), h AS (
         UPDATE holds SET status = 'converted', ended_at = now(), booking_id = (SELECT id FROM b)
         WHERE id = :hold_id
@@ -389,7 +391,11 @@ CHECKOUT_HOLD = _bound(
         UPDATE waitlist_entries SET status = 'converted', ended_at = now()
         WHERE hold_id = :hold_id AND status = 'offered'
     )
-    SELECT id FROM b
+    SELECT b.id, b.booking_reference, b.total_price, b.payment_reference, b.created_at,
+           b.updated_at, i.id AS item_id, i.ticket_type_id, t.name AS ticket_type_name,
+           i.quantity, i.price_at_booking
+    FROM b, items i JOIN ticket_types t ON t.id = i.ticket_type_id
+    ORDER BY i.id
     """,
     param("hold_id", BigInteger),
     param("event_id", BigInteger),
@@ -506,8 +512,12 @@ LEAVE_ENTRY = _bound(
 # then the hold's ticket types by ascending id (LATERAL: each is the outer side of the next).
 LOCK_EVENT_HOLD_AND_TYPES = _bound(
     """
-    SELECT e.start_time, h.id, h.status, h.booking_id, h.expired, t.id AS ticket_type_id
-    FROM (SELECT id, start_time FROM events WHERE id = :event_id FOR UPDATE) e
+    SELECT e.name, e.start_time, e.end_time, e.location, h.id, h.status, h.booking_id,
+           h.expired, t.id AS ticket_type_id
+    FROM (
+        SELECT id, name, start_time, end_time, location FROM events
+        WHERE id = :event_id FOR UPDATE
+    ) e
     CROSS JOIN LATERAL (
         SELECT id, status, booking_id, status = 'active' AND expires_at <= now() AS expired
         FROM holds WHERE id = :hold_id AND event_id = e.id FOR UPDATE

@@ -397,18 +397,32 @@ async def _lock_hold(
     return event, hold
 
 
+@dataclass(frozen=True, slots=True)
+class Checkout:
+    """What a checkout did: the booking's id, the locked event row (name, start, end,
+    location) and, when the booking was made now, its written rows (one per item, by
+    item id, with the booking's columns and the ticket type's name)."""
+
+    booking_id: int
+    event: asyncpg.Record
+    written: Sequence[asyncpg.Record] = ()
+
+    @property
+    def created(self) -> bool:
+        return bool(self.written)
+
+
 async def checkout_hold(
     conn: asyncpg.Connection,
     hold_id: int,
     event_id: int,
     *,
     payment_reference: str | None,
-) -> tuple[int, bool]:
+) -> Checkout:
     """A hold is checked out: its tickets move from held to sold (never on sale in
-    between) into a booking at the hold's prices. Returns (booking id, created now);
-    a hold already checked out returns its booking. Under the event's, the hold's and
-    its types' locks (one statement), so of concurrent checkouts, deletes and expiries
-    exactly one wins."""
+    between) into a booking at the hold's prices. A hold already checked out returns
+    its booking (``created`` false). Under the event's, the hold's and its types' locks
+    (one statement), so of concurrent checkouts, deletes and expiries exactly one wins."""
     locked = await compile_statement(sql.LOCK_EVENT_HOLD_AND_TYPES).fetch(
         conn, event_id=event_id, hold_id=hold_id
     )
@@ -416,27 +430,29 @@ async def checkout_hold(
         raise NotFound("No hold with this reference.")
     hold = locked[0]
     if hold["status"] == "converted":
-        return hold["booking_id"], False
+        return Checkout(hold["booking_id"], hold)
     if hold["status"] == "expired" or hold["expired"]:
         raise HoldExpired()
     if hold["status"] != "active":
         raise HoldNotActive()
     if hold["start_time"] <= _now():
         raise EventNotBookable("The event has started; the hold can no longer be checked out.")
-    return await confirm_checkout(conn, hold_id, event_id, payment_reference), True
+    written = await confirm_checkout(conn, hold_id, event_id, payment_reference)
+    return Checkout(written[0]["id"], hold, written)
 
 
 async def confirm_checkout(
     conn: asyncpg.Connection, hold_id: int, event_id: int, payment_reference: str | None
-) -> int:
+) -> list[asyncpg.Record]:
     """A booking is confirmed by checking out a hold: held to sold, the booking written at
     the hold's prices, the hold ``converted`` and so is an offered waiting entry of it.
-    One round trip; the caller holds the locks. Returns the booking's id."""
-    booking_id = await compile_statement(sql.CHECKOUT_HOLD).fetchval(
+    One round trip; the caller holds the locks. Rows: one per item (booking columns
+    repeated), by item id."""
+    written = await compile_statement(sql.CHECKOUT_HOLD).fetch(
         conn, hold_id=hold_id, event_id=event_id, payment_reference=payment_reference
     )
-    assert booking_id is not None
-    return booking_id
+    assert written
+    return written
 
 
 async def release_hold(
