@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.core.catalogue_cache import CatalogueCache, CatalogueCacheMiddleware
 from tests.conftest import auth, make_settings
 from tests.factories import book, client_of, make_event, make_ticket_type
 
@@ -210,3 +211,72 @@ async def test_cache_hits_are_counted_under_their_route_in_metrics(
             assert (await client.get("/api/events/")).status_code == 200
         after = _events_list_count((await client.get("/metrics")).text)
     assert after - before == 5
+
+
+class _SlowCatalogue:
+    """An ASGI app that answers after a pause and counts the requests it ran."""
+
+    def __init__(self, status: int = 200) -> None:
+        self.status = status
+        self.runs = 0
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def __call__(self, scope, receive, send) -> None:
+        self.runs += 1
+        run = self.runs
+        self.started.set()
+        await self.release.wait()
+        body = f'{{"run": {run}}}'.encode()
+        await send({"type": "http.response.start", "status": self.status, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _cached(app: _SlowCatalogue) -> tuple[CatalogueCache, httpx.AsyncClient]:
+    cache = CatalogueCache(1)
+    transport = httpx.ASGITransport(app=CatalogueCacheMiddleware(app, cache=cache))
+    return cache, httpx.AsyncClient(transport=transport, base_url="http://t")
+
+
+async def test_a_miss_is_filled_once_for_the_requests_that_arrive_meanwhile() -> None:
+    app = _SlowCatalogue()
+    _, client = _cached(app)
+    async with client:
+        first = asyncio.create_task(client.get("/api/events/"))
+        await app.started.wait()
+        waiting = [asyncio.create_task(client.get("/api/events/")) for _ in range(20)]
+        await asyncio.sleep(0.05)  # the others have arrived and wait for the first
+        app.release.set()
+        answers = await asyncio.gather(first, *waiting)
+    assert app.runs == 1
+    assert {(a.status_code, a.text) for a in answers} == {(200, '{"run": 1}')}
+    assert len({a.headers["etag"] for a in answers}) == 1
+
+
+async def test_waiters_run_their_own_request_when_the_answer_is_not_kept() -> None:
+    app = _SlowCatalogue(status=503)
+    _, client = _cached(app)
+    async with client:
+        first = asyncio.create_task(client.get("/api/events/"))
+        await app.started.wait()
+        waiting = [asyncio.create_task(client.get("/api/events/")) for _ in range(3)]
+        await asyncio.sleep(0.05)
+        app.release.set()
+        answers = await asyncio.gather(first, *waiting)
+    assert app.runs == 4
+    assert all(a.status_code == 503 for a in answers)
+
+
+async def test_a_change_made_during_a_fill_is_not_hidden_by_it() -> None:
+    app = _SlowCatalogue()
+    cache, client = _cached(app)
+    async with client:
+        first = asyncio.create_task(client.get("/api/events/"))
+        await app.started.wait()
+        cache.invalidate()  # a booking committed while the first read was running
+        after = asyncio.create_task(client.get("/api/events/"))
+        await asyncio.sleep(0.05)
+        app.release.set()
+        answers = await asyncio.gather(first, after)
+    assert app.runs == 2  # the later request made its own read
+    assert [a.json()["run"] for a in answers] == [1, 2]

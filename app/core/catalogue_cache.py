@@ -13,6 +13,10 @@ by then) and again when it ends, and an entry filled under an older generation i
 never served. So a change is visible at once in the process that made it; other
 processes (the other workers, the job worker's hold sweep) are seen within the TTL.
 
+A miss is filled once: requests for the same entry that arrive while it is being made
+wait for that response instead of each running the query (no stampede on the pool when
+a popular entry expires); if it is not a 200, each runs its own request.
+
 Never cached: a request with an ``Authorization`` header (a user's or organizer's view,
 ``organizer=me``, a token that must be checked and may be refused); its response says
 ``Cache-Control: private, no-store``. Bookings and holds never read the cache: they
@@ -21,6 +25,7 @@ lock and check the rows themselves.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import time
@@ -55,12 +60,15 @@ class CatalogueCache:
         self.seconds = seconds
         self.generation = 0
         self.entries: dict[tuple[object, ...], Entry] = {}
+        # Entries being made now, by key: later requests for one wait for its answer.
+        self.filling: dict[tuple[object, ...], asyncio.Future[Entry | None]] = {}
         self.cache_control = (b"cache-control", f"public, max-age={int(seconds)}".encode())
 
     def invalidate(self) -> None:
         """Something may have changed: no entry filled before now is served again."""
         self.generation += 1
         self.entries.clear()
+        self.filling.clear()  # a fill under way may predate the change: nobody joins it
 
     def get(self, key: tuple[object, ...]) -> Entry | None:
         entry = self.entries.get(key)
@@ -124,6 +132,8 @@ class CatalogueCacheMiddleware:
         key = (scope["scheme"], path, scope["query_string"], *sorted(key_headers))
         entry = self.cache.get(key)
         if entry is None:
+            entry = await self._made_by_another(key)
+        if entry is None:
             entry = await self._fill(scope, receive, send, key)
             if entry is None:
                 return  # answered uncached (not a 200)
@@ -142,11 +152,33 @@ class CatalogueCacheMiddleware:
         await send({"type": "http.response.start", "status": 200, "headers": entry.headers})
         await send({"type": "http.response.body", "body": entry.body})
 
+    async def _made_by_another(self, key: tuple[object, ...]) -> Entry | None:
+        """The entry a request already running for ``key`` is making, once made (None
+        when there is none, or its answer is not kept)."""
+        filling = self.cache.filling.get(key)
+        if filling is None:
+            return None
+        return await asyncio.shield(filling)
+
     async def _fill(
         self, scope: Scope, receive: Receive, send: Send, key: tuple[object, ...]
     ) -> Entry | None:
         """Run the request; a 200 is kept (and answered by the caller), anything else is
-        passed on as it comes."""
+        passed on as it comes. Requests for ``key`` meanwhile wait for the result."""
+        made: asyncio.Future[Entry | None] = asyncio.get_running_loop().create_future()
+        self.cache.filling[key] = made
+        entry = None
+        try:
+            entry = await self._run_and_keep(scope, receive, send, key)
+        finally:
+            made.set_result(entry)
+            if self.cache.filling.get(key) is made:
+                del self.cache.filling[key]
+        return entry
+
+    async def _run_and_keep(
+        self, scope: Scope, receive: Receive, send: Send, key: tuple[object, ...]
+    ) -> Entry | None:
         generation = self.cache.generation
         start: Message | None = None
         chunks: list[bytes] = []
