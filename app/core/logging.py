@@ -35,10 +35,9 @@ request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
 
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s [%(request_id)s] %(message)s"
 
-# uvicorn's own loggers are routed through the same handler, so access lines and
-# error lines share the format and the request id.
-_UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
-_ACCESS_FIELDS = ("client", "method", "path", "http_version", "status")
+# uvicorn's own loggers are routed through the same handler, so its lines share the
+# format and the request id (its access lines are written by ``log_access`` instead).
+_UVICORN_LOGGERS = ("uvicorn", "uvicorn.error")
 
 # Buffered lines reach the log within this many seconds.
 FLUSH_SECONDS = 0.5
@@ -63,9 +62,6 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             "request_id": getattr(record, "request_id", request_id_var.get()),
         }
-        args = record.args
-        if record.name == "uvicorn.access" and isinstance(args, tuple) and len(args) == 5:
-            entry.update(zip(_ACCESS_FIELDS, record.args, strict=True))
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(entry, default=str).decode()
@@ -243,4 +239,5 @@ def configure_logging(settings: Settings) -> None:
         uvicorn_logger.propagate = True
     # Access lines come from ``log_access``: uvicorn's protocol writes none when its
     # access logger has no handler to reach (it asks ``hasHandlers()`` per connection).
+    access.handlers.clear()
     access.propagate = False
