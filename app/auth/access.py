@@ -12,10 +12,20 @@ from app.core.config import Settings
 from app.core.errors import InvalidToken, PermissionDenied
 from app.core.security import TokenClaims
 
+# What a hot path's first statement selects of the caller's account, beside what it
+# needs (the access token was only verified); ``account_of`` reads it back.
+ACCOUNT_COLUMNS = (
+    User.id,
+    User.username,
+    User.email,
+    User.role,
+    User.is_active,
+    User.password_changed_at,
+)
+
 
 def account_of(row: Mapping[str, Any] | None) -> User | None:
-    """The account in a row that selected the user's columns by their names (a hot path's
-    first statement reads the account beside what it needs), or None."""
+    """The account in a row that selected ``ACCOUNT_COLUMNS``, or None."""
     if row is None or row["id"] is None:
         return None
     return User(

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import BigInteger, ColumnElement, Uuid, case, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth.access import account_of, check_token_user
+from app.auth.access import ACCOUNT_COLUMNS, account_of, check_token_user
 from app.auth.models import User
 from app.bookings import messages as booking_messages
 from app.bookings import repository
@@ -247,16 +247,7 @@ async def list_holds(
 # Lock-free, before a checkout's transaction: the caller's account (the access token was
 # only verified) and their hold by its reference (someone else's is not found).
 ACCOUNT_AND_HOLD = (
-    select(
-        User.id,
-        User.username,
-        User.email,
-        User.role,
-        User.is_active,
-        User.password_changed_at,
-        Hold.id.label("hold_id"),
-        Hold.event_id,
-    )
+    select(*ACCOUNT_COLUMNS, Hold.id.label("hold_id"), Hold.event_id)
     .select_from(User)
     .outerjoin(
         Hold,

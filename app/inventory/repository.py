@@ -23,6 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 
+from app.auth.access import ACCOUNT_COLUMNS
 from app.auth.models import User
 from app.bookings.models import Booking
 from app.core.db import param
@@ -74,15 +75,9 @@ _own_ids = (
     .where(Event.id == param("event_id", BigInteger))
     .scalar_subquery()
 )
-ACCOUNT_EVENT_AND_TYPES = select(
-    User.id,
-    User.username,
-    User.email,
-    User.role,
-    User.is_active,
-    User.password_changed_at,
-    _own_ids.label("own_ids"),
-).where(User.id == param("user_id", BigInteger))
+ACCOUNT_EVENT_AND_TYPES = select(*ACCOUNT_COLUMNS, _own_ids.label("own_ids")).where(
+    User.id == param("user_id", BigInteger)
+)
 
 # The event row, locked: first in the global lock order.
 LOCK_EVENT = (
