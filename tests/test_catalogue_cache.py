@@ -232,22 +232,26 @@ class _SlowCatalogue:
         await send({"type": "http.response.body", "body": body})
 
 
-def _cached(app: _SlowCatalogue) -> tuple[CatalogueCache, httpx.AsyncClient]:
+async def _during_a_fill(
+    app: _SlowCatalogue, others: int, meanwhile: Callable[[CatalogueCache], None] = lambda _: None
+) -> list[httpx.Response]:
+    """GET /api/events/ once, then ``others`` times while that first request is being
+    answered (after ``meanwhile`` ran); the answers, the first one first."""
     cache = CatalogueCache(1)
     transport = httpx.ASGITransport(app=CatalogueCacheMiddleware(app, cache=cache))
-    return cache, httpx.AsyncClient(transport=transport, base_url="http://t")
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        first = asyncio.create_task(client.get("/api/events/"))
+        await app.started.wait()
+        meanwhile(cache)
+        later = [asyncio.create_task(client.get("/api/events/")) for _ in range(others)]
+        await asyncio.sleep(0.05)  # the others have arrived
+        app.release.set()
+        return await asyncio.gather(first, *later)
 
 
 async def test_a_miss_is_filled_once_for_the_requests_that_arrive_meanwhile() -> None:
     app = _SlowCatalogue()
-    _, client = _cached(app)
-    async with client:
-        first = asyncio.create_task(client.get("/api/events/"))
-        await app.started.wait()
-        waiting = [asyncio.create_task(client.get("/api/events/")) for _ in range(20)]
-        await asyncio.sleep(0.05)  # the others have arrived and wait for the first
-        app.release.set()
-        answers = await asyncio.gather(first, *waiting)
+    answers = await _during_a_fill(app, 20)
     assert app.runs == 1
     assert {(a.status_code, a.text) for a in answers} == {(200, '{"run": 1}')}
     assert len({a.headers["etag"] for a in answers}) == 1
@@ -255,28 +259,14 @@ async def test_a_miss_is_filled_once_for_the_requests_that_arrive_meanwhile() ->
 
 async def test_waiters_run_their_own_request_when_the_answer_is_not_kept() -> None:
     app = _SlowCatalogue(status=503)
-    _, client = _cached(app)
-    async with client:
-        first = asyncio.create_task(client.get("/api/events/"))
-        await app.started.wait()
-        waiting = [asyncio.create_task(client.get("/api/events/")) for _ in range(3)]
-        await asyncio.sleep(0.05)
-        app.release.set()
-        answers = await asyncio.gather(first, *waiting)
+    answers = await _during_a_fill(app, 3)
     assert app.runs == 4
     assert all(a.status_code == 503 for a in answers)
 
 
 async def test_a_change_made_during_a_fill_is_not_hidden_by_it() -> None:
     app = _SlowCatalogue()
-    cache, client = _cached(app)
-    async with client:
-        first = asyncio.create_task(client.get("/api/events/"))
-        await app.started.wait()
-        cache.invalidate()  # a booking committed while the first read was running
-        after = asyncio.create_task(client.get("/api/events/"))
-        await asyncio.sleep(0.05)
-        app.release.set()
-        answers = await asyncio.gather(first, after)
+    # A booking committed while the first read was running.
+    answers = await _during_a_fill(app, 1, meanwhile=CatalogueCache.invalidate)
     assert app.runs == 2  # the later request made its own read
     assert [a.json()["run"] for a in answers] == [1, 2]
