@@ -51,6 +51,8 @@ def _environment() -> Environment:
         autoescape=select_autoescape(["html"]),
         undefined=StrictUndefined,
         keep_trailing_newline=True,
+        # The templates ship with the code: no stat() of the file at every render.
+        auto_reload=False,
     )
 
 
