@@ -117,3 +117,52 @@ def test_no_access_log_flag_turns_access_lines_off(database_url: str, tmp_path: 
             assert httpx.get(f"{base}/health/live").status_code == 200
     assert _access_ids(log) == []
     assert "Application startup complete" in log.read_text()  # the other lines stay
+
+
+def _access_line(log_format: str, client: tuple[str, int], request_id: str) -> str:
+    from app.core.logging import JsonFormatter, _AppHandler
+
+    stream = io.StringIO()
+    handler = _AppHandler(stream)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter())
+    scope = {
+        "method": "GET",
+        "path": "/api/événements/",
+        "query_string": b'search="jazz"\\&page=2',
+        "http_version": "1.1",
+        "client": client,
+    }
+    handler.access_line(scope, 200, request_id)
+    return stream.getvalue()
+
+
+def test_json_access_line_is_what_orjson_writes_for_its_fields_every_time() -> None:
+    import orjson
+
+    for client, request_id in ((("10.0.0.1", 1), "rid-1"), (("::1", 2), 'odd"id\\')):
+        line = _access_line("json", client, request_id)  # the second from the cached parts
+        fields = json.loads(line)
+        address = f"{client[0]}:{client[1]}"
+        path = '/api/%C3%A9v%C3%A9nements/?search="jazz"\\&page=2'
+        expected = {
+            "time": fields["time"],
+            "level": "INFO",
+            "logger": "uvicorn.access",
+            "message": f'{address} - "GET {path} HTTP/1.1" 200',
+            "request_id": request_id,
+            "client": address,
+            "method": "GET",
+            "path": path,
+            "http_version": "1.1",
+            "status": 200,
+        }
+        assert line == orjson.dumps(expected).decode() + "\n"
+
+
+def test_text_access_line_names_each_requests_own_client() -> None:
+    path = '/api/%C3%A9v%C3%A9nements/?search="jazz"\\&page=2'
+    for client in (("10.0.0.1", 1), ("10.0.0.2", 2)):
+        line = _access_line("text", client, "rid")
+        assert line.endswith(
+            f' INFO    uvicorn.access [rid] {client[0]}:{client[1]} - "GET {path} HTTP/1.1" 200\n'
+        )
