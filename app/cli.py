@@ -236,18 +236,15 @@ def shell() -> None:
 @cli.command()
 def worker(burst: bool = typer.Option(False, help="Stop once the queue is empty.")) -> None:
     """Run the background worker: it sends the outbox (emails and webhooks)."""
-    import logging.config
-
-    from arq.logs import default_log_config
-
     from app.core.config import get_settings
-    from app.worker import make_worker
+    from app.core.logging import configure_logging
+    from app.worker import make_worker, new_event_loop
 
     settings = get_settings()
     if not settings.redis_url:
         typer.echo("REDIS_URL is unset: without Redis the API sends emails itself.", err=True)
         raise typer.Exit(2)
-    log_config = default_log_config(verbose=settings.log_level == "DEBUG")
-    log_config["loggers"]["app"] = {"handlers": ["arq.standard"], "level": settings.log_level}
-    logging.config.dictConfig(log_config)
+    # The API's log format (LOG_FORMAT) and buffered lines, for arq's lines as for ours.
+    configure_logging(settings)
+    asyncio.set_event_loop(new_event_loop())
     make_worker(settings, burst=burst).run()
