@@ -57,9 +57,21 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> Sent:
     return record
 
 
-async def running_dispatcher(database_url: str, **options: Any) -> AsyncIterator[Dispatcher]:
+class CountingDispatcher(Dispatcher):
+    """A dispatcher that counts the commits it was notified of."""
+
+    notices = 0
+
+    def _notified(self, *args: Any) -> None:
+        self.notices += 1
+        super()._notified(*args)
+
+
+async def running_dispatcher(
+    database_url: str, **options: Any
+) -> AsyncIterator[CountingDispatcher]:
     # Emails go to the log (no SMTP_HOST); retries are never due within a test.
-    dispatcher = Dispatcher(
+    dispatcher = CountingDispatcher(
         make_settings(database_url, outbox_in_process=False), database_url, **options
     )
     dispatcher.start()
@@ -113,13 +125,22 @@ async def test_an_idle_dispatcher_sends_a_commit_without_gathering(
     assert sent.batches == [addresses(range(1)), addresses(range(1, 2))]
 
 
-async def test_a_batch_worth_of_commits_ends_the_gathering(
+async def test_during_a_stream_full_batches_follow_at_once_and_commits_wake_nobody(
     database_url: str, db: Any, sent: Sent, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(dispatcher_module, "GATHER_SECONDS", 5.0)
-    async for _ in running_dispatcher(database_url, batch_size=3):
+    monkeypatch.setattr(dispatcher_module, "GATHER_SECONDS", 1.0)
+    async for dispatcher in running_dispatcher(database_url, batch_size=3):
         await commit_one_by_one(db, range(1))
         await sent.wait_for(1)
-        await commit_one_by_one(db, range(1, 4))
-        assert await sent.wait_for(4) < 2.5  # three notified: not the whole 5 s
-    assert sent.recipients == addresses(range(4))
+        await commit_one_by_one(db, range(1, 17))
+        await sent.wait_for(17)
+        during_the_stream = dispatcher.notices
+        await asyncio.sleep(2.5)  # the stream has ended: listening again
+        await commit_one_by_one(db, range(17, 18))
+        assert await sent.wait_for(18) < 0.8
+    batches = [range(0, 1), *(range(n, n + 3) for n in range(1, 16, 3)), range(16, 17)]
+    assert sent.batches == [*map(addresses, batches), addresses(range(17, 18))]
+    # The first commit's, the one that started the stream and the few sent before its
+    # UNLISTEN took effect: not one per commit.
+    assert during_the_stream <= 8, during_the_stream
+    assert dispatcher.notices == during_the_stream + 1

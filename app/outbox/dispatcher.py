@@ -9,8 +9,9 @@ time; a dispatcher that dies mid-send leaves its rows due again once the lease e
 failure is retried with exponential backoff and jitter for OUTBOX_RETRY_FOR_HOURS,
 then the message is dead. Commits that store messages wake the dispatchers through
 LISTEN/NOTIFY; due retries are found by polling every OUTBOX_POLL_SECONDS. Under a
-steady stream of commits, a batch gathers for up to GATHER_SECONDS (or until a batch's
-worth of commits has been notified) instead of being taken at every commit.
+steady stream of commits a dispatcher stops listening and takes a batch every
+GATHER_SECONDS (at once after a full one) until a batch finds nothing, instead of being
+woken and taking a batch at every commit.
 
 A batch costs two statements whatever its size, compiled once and run on the pool's
 asyncpg connection: one takes it, one finishes it (every outcome, the deliveries
@@ -63,11 +64,12 @@ LONGEST_RETRY_DELAY_SECONDS = 6 * 3600.0
 EXCERPT_BYTES = 512
 PURGE_EVERY_SECONDS = 600.0
 # Under load every booking's commit wakes the dispatcher, a few milliseconds apart: a
-# batch taken at each wake holds one message or two, and pays its two statements, the
-# NOTIFY round and a pool checkout for each (measured with `make bench`, spread c=64:
-# most of the job worker's CPU per booking). When the previous batch found messages,
-# and a commit came within this time of it, the next one waits this long for more, or
-# until BATCH_SIZE commits were notified; a dispatcher that was idle sends at once.
+# batch taken at each wake holds one message or two, and pays its two statements and a
+# pool checkout for each, and every notification wakes the event loop (measured with
+# `make bench`, spread c=64: most of the job worker's CPU per booking). When a batch
+# found messages and a commit is notified within this time of it, the dispatcher stops
+# listening and takes a batch every GATHER_SECONDS (at once after a full one) until one
+# finds nothing; then it listens again. An idle dispatcher sends a commit's at once.
 GATHER_SECONDS = 0.05
 SHUTDOWN_GRACE_SECONDS = 10.0
 
@@ -283,9 +285,9 @@ class Dispatcher:
             limits=httpx.Limits(max_keepalive_connections=WEBHOOK_CONCURRENCY),
         )
         self._wake = asyncio.Event()
-        # Commits notified since the last batch was taken, and set once they fill one.
-        self._notices = 0
-        self._batch_due = asyncio.Event()
+        # Under a stream of commits: batches taken every GATHER_SECONDS, not listening.
+        self._streaming = False
+        self._deaf = False  # the listener's LISTEN is paused
         self._task: asyncio.Task[None] | None = None
         self._listener: asyncpg.Connection | None = None
         self._in_flight = 0
@@ -304,7 +306,6 @@ class Dispatcher:
         if self._task is not None:
             self._stopping = True
             self._wake.set()
-            self._batch_due.set()
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(self._task), grace_seconds)
             self._task.cancel()
@@ -328,27 +329,41 @@ class Dispatcher:
             except Exception as exc:  # the database down: try again after a pause
                 logger.warning("outbox dispatch failed: %s: %s", type(exc).__name__, exc)
                 await self._stop_listening()
-                sent = 0
+                self._streaming, sent = False, 0
             if sent >= self.batch_size:
                 continue  # more may be due
+            if self._streaming:
+                if sent:
+                    await self._pause(GATHER_SECONDS)  # the next batch gathers
+                else:
+                    # The stream has ended. The next round listens again and looks once
+                    # more: a commit made before LISTEN took effect is not notified.
+                    self._streaming = False
+                continue
             finished_at = time.monotonic()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.outbox_poll_seconds)
-            if sent and self._notices and time.monotonic() - finished_at < GATHER_SECONDS:
-                await self._gather()
-            self._wake.clear()
-            self._notices = 0
-            self._batch_due.clear()
+            woken = await self._pause(self.settings.outbox_poll_seconds)
+            if sent and woken and time.monotonic() - finished_at < GATHER_SECONDS:
+                # A commit right after a batch: a stream. Its commits are not waited for
+                # one by one; the next batch gathers.
+                self._streaming = True
+                await self._stop_hearing()
+                await self._pause(GATHER_SECONDS)
 
-    async def _gather(self) -> None:
-        """Busy (the last batch found messages, and a commit came within GATHER_SECONDS
-        of it): give the next batch GATHER_SECONDS to fill, or until a batch's worth of
-        commits was notified."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._batch_due.wait(), GATHER_SECONDS)
+    async def _pause(self, seconds: float) -> bool:
+        """Wait ``seconds``, or until a commit is notified (or the dispatcher stops);
+        whether it was."""
+        try:
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        except TimeoutError:
+            return False
+        self._wake.clear()
+        return True
 
     async def _listen(self) -> None:
         if self._listener is not None and not self._listener.is_closed():
+            if self._deaf and not self._streaming:
+                await self._listener.add_listener(NOTIFY_CHANNEL, self._notified)
+                self._deaf = False
             return
         if self.settings.db_pooler == "pgbouncer":
             # LISTEN needs a session of its own, which a transaction-mode pooler does not
@@ -362,13 +377,16 @@ class Dispatcher:
         except BaseException:
             await listener.close()
             raise
-        self._listener = listener  # listening from here on
+        self._listener, self._deaf = listener, False  # listening from here on
 
     def _notified(self, *_: Any) -> None:
         self._wake.set()
-        self._notices += 1
-        if self._notices >= self.batch_size:
-            self._batch_due.set()
+
+    async def _stop_hearing(self) -> None:
+        """UNLISTEN for the while of a stream of commits (the connection stays)."""
+        if self._listener is not None and not self._listener.is_closed() and not self._deaf:
+            await self._listener.remove_listener(NOTIFY_CHANNEL, self._notified)
+            self._deaf = True
 
     async def _stop_listening(self) -> None:
         listener, self._listener = self._listener, None
