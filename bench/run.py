@@ -160,9 +160,10 @@ _SEED_ATTENDEES = _seed_statement(
     attendees=Integer,
 )
 _SEED_EVENTS = _seed_statement(
-    "INSERT INTO events (organizer_id, name, description, location, start_time, "
+    "INSERT INTO events (organizer_id, name, description, location, start_time, end_time, "
     "total_capacity) SELECT :organizer_id, 'Bench event ' || g, 'Seeded by the benchmark', "
-    "'Benchmark Hall', now() + interval '30 days', :capacity "
+    "'Benchmark Hall', now() + interval '30 days', now() + interval '30 days 3 hours', "
+    ":capacity "
     "FROM generate_series(0, :last) g ORDER BY g RETURNING id",
     organizer_id=BigInteger,
     capacity=Integer,

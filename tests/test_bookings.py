@@ -394,23 +394,6 @@ async def test_dead_token_cannot_book_and_writes_nothing(
     assert (await counters(db, standard.id))[standard.id] == (8, 0)
 
 
-async def test_deleted_ticket_type_between_read_and_lock_is_422_not_500(
-    client, db, attendee, event, standard, vip, monkeypatch
-):
-    """A ticket type deleted after the lock-free read is caught under the locks."""
-    from app.inventory import service
-
-    real = service._check_and_price
-
-    def after_delete(event_id, lines, ids, locked):
-        return real(event_id, lines, ids, [r for r in locked if r["id"] != vip.id])
-
-    monkeypatch.setattr(service, "_check_and_price", after_delete)
-    r = await book(client, attendee, event.id, (standard.id, 1), (vip.id, 1))
-    assert r.status_code == 422 and r.json()["code"] == "validation_error", r.text
-    assert (await counters(db, standard.id, vip.id)) == {standard.id: (8, 0), vip.id: (5, 0)}
-
-
 async def test_driver_connection_given_back_mid_transaction_is_discarded(settings):
     """A request cancelled inside its transaction must not hand that transaction on."""
     from app.core.db import UnitOfWork, create_engine, make_sessionmaker

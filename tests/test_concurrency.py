@@ -240,3 +240,36 @@ async def test_event_cancel_during_a_booking_storm(http, db, organizer, attendee
     assert cancelled == counts.get(201, 0)
     assert await sold(db, event.id) == 0
     await check_invariants(db, {tt.id: 1000})
+
+
+async def test_one_call_and_general_bookings_sell_out_together_exactly(
+    http, db, organizer, attendees
+):
+    """Two types running out on one event under a storm: most orders book in one call
+    (``book_tickets()`` in PostgreSQL), the last ones the general way (they take a
+    type's or the event's last tickets, or are refused); exactly the capacity is sold."""
+    event = await make_event(db, organizer.id, total_capacity=45)
+    a = await make_ticket_type(db, event.id, name="A", quantity_available=30)
+    b = await make_ticket_type(db, event.id, name="B", quantity_available=30)
+    requests = [
+        (
+            "POST",
+            "/api/bookings/",
+            order(event.id, (a.id, 1 + i % 2), (b.id, 1)),
+            auth(attendees[i % len(attendees)]),
+        )
+        for i in range(60)
+    ]
+    responses = await storm(http, requests)
+    counts = statuses(responses)
+    assert set(counts) <= {201, 409}, counts
+    taken = [
+        sum(i["quantity"] for i in r.json()["items"]) for r in responses if r.status_code == 201
+    ]
+    assert await sold(db, event.id) == sum(taken)
+    assert 45 - 2 <= sum(taken) <= 45  # refused only when fewer than 3 seats were left
+    assert {r.json()["code"] for r in responses if r.status_code == 409} <= {
+        "capacity_exceeded",
+        "sold_out",
+    }
+    await check_invariants(db, {a.id: 30, b.id: 30})

@@ -20,7 +20,13 @@ from app.notifications.service import (
     booking_cancelled_email,
     booking_confirmed_email,
 )
-from app.outbox.service import Transaction, fetch_rows, record_event
+from app.outbox.service import (
+    Transaction,
+    email_payload,
+    fetch_rows,
+    record_event,
+    webhook_payload,
+)
 from app.webhooks.schemas import WebhookEventType
 
 # Bookings with what their messages need: the attendee, the event, the items.
@@ -66,6 +72,19 @@ async def record_booking_confirmed(
         event_id=booking.event_id,
         data=booking.model_dump(mode="json"),
         emails=[booking_confirmed_email(booking, to, event)],
+    )
+
+
+def booking_confirmed_payloads(
+    booking: BookingRead, to: Recipient, event: EventDetails
+) -> tuple[str, str, str]:
+    """What ``record_booking_confirmed`` stores, for a write that stores it itself
+    (``book_tickets()`` in PostgreSQL): the webhook topic, its body, the emails."""
+    topic = WebhookEventType.booking_confirmed
+    return (
+        topic.value,
+        webhook_payload(topic, booking.model_dump(mode="json")),
+        email_payload([booking_confirmed_email(booking, to, event)]),
     )
 
 

@@ -10,7 +10,7 @@ import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -138,6 +138,12 @@ async def check_account(
     shape (422), the event (404) and its ownership of the ticket types (422)."""
     ids = sorted(item.ticket_type_id for item in data.items)
     row = await inventory.read_account_event_and_types(conn, claims.user_id, data.event_id, ids)
+    return _checked(row, claims, data, settings)
+
+
+def _checked(
+    row: asyncpg.Record | None, claims: TokenClaims, data: BookingCreate, settings: Settings
+) -> User:
     user = check_role(check_token_user(account_of(row), claims, settings), Role.attendee)
     _check_shape(data, settings.max_tickets_per_booking)
     own_ids = row["own_ids"] if row is not None else None
@@ -157,69 +163,152 @@ async def book_tickets(
 ) -> BookingResult:
     """Book tickets for one event, whole or not at all, for the attendee of ``claims``.
 
-    Round trips on one pooled connection: the lock-free read of the account and the
-    event, then BEGIN, (the idempotency key), the locks, the write, COMMIT.
+    Two round trips on one pooled connection in the common case: the lock-free read
+    of the account and the order, then the booking in one call (``book_in_one_call``),
+    its response and messages made ready before it. Anything else (a refusal, the last
+    tickets, a key used before) runs the general transaction: BEGIN, (the idempotency
+    key), the locks, the write, (the sold-out check), the messages, COMMIT.
     """
-    aftermath = Aftermath()
+    ids = sorted(item.ticket_type_id for item in data.items)
     async with uow.driver() as conn:
-        user = await check_account(conn, claims, data, settings)
-        replay: int | None = None
-        async with conn.transaction():
-            if idempotency_key is not None:
-                replay = await claim_idempotency_key(
-                    conn, user.id, "bookings", idempotency_key, request_fingerprint(data)
-                )
-            if replay is None:
-                order = await inventory.lock_and_check(
-                    conn,
-                    data.event_id,
-                    lines_of(data),
-                    offer_ttl=settings.waitlist_offer_ttl_seconds,
-                    aftermath=aftermath,
-                )
-                written = await inventory.confirm_booking(
-                    conn, order, user_id=user.id, idempotency_key=idempotency_key
-                )
-                booking = _confirmed_view(data, order, written)
-                # In the booking's transaction: the email and webhooks exist exactly
-                # when the booking does (a replay or a refusal records nothing).
-                await messages.record_booking_confirmed(
-                    conn,
-                    BookingRead.model_validate(booking, from_attributes=True),
-                    Recipient(email=user.email, username=user.username),
-                    EventDetails(
-                        start=order.event_start, end=order.event_end, location=order.location
-                    ),
-                )
-    if replay is not None:
+        row = await inventory.read_account_and_order(
+            conn, claims.user_id, data.event_id, ids, lines=len(ids)
+        )
+        user = _checked(row, claims, data, settings)
+        assert row is not None
+        order = _order_as_read(data, row)
+        if order.room_after > 0:  # else likely refused or the last tickets: the general way
+            booking = _confirmed_view(
+                data,
+                order,
+                booking_id=row["booking_id"],
+                reference=uuid.uuid4(),
+                at=datetime.now(UTC),
+                items=list(zip(row["item_ids"], ids, strict=True)),
+            )
+            topic, webhook, emails = messages.booking_confirmed_payloads(
+                BookingRead.model_validate(booking, from_attributes=True),
+                Recipient(email=user.email, username=user.username),
+                EventDetails(start=order.event_start, end=order.event_end, location=order.location),
+            )
+            prepared = inventory.Prepared(
+                booking_id=booking.id,
+                item_ids=row["item_ids"],
+                reference=booking.booking_reference,
+                at=booking.created_at,
+                webhook_topic=topic,
+                webhook=webhook,
+                emails=emails,
+            )
+            if await inventory.book_in_one_call(
+                conn,
+                order,
+                prepared,
+                user_id=user.id,
+                idempotency_key=idempotency_key,
+                request_hash=request_fingerprint(data) if idempotency_key is not None else None,
+            ):
+                return BookingResult(booking, user=user)
+        result = await _book_in_transaction(conn, user, data, settings, idempotency_key)
+    if isinstance(result, int):  # the key's booking, read once the connection is back
         async with uow:
-            return BookingResult(await load_booking(uow.session, Booking.id == replay), True, user)
+            return BookingResult(await load_booking(uow.session, Booking.id == result), True, user)
+    return result
+
+
+def _order_as_read(data: BookingCreate, row: asyncpg.Record) -> inventory.PricedOrder:
+    """The order as the lock-free read saw it (``book_in_one_call`` checks it again under
+    the locks)."""
+    return inventory.priced(
+        data.event_id,
+        row,
+        {item.ticket_type_id: item.quantity for item in data.items},
+        names=dict(zip(row["own_ids"], row["names"], strict=True)),
+        unit_prices=dict(zip(row["own_ids"], row["prices"], strict=True)),
+        room=row["room"],
+        types_emptied=False,  # not known without the locks
+    )
+
+
+async def _book_in_transaction(
+    conn: asyncpg.Connection,
+    user: User,
+    data: BookingCreate,
+    settings: Settings,
+    idempotency_key: str | None,
+) -> BookingResult | int:
+    """The general booking transaction, for whatever is not the common case. The id of
+    the booking the Idempotency-Key was used for, when the request is a retry."""
+    aftermath = Aftermath()
+    replay: int | None = None
+    async with conn.transaction():
+        if idempotency_key is not None:
+            replay = await claim_idempotency_key(
+                conn, user.id, "bookings", idempotency_key, request_fingerprint(data)
+            )
+        if replay is None:
+            order = await inventory.lock_and_check(
+                conn,
+                data.event_id,
+                lines_of(data),
+                offer_ttl=settings.waitlist_offer_ttl_seconds,
+                aftermath=aftermath,
+            )
+            written = await inventory.confirm_booking(
+                conn, order, user_id=user.id, idempotency_key=idempotency_key
+            )
+            first = written[0]
+            booking = _confirmed_view(
+                data,
+                order,
+                booking_id=first["id"],
+                reference=first["booking_reference"],
+                at=first["created_at"],
+                items=[(line["item_id"], line["ticket_type_id"]) for line in written],
+            )
+            # In the booking's transaction: the email and webhooks exist exactly
+            # when the booking does (a replay or a refusal records nothing).
+            await messages.record_booking_confirmed(
+                conn,
+                BookingRead.model_validate(booking, from_attributes=True),
+                Recipient(email=user.email, username=user.username),
+                EventDetails(start=order.event_start, end=order.event_end, location=order.location),
+            )
+    if replay is not None:
+        return replay
     return BookingResult(booking, user=user, aftermath=aftermath)
 
 
 def _confirmed_view(
-    data: BookingCreate, order: inventory.PricedOrder, written: Sequence[asyncpg.Record]
+    data: BookingCreate,
+    order: inventory.PricedOrder,
+    *,
+    booking_id: int,
+    reference: uuid.UUID,
+    at: datetime,
+    items: Sequence[tuple[int, int]],
 ) -> BookingView:
-    first = written[0]
+    """A booking just confirmed: its ``items`` (item id, ticket type id) at the order's
+    prices."""
     return BookingView(
-        id=first["id"],
-        booking_reference=first["booking_reference"],
+        id=booking_id,
+        booking_reference=reference,
         event_id=data.event_id,
         event_name=order.event_name,
         status="confirmed",
         items=[
             {
-                "id": line["item_id"],
-                "ticket_type_id": line["ticket_type_id"],
-                "ticket_type_name": order.names[line["ticket_type_id"]],
-                "quantity": order.wanted[line["ticket_type_id"]],
-                "price_at_booking": order.unit_prices[line["ticket_type_id"]],
+                "id": item_id,
+                "ticket_type_id": type_id,
+                "ticket_type_name": order.names[type_id],
+                "quantity": order.wanted[type_id],
+                "price_at_booking": order.unit_prices[type_id],
             }
-            for line in written
+            for item_id, type_id in items
         ],
         total_price=order.total_price,
-        created_at=first["created_at"],
-        updated_at=first["updated_at"],
+        created_at=at,
+        updated_at=at,
         cancelled_at=None,
         payment_reference=None,
     )

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    DateTime,
     Integer,
     Numeric,
     String,
+    Text,
+    Uuid,
     any_,
     func,
     select,
@@ -79,6 +82,67 @@ ACCOUNT_EVENT_AND_TYPES = select(*ACCOUNT_COLUMNS, _own_ids.label("own_ids")).wh
     User.id == param("user_id", BigInteger)
 )
 
+# Lock-free, before a booking: what ACCOUNT_EVENT_AND_TYPES reads, and the order as it
+# reads now, for the one-call write (BOOK_TICKETS): the event's room, name, times and
+# place, its types' names and prices by ascending id, ids for the booking and its items.
+ACCOUNT_AND_ORDER = _bound(
+    f"""
+    SELECT {", ".join(f"u.{column.key}" for column in ACCOUNT_COLUMNS)},
+           CASE WHEN e.id IS NOT NULL THEN coalesce(t.ids, '{{}}') END AS own_ids,
+           e.total_capacity - e.tickets_sold - e.tickets_held AS room,
+           e.name, e.start_time, e.end_time, e.location, t.names, t.prices,
+           nextval('bookings_id_seq') AS booking_id,
+           ARRAY(SELECT nextval('booking_items_id_seq') FROM generate_series(1, :lines))
+               AS item_ids
+    FROM users u
+    LEFT JOIN events e ON e.id = :event_id
+    LEFT JOIN LATERAL (
+        SELECT array_agg(id ORDER BY id) AS ids, array_agg(name ORDER BY id) AS names,
+               array_agg(price ORDER BY id) AS prices
+        FROM ticket_types WHERE event_id = e.id AND id = ANY(:ids)
+    ) t ON true
+    WHERE u.id = :user_id
+    """,  # noqa: S608 (only this module's constants are put in)
+    param("user_id", BigInteger),
+    param("event_id", BigInteger),
+    param("ids", IDS),
+    param("lines", Integer),
+)
+
+# A booking in one call, a transaction of its own (migration 0008): the key, the locks,
+# the checks, the writes and the outbox rows inside PostgreSQL; SQLSTATE EB001 when the
+# order is not the common case (nothing is kept), EB002 when its key is in flight.
+BOOK_TICKETS = _bound(
+    """
+    SELECT book_tickets(
+        :user_id, :event_id, :booking_id, :reference, :at, :ids, :item_ids, :quantities,
+        :prices, :names, :total_price, :event_name, :event_start, :event_end, :location,
+        :idempotency_key, :request_hash, :topic, CAST(:webhook AS jsonb),
+        CAST(:emails AS jsonb)
+    )
+    """,
+    param("user_id", BigInteger),
+    param("event_id", BigInteger),
+    param("booking_id", BigInteger),
+    param("reference", Uuid),
+    param("at", DateTime(timezone=True)),
+    param("ids", IDS),
+    param("item_ids", IDS),
+    param("quantities", ARRAY(Integer)),
+    param("prices", ARRAY(Numeric(10, 2))),
+    param("names", ARRAY(Text)),
+    param("total_price", Numeric(14, 2)),
+    param("event_name", Text),
+    param("event_start", DateTime(timezone=True)),
+    param("event_end", DateTime(timezone=True)),
+    param("location", Text),
+    param("idempotency_key", Text),
+    param("request_hash", Text),
+    param("topic", Text),
+    param("webhook", Text),
+    param("emails", Text),
+)
+
 # The event row, locked: first in the global lock order.
 LOCK_EVENT = (
     select(
@@ -97,7 +161,8 @@ LOCK_EVENT = (
 )
 
 # The locks, in one statement and in the global order: the event row (outer side of
-# the nested loop, which LATERAL forces), then its ticket types sorted by id.
+# the nested loop, which LATERAL forces), then its ticket types sorted by id. The event
+# comes back even when none of the types is its own any more (type columns NULL).
 _locked_event = LOCK_EVENT.subquery("e")
 _locked_types = (
     select(
@@ -126,7 +191,7 @@ LOCK_EVENT_AND_TYPES = select(
     _locked_types.c.price,
     _locked_types.c.quantity_available,
     _locked_types.c.is_active,
-).select_from(_locked_event.join(_locked_types, true()))
+).select_from(_locked_event.outerjoin(_locked_types, true()))
 
 LOCK_BOOKING = (
     select(Booking.status).where(Booking.id == param("booking_id", BigInteger)).with_for_update()

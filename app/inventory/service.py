@@ -24,14 +24,17 @@ function: ``confirm_booking``, ``cancel_bookings``, ``expire_holds``, ``make_off
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+import uuid
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import asyncpg
 
 from app.core.db import compile_statement
+from app.core.db_errors import sqlstate
 from app.core.errors import (
     AlreadyCancelled,
     CapacityExceeded,
@@ -39,6 +42,7 @@ from app.core.errors import (
     HoldExists,
     HoldExpired,
     HoldNotActive,
+    IdempotencyKeyInUse,
     NotFound,
     SoldOut,
     TicketsAvailable,
@@ -92,6 +96,16 @@ async def read_account_event_and_types(
     """Lock-free: the caller's account and which of ``ids`` the event owns (``own_ids``)."""
     return await compile_statement(sql.ACCOUNT_EVENT_AND_TYPES).fetchrow(
         conn, user_id=user_id, event_id=event_id, ids=ids
+    )
+
+
+async def read_account_and_order(
+    conn: asyncpg.Connection, user_id: int, event_id: int, ids: list[int], *, lines: int
+) -> asyncpg.Record | None:
+    """Lock-free: what ``read_account_event_and_types`` reads, and the order as it reads
+    now (``ACCOUNT_AND_ORDER``), with ids for a booking of ``lines`` items."""
+    return await compile_statement(sql.ACCOUNT_AND_ORDER).fetchrow(
+        conn, user_id=user_id, event_id=event_id, ids=ids, lines=lines
     )
 
 
@@ -177,7 +191,7 @@ def _check_and_price(
     if not locked:  # deleted since the lock-free read
         raise NotFound("No event with this id.")
     event = locked[0]
-    types = {r["id"]: r for r in locked}
+    types = {r["id"]: r for r in locked if r["id"] is not None}
     check_owned(lines, types.keys())  # a type deleted since the lock-free read
     if event["cancelled_at"] is not None or event["start_time"] <= datetime.now(UTC):
         raise EventNotBookable()
@@ -197,21 +211,45 @@ def _check_and_price(
     if taken + total > event["total_capacity"]:
         left = event["total_capacity"] - taken
         raise CapacityExceeded(f"The event has {left} tickets left in total, {total} asked.")
-    unit_prices = {i: types[i]["price"] for i in ids}
+    return priced(
+        event_id,
+        event,
+        wanted,
+        names={i: types[i]["type_name"] for i in ids},
+        unit_prices={i: types[i]["price"] for i in ids},
+        room=event["total_capacity"] - taken,
+        types_emptied=any(types[i]["quantity_available"] == wanted[i] for i in ids),
+    )
+
+
+def priced(
+    event_id: int,
+    event: Mapping[str, Any],
+    wanted: dict[int, int],
+    *,
+    names: dict[int, str],
+    unit_prices: dict[int, Decimal],
+    room: int,
+    types_emptied: bool,
+) -> PricedOrder:
+    """The order of ``wanted`` (type id: quantity) on ``event`` (its ``name``,
+    ``start_time``, ``end_time``, ``location``), which has ``room`` seats left."""
+    ids = sorted(wanted)
+    total = sum(wanted.values())
     return PricedOrder(
         event_id=event_id,
-        room_after=event["total_capacity"] - taken - total,
-        types_emptied=any(types[i]["quantity_available"] == wanted[i] for i in ids),
         event_name=event["name"],
         event_start=event["start_time"],
         event_end=event["end_time"],
         location=event["location"],
         ids=ids,
         wanted=wanted,
-        names={i: types[i]["type_name"] for i in ids},
+        names=names,
         unit_prices=unit_prices,
         total=total,
         total_price=sum((unit_prices[i] * wanted[i] for i in ids), start=Decimal("0.00")),
+        room_after=room - total,
+        types_emptied=types_emptied,
     )
 
 
@@ -231,6 +269,75 @@ async def confirm_booking(
     )
     await _after_taking(conn, order)
     return written
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A booking made ready before any lock: its ids, reference and time, and what its
+    outbox rows say (the webhook body, the emails), as ``BOOK_TICKETS`` takes them."""
+
+    booking_id: int
+    item_ids: list[int]  # one per line, by ascending ticket type id
+    reference: uuid.UUID
+    at: datetime
+    webhook_topic: str
+    webhook: str
+    emails: str
+
+
+async def book_in_one_call(
+    conn: asyncpg.Connection,
+    order: PricedOrder,
+    prepared: Prepared,
+    *,
+    user_id: int,
+    idempotency_key: str | None,
+    request_hash: str | None,
+) -> bool:
+    """The common booking in one round trip, a transaction of its own: PostgreSQL takes
+    the key, the event's and the types' locks, checks the order against what
+    ``order`` read without locks, and writes the booking and its outbox rows. The event
+    lock is held for the function's run and its commit only.
+
+    False when the order is not the common case (a refusal, the event's or a type's
+    last tickets, a name or price changed since it was read, a key used before):
+    nothing was kept, and the caller runs the general transaction. 409
+    ``idempotency_key_in_use`` when a request with the same key is in flight.
+    """
+    values = {
+        **_taking(order, user_id),
+        "booking_id": prepared.booking_id,
+        "item_ids": prepared.item_ids,
+        "reference": prepared.reference,
+        "at": prepared.at,
+        "names": [order.names[i] for i in order.ids],
+        "event_name": order.event_name,
+        "event_start": order.event_start,
+        "event_end": order.event_end,
+        "location": order.location,
+        "idempotency_key": idempotency_key,
+        "request_hash": request_hash,
+        "topic": prepared.webhook_topic,
+        "webhook": prepared.webhook,
+        "emails": prepared.emails,
+    }
+    del values["total"]
+    call = compile_statement(sql.BOOK_TICKETS)
+    try:
+        if getattr(conn, "joined", False):
+            # Through a transaction-mode pooler the block is one transaction: a savepoint
+            # undoes a refused call without ending it.
+            async with asyncpg.Connection.transaction(conn):
+                await call.fetchval(conn, **values)
+        else:
+            await call.fetchval(conn, **values)
+    except asyncpg.PostgresError as exc:
+        if sqlstate(exc) == "EB001":
+            return False
+        if sqlstate(exc) == "EB002":
+            raise IdempotencyKeyInUse() from exc
+        raise
+    return True
 
 
 def _taking(order: PricedOrder, user_id: int) -> dict[str, object]:

@@ -2,9 +2,10 @@
 -- (app/inventory/repository.py): do not edit by hand.
 -- One hold, then its checkout, statement for statement what POST /api/holds/ and
 -- POST /api/holds/{ref}/checkout/ send (the outbox rows aside):
--- the lock-free read of the account and the event's ticket types (outside the transaction),
--- then BEGIN, the locks (event row, then its ticket types by id, in one statement), the one
--- write with data-modifying CTEs, COMMIT, twice. One ticket, one ticket type.
+-- the lock-free read of the account and the order (its names, prices and new ids),
+-- then the booking in one call, a transaction of its own: book_tickets() (migration 0008)
+-- takes the locks (event row, then its ticket types by id), checks, writes the booking
+-- and its outbox rows (the payloads are a one-ticket booking's). One ticket, one type.
 -- Variables (-D): ev_lo, ev_hi (events to pick from: equal for the hot shape),
 -- tt_off (ticket type id = event id + tt_off), u_lo, u_hi (attendee ids).
 \set ev random(:ev_lo, :ev_hi)
@@ -21,7 +22,7 @@ BEGIN;
 SELECT e.name, e.start_time, e.end_time, e.location, e.cancelled_at, e.total_capacity, e.tickets_sold, e.tickets_held, t.id, t.name AS type_name, t.price, t.quantity_available, t.is_active
 FROM (SELECT events.id AS id, events.name AS name, events.start_time AS start_time, events.end_time AS end_time, events.location AS location, events.cancelled_at AS cancelled_at, events.total_capacity AS total_capacity, events.tickets_sold AS tickets_sold, events.tickets_held AS tickets_held
 FROM events
-WHERE events.id = :ev::BIGINT FOR UPDATE) AS e JOIN LATERAL (SELECT ticket_types.id AS id, ticket_types.name AS name, ticket_types.price AS price, ticket_types.quantity_available AS quantity_available, ticket_types.is_active AS is_active
+WHERE events.id = :ev::BIGINT FOR UPDATE) AS e LEFT OUTER JOIN LATERAL (SELECT ticket_types.id AS id, ticket_types.name AS name, ticket_types.price AS price, ticket_types.quantity_available AS quantity_available, ticket_types.is_active AS is_active
 FROM ticket_types
 WHERE ticket_types.event_id = e.id AND ticket_types.id = ANY (ARRAY[:tt]::BIGINT[]) ORDER BY ticket_types.id FOR UPDATE) AS t ON true \gset
 WITH lines AS (

@@ -1,0 +1,182 @@
+"""The booking in one call (``book_tickets()`` in PostgreSQL) and its way back to the
+general transaction: which requests take which, and that both leave the same rows."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+
+from app.bookings import service as bookings
+from app.inventory import service as inventory
+from tests.booking_setup import check_invariants
+from tests.factories import auth, book
+
+
+@pytest.fixture
+def general_calls(monkeypatch):
+    """How many bookings ran the general transaction."""
+    calls = []
+    real = bookings._book_in_transaction
+
+    async def counted(*args, **kwargs):
+        calls.append(args[2].event_id)
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(bookings, "_book_in_transaction", counted)
+    return calls
+
+
+def change_after_read(monkeypatch, db, sql: str, **values: object) -> None:
+    """Run ``sql`` (committed) right after the lock-free read of the next booking."""
+    real = inventory.read_account_and_order
+
+    async def read_then_change(*args, **kwargs):
+        row = await real(*args, **kwargs)
+        async with db() as s, s.begin():
+            await s.execute(text(sql), values)
+        return row
+
+    monkeypatch.setattr(inventory, "read_account_and_order", read_then_change)
+
+
+async def rows_of(db, booking_reference: str) -> dict[str, object]:
+    async with db() as s:
+        booking = (
+            await s.execute(
+                text(
+                    "SELECT id, status, total_price::text, created_at FROM bookings"
+                    " WHERE booking_reference = :r"
+                ),
+                {"r": booking_reference},
+            )
+        ).one()
+        items = (
+            await s.execute(
+                text(
+                    "SELECT id, ticket_type_id, quantity, price_at_booking::text"
+                    " FROM booking_items WHERE booking_id = :b ORDER BY id"
+                ),
+                {"b": booking.id},
+            )
+        ).all()
+        emails = (
+            await s.execute(
+                text(
+                    "SELECT payload FROM outbox_messages WHERE channel = 'email'"
+                    " AND payload -> 'context' ->> 'reference' = :r"
+                ),
+                {"r": booking_reference},
+            )
+        ).all()
+    return {"booking": booking, "items": items, "emails": emails}
+
+
+async def test_a_common_booking_is_one_call_with_the_rows_and_the_email(
+    client, db, attendee, event, standard, vip, general_calls
+):
+    r = await book(client, attendee, event.id, (vip.id, 1), (standard.id, 2))
+    assert r.status_code == 201, r.text
+    assert general_calls == []
+    body = r.json()
+    stored = await rows_of(db, body["booking_reference"])
+    assert stored["booking"].status == "confirmed" and stored["booking"].total_price == "149.50"
+    assert [(i.id, i.ticket_type_id, i.quantity, i.price_at_booking) for i in stored["items"]] == [
+        (i["id"], i["ticket_type_id"], i["quantity"], i["price_at_booking"]) for i in body["items"]
+    ]
+    assert stored["booking"].created_at.isoformat() == body["created_at"]
+    assert len(stored["emails"]) == 1
+    assert stored["emails"][0].payload["kind"] == "booking_confirmed"
+    # The booking as read back is the booking as answered.
+    again = await client.get(f"/api/bookings/{body['booking_reference']}/", headers=auth(attendee))
+    assert again.json() == body
+    await check_invariants(db, {standard.id: 8, vip.id: 5})
+
+
+async def test_the_last_tickets_go_the_general_way_and_sell_out(
+    client, db, attendee, event, standard, vip, general_calls
+):
+    """Taking a type's last tickets, or the event's, needs the sold-out check."""
+    assert (await book(client, attendee, event.id, (vip.id, 4))).status_code == 201
+    assert general_calls == []
+    assert (await book(client, attendee, event.id, (vip.id, 1))).status_code == 201
+    assert general_calls == [event.id]  # VIP's last ticket
+    assert (await book(client, attendee, event.id, (standard.id, 5))).status_code == 201
+    assert general_calls == [event.id, event.id]  # the event's last seats (10)
+    refused = await book(client, attendee, event.id, (standard.id, 1))
+    assert refused.status_code == 409 and refused.json()["code"] == "capacity_exceeded"
+    await check_invariants(db, {standard.id: 8, vip.id: 5})
+
+
+async def test_a_price_changed_after_the_read_books_at_the_new_price(
+    client, db, attendee, event, standard, monkeypatch, general_calls
+):
+    change_after_read(
+        monkeypatch, db, "UPDATE ticket_types SET price = 30 WHERE id = :t", t=standard.id
+    )
+    r = await book(client, attendee, event.id, (standard.id, 2))
+    assert r.status_code == 201, r.text
+    assert general_calls == [event.id]
+    assert r.json()["total_price"] == "60.00"
+    assert r.json()["items"][0]["price_at_booking"] == "30.00"
+    stored = await rows_of(db, r.json()["booking_reference"])
+    assert stored["booking"].total_price == "60.00"
+    assert stored["emails"][0].payload["context"]["total"].endswith("60.00")
+
+
+@pytest.mark.parametrize(
+    "change, status, code",
+    [
+        ("UPDATE ticket_types SET is_active = false WHERE id = :t", 409, "ticket_type_inactive"),
+        ("UPDATE ticket_types SET quantity_available = 1 WHERE id = :t", 409, "sold_out"),
+        ("UPDATE events SET cancelled_at = now() WHERE id = :e", 409, "event_not_bookable"),
+        ("DELETE FROM ticket_types WHERE id = :t", 422, "validation_error"),
+    ],
+)
+async def test_a_change_after_the_read_is_refused_under_the_locks(
+    client, db, attendee, event, standard, monkeypatch, change, status, code
+):
+    change_after_read(monkeypatch, db, change, t=standard.id, e=event.id)
+    r = await book(client, attendee, event.id, (standard.id, 2))
+    assert (r.status_code, r.json()["code"]) == (status, code), r.text
+    async with db() as s:
+        assert (await s.execute(text("SELECT count(*) FROM bookings"))).scalar_one() == 0
+        assert (await s.execute(text("SELECT count(*) FROM outbox_messages"))).scalar_one() == 0
+        assert (
+            await s.execute(text("SELECT tickets_sold FROM events WHERE id = :e"), {"e": event.id})
+        ).scalar_one() == 0
+
+
+async def test_a_renamed_event_answers_with_its_new_name(
+    client, db, attendee, event, standard, monkeypatch, general_calls
+):
+    change_after_read(monkeypatch, db, "UPDATE events SET name = 'Gala' WHERE id = :e", e=event.id)
+    r = await book(client, attendee, event.id, (standard.id, 1))
+    assert r.status_code == 201 and r.json()["event_name"] == "Gala", r.text
+    assert general_calls == [event.id]
+
+
+async def test_an_idempotency_key_is_claimed_in_the_call_and_replayed_after(
+    client, db, attendee, event, standard, general_calls
+):
+    first = await book(client, attendee, event.id, (standard.id, 1), key="k-1")
+    assert first.status_code == 201 and general_calls == []
+    again = await book(client, attendee, event.id, (standard.id, 1), key="k-1")
+    assert again.status_code == 201 and again.json() == first.json()
+    other = await book(client, attendee, event.id, (standard.id, 2), key="k-1")
+    assert other.status_code == 422 and other.json()["code"] == "idempotency_key_reused"
+    async with db() as s:
+        row = (await s.execute(text("SELECT booking_id, request_hash FROM idempotency_keys"))).one()
+        booking_id = (await s.execute(text("SELECT id FROM bookings"))).scalar_one()
+    assert row.booking_id == booking_id and len(row.request_hash) == 64
+
+
+async def test_a_refused_call_keeps_no_idempotency_key(
+    client, db, attendee, event, standard, monkeypatch
+):
+    change_after_read(
+        monkeypatch, db, "UPDATE ticket_types SET is_active = false WHERE id = :t", t=standard.id
+    )
+    r = await book(client, attendee, event.id, (standard.id, 1), key="k-2")
+    assert r.status_code == 409
+    async with db() as s:
+        assert (await s.execute(text("SELECT count(*) FROM idempotency_keys"))).scalar_one() == 0
