@@ -57,6 +57,12 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> Sent:
     return record
 
 
+@pytest.fixture(autouse=True)
+def gathering(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stream's batches a second apart: longer than any few commits take here."""
+    monkeypatch.setattr(dispatcher_module, "GATHER_SECONDS", 1.0)
+
+
 class CountingDispatcher(Dispatcher):
     """A dispatcher that counts the commits it was notified of."""
 
@@ -97,13 +103,12 @@ def addresses(numbers: range) -> list[str]:
 
 
 async def test_a_stream_of_commits_is_sent_in_gathered_batches_once_and_in_order(
-    database_url: str, db: Any, sent: Sent, monkeypatch: pytest.MonkeyPatch
+    database_url: str, db: Any, sent: Sent
 ) -> None:
-    monkeypatch.setattr(dispatcher_module, "GATHER_SECONDS", 1.0)
     async for _ in running_dispatcher(database_url):
         await commit_one_by_one(db, range(1))
         await sent.wait_for(1)
-        # Busy now: the commits that follow at once gather.
+        # A stream now: the commits that follow at once gather.
         await commit_one_by_one(db, range(1, 16))
         await sent.wait_for(16)
         await asyncio.sleep(0.3)
@@ -113,9 +118,8 @@ async def test_a_stream_of_commits_is_sent_in_gathered_batches_once_and_in_order
 
 
 async def test_an_idle_dispatcher_sends_a_commit_without_gathering(
-    database_url: str, db: Any, sent: Sent, monkeypatch: pytest.MonkeyPatch
+    database_url: str, db: Any, sent: Sent
 ) -> None:
-    monkeypatch.setattr(dispatcher_module, "GATHER_SECONDS", 1.0)
     async for _ in running_dispatcher(database_url):
         await commit_one_by_one(db, range(1))
         assert await sent.wait_for(1) < 0.8
@@ -126,9 +130,8 @@ async def test_an_idle_dispatcher_sends_a_commit_without_gathering(
 
 
 async def test_during_a_stream_full_batches_follow_at_once_and_commits_wake_nobody(
-    database_url: str, db: Any, sent: Sent, monkeypatch: pytest.MonkeyPatch
+    database_url: str, db: Any, sent: Sent
 ) -> None:
-    monkeypatch.setattr(dispatcher_module, "GATHER_SECONDS", 1.0)
     async for dispatcher in running_dispatcher(database_url, batch_size=3):
         await commit_one_by_one(db, range(1))
         await sent.wait_for(1)
