@@ -3,13 +3,15 @@ general transaction: which requests take which, and that both leave the same row
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from sqlalchemy import text
 
 from app.bookings import service as bookings
 from app.inventory import service as inventory
 from tests.booking_setup import check_invariants
-from tests.factories import auth, book
+from tests.factories import auth, book, client_of, make_event, make_ticket_type
 
 
 @pytest.fixture
@@ -180,3 +182,92 @@ async def test_a_refused_call_keeps_no_idempotency_key(
     assert r.status_code == 409
     async with db() as s:
         assert (await s.execute(text("SELECT count(*) FROM idempotency_keys"))).scalar_one() == 0
+
+
+# ---------------------------------------------------------------- bookings together
+
+
+def together_of(app):
+    return inventory.bookings_together(app.state.sessionmaker)
+
+
+async def test_concurrent_bookings_of_one_event_go_together_in_fewer_calls(
+    app, client, db, organizer, create_user, general_calls
+):
+    event = await make_event(db, organizer.id, total_capacity=1000)
+    tt = await make_ticket_type(db, event.id, quantity_available=1000)
+    attendees = [await create_user("attendee") for _ in range(10)]
+    together = together_of(app)
+    calls_before = together.calls
+    responses = await asyncio.gather(
+        *(book(client, attendees[i % 10], event.id, (tt.id, 1 + i % 3)) for i in range(40))
+    )
+    assert [r.status_code for r in responses] == [201] * 40, [r.text for r in responses]
+    assert general_calls == []
+    calls = together.calls - calls_before
+    assert 1 <= calls < 40  # bookings that arrived during a call went in the next one
+    references = {r.json()["booking_reference"] for r in responses}
+    assert len(references) == 40
+    async with db() as s:
+        stored = await s.execute(
+            text("SELECT booking_reference::text, total_price::text FROM bookings")
+        )
+        assert {(r[0], r[1]) for r in stored} == {
+            (r.json()["booking_reference"], r.json()["total_price"]) for r in responses
+        }
+        emails = await s.execute(
+            text("SELECT count(*) FROM outbox_messages WHERE channel = 'email'")
+        )
+        assert emails.scalar_one() == 40
+    await check_invariants(db, {tt.id: 1000})
+
+
+async def test_an_order_refused_in_a_batch_is_undone_alone(
+    app, client, db, organizer, create_user, general_calls
+):
+    """In one batch, the orders that take the type's last tickets, or find too few,
+    are undone alone and go the general way; the others are booked."""
+    event = await make_event(db, organizer.id, total_capacity=100)
+    tt = await make_ticket_type(db, event.id, quantity_available=12)
+    attendees = [await create_user("attendee") for _ in range(10)]
+    responses = await asyncio.gather(
+        *(book(client, attendees[i], event.id, (tt.id, 2)) for i in range(10))
+    )
+    codes = sorted(r.status_code for r in responses)
+    assert codes == [201] * 6 + [409] * 4, [r.text for r in responses]
+    assert {r.json()["code"] for r in responses if r.status_code == 409} == {"sold_out"}
+    assert len(general_calls) >= 5  # the last tickets and the refusals
+    async with db() as s:
+        sold_out = await s.execute(text("SELECT count(*) FROM bookings WHERE status = 'confirmed'"))
+        assert sold_out.scalar_one() == 6
+    await check_invariants(db, {tt.id: 12})
+
+
+async def test_a_batch_that_cannot_get_the_lock_is_busy_for_all_and_writes_nothing(
+    settings, db, organizer, create_user
+):
+    event = await make_event(db, organizer.id, total_capacity=100)
+    tt = await make_ticket_type(db, event.id, quantity_available=100)
+    attendees = [await create_user("attendee") for _ in range(5)]
+    busy_soon = settings.model_copy(update={"lock_timeout_ms": 200})
+    async with client_of(busy_soon, "http://t") as c, db() as holder:
+        await holder.execute(text("SELECT id FROM events WHERE id=:i FOR UPDATE"), {"i": event.id})
+        responses = await asyncio.gather(*(book(c, a, event.id, (tt.id, 1)) for a in attendees))
+        await holder.rollback()
+    assert {(r.status_code, r.json()["code"]) for r in responses} == {(503, "busy")}
+    async with db() as s:
+        assert (await s.execute(text("SELECT count(*) FROM bookings"))).scalar_one() == 0
+        assert (await s.execute(text("SELECT count(*) FROM outbox_messages"))).scalar_one() == 0
+
+
+async def test_bookings_with_an_idempotency_key_never_go_together(
+    app, client, db, attendee, event, standard
+):
+    together = together_of(app)
+    calls_before = together.calls
+    first = await book(client, attendee, event.id, (standard.id, 1), key="alone")
+    assert first.status_code == 201
+    assert together.calls == calls_before
+    plain = await book(client, attendee, event.id, (standard.id, 1))
+    assert plain.status_code == 201
+    assert together.calls == calls_before + 1

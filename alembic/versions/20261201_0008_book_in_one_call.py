@@ -7,6 +7,11 @@ order that takes an event's or a type's last tickets, a changed price or name, a
 Idempotency-Key already used) raises SQLSTATE EB001 before anything is kept, and the
 service runs its general transaction instead (``app.inventory.service``).
 
+book_tickets_many() runs several bookings of one event in one call and one
+transaction, each in a subtransaction of its own (a refused one is undone alone):
+one lock hand-off and one commit flush for all of them. Its orders carry no
+Idempotency-Key (a key's lock comes before the event's in the global order).
+
 Under READ COMMITTED each statement of a VOLATILE function takes a fresh snapshot,
 so the ticket types read after the event's lock was granted are as the last holder
 of that lock left them.
@@ -118,9 +123,47 @@ $$
 """  # noqa: S608 (the signature is this module's constant)
 
 
+# Orders as JSON objects with book_tickets()'s parameters by name (no "p_"); what each
+# became, in order: "booked", or "general" (refused by book_tickets(), undone).
+BOOK_TICKETS_MANY = """
+CREATE FUNCTION book_tickets_many(p_orders jsonb) RETURNS text[]
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    o jsonb;
+    outcomes text[] := '{}';
+BEGIN
+    FOR o IN SELECT value FROM jsonb_array_elements(p_orders) LOOP
+        BEGIN
+            PERFORM book_tickets(
+                (o ->> 'user_id')::bigint, (o ->> 'event_id')::bigint,
+                (o ->> 'booking_id')::bigint, (o ->> 'reference')::uuid,
+                (o ->> 'at')::timestamptz,
+                ARRAY(SELECT jsonb_array_elements_text(o -> 'ids'))::bigint[],
+                ARRAY(SELECT jsonb_array_elements_text(o -> 'item_ids'))::bigint[],
+                ARRAY(SELECT jsonb_array_elements_text(o -> 'quantities'))::integer[],
+                ARRAY(SELECT jsonb_array_elements_text(o -> 'prices'))::numeric[],
+                ARRAY(SELECT jsonb_array_elements_text(o -> 'names')),
+                (o ->> 'total_price')::numeric, o ->> 'event_name',
+                (o ->> 'event_start')::timestamptz, (o ->> 'event_end')::timestamptz,
+                o ->> 'location', NULL, NULL, o ->> 'topic', o -> 'webhook', o -> 'emails'
+            );
+            outcomes := outcomes || 'booked'::text;
+        EXCEPTION WHEN SQLSTATE 'EB001' THEN
+            outcomes := outcomes || 'general'::text;
+        END;
+    END LOOP;
+    RETURN outcomes;
+END;
+$$
+"""
+
+
 def upgrade() -> None:
     op.execute(BOOK_TICKETS)
+    op.execute(BOOK_TICKETS_MANY)
 
 
 def downgrade() -> None:
+    op.execute("DROP FUNCTION book_tickets_many(jsonb)")
     op.execute(f"DROP FUNCTION {SIGNATURE}")

@@ -163,11 +163,12 @@ async def book_tickets(
 ) -> BookingResult:
     """Book tickets for one event, whole or not at all, for the attendee of ``claims``.
 
-    Two round trips on one pooled connection in the common case: the lock-free read
-    of the account and the order, then the booking in one call (``book_in_one_call``),
-    its response and messages made ready before it. Anything else (a refusal, the last
-    tickets, a key used before) runs the general transaction: BEGIN, (the idempotency
-    key), the locks, the write, (the sold-out check), the messages, COMMIT.
+    The common case: the lock-free read of the account and the order, then the booking
+    in one call, its response and messages made ready before it: with other bookings of
+    the event that arrive meanwhile (``BookingsTogether``), or, with an Idempotency-Key,
+    alone on the same connection (``book_in_one_call``). Anything else (a refusal, the
+    last tickets, a key used before) runs the general transaction: BEGIN, (the
+    idempotency key), the locks, the write, (the sold-out check), the messages, COMMIT.
     """
     ids = sorted(item.ticket_type_id for item in data.items)
     async with uow.driver() as conn:
@@ -177,43 +178,61 @@ async def book_tickets(
         user = _checked(row, claims, data, settings)
         assert row is not None
         order = _order_as_read(data, row)
-        if order.room_after > 0:  # else likely refused or the last tickets: the general way
-            booking = _confirmed_view(
-                data,
-                order,
-                booking_id=row["booking_id"],
-                reference=uuid.uuid4(),
-                at=datetime.now(UTC),
-                items=list(zip(row["item_ids"], ids, strict=True)),
-            )
-            topic, webhook, emails = messages.booking_confirmed_payloads(
-                BookingRead.model_validate(booking, from_attributes=True),
-                Recipient(email=user.email, username=user.username),
-                EventDetails(start=order.event_start, end=order.event_end, location=order.location),
-            )
-            prepared = inventory.Prepared(
-                booking_id=booking.id,
-                item_ids=row["item_ids"],
-                reference=booking.booking_reference,
-                at=booking.created_at,
-                webhook_topic=topic,
-                webhook=webhook,
-                emails=emails,
-            )
+        ready = _ready(data, order, row, user) if order.room_after > 0 else None
+        if ready is not None and idempotency_key is not None:
+            booking, prepared = ready
             if await inventory.book_in_one_call(
                 conn,
                 order,
                 prepared,
                 user_id=user.id,
                 idempotency_key=idempotency_key,
-                request_hash=request_fingerprint(data) if idempotency_key is not None else None,
+                request_hash=request_fingerprint(data),
             ):
                 return BookingResult(booking, user=user)
-        result = await _book_in_transaction(conn, user, data, settings, idempotency_key)
+        if ready is None or idempotency_key is not None:
+            result = await _book_in_transaction(conn, user, data, settings, idempotency_key)
+    if ready is not None and idempotency_key is None:
+        booking, prepared = ready
+        together = inventory.bookings_together(uow.sessionmaker)
+        if await together.book(uow.sessionmaker, order, prepared, user_id=user.id):
+            return BookingResult(booking, user=user)
+        async with uow.driver() as conn:
+            result = await _book_in_transaction(conn, user, data, settings, idempotency_key)
     if isinstance(result, int):  # the key's booking, read once the connection is back
         async with uow:
             return BookingResult(await load_booking(uow.session, Booking.id == result), True, user)
     return result
+
+
+def _ready(
+    data: BookingCreate, order: inventory.PricedOrder, row: asyncpg.Record, user: User
+) -> tuple[BookingView, inventory.Prepared]:
+    """The booking as it will be answered, and what its call writes (its ids, reference,
+    time and messages), made before any lock is taken."""
+    booking = _confirmed_view(
+        data,
+        order,
+        booking_id=row["booking_id"],
+        reference=uuid.uuid4(),
+        at=datetime.now(UTC),
+        items=list(zip(row["item_ids"], order.ids, strict=True)),
+    )
+    topic, webhook, emails = messages.booking_confirmed_payloads(
+        BookingRead.model_validate(booking, from_attributes=True),
+        Recipient(email=user.email, username=user.username),
+        EventDetails(start=order.event_start, end=order.event_end, location=order.location),
+    )
+    prepared = inventory.Prepared(
+        booking_id=booking.id,
+        item_ids=row["item_ids"],
+        reference=booking.booking_reference,
+        at=booking.created_at,
+        webhook_topic=topic,
+        webhook=webhook,
+        emails=emails,
+    )
+    return booking, prepared
 
 
 def _order_as_read(data: BookingCreate, row: asyncpg.Record) -> inventory.PricedOrder:

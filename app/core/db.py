@@ -180,6 +180,10 @@ class UnitOfWork:
         self._session: AsyncSession | None = None
 
     @property
+    def sessionmaker(self) -> async_sessionmaker[AsyncSession]:
+        return self._sessionmaker
+
+    @property
     def session(self) -> AsyncSession:
         if self._session is None:
             raise RuntimeError("the unit of work is not open: use `async with uow:`")

@@ -143,6 +143,12 @@ BOOK_TICKETS = _bound(
     param("emails", Text),
 )
 
+# Several bookings of one event in one call and one transaction (migration 0008): the
+# orders as JSON objects of BOOK_TICKETS's parameters; what each became, in order.
+BOOK_TICKETS_MANY = _bound(
+    "SELECT book_tickets_many(CAST(:orders AS jsonb))", param("orders", Text)
+)
+
 # The event row, locked: first in the global lock order.
 LOCK_EVENT = (
     select(

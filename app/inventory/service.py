@@ -24,7 +24,9 @@ function: ``confirm_booking``, ``cancel_bookings``, ``expire_holds``, ``make_off
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+import weakref
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,8 +34,10 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
+import orjson
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.core.db import compile_statement
+from app.core.db import UnitOfWork, compile_statement
 from app.core.db_errors import sqlstate
 from app.core.errors import (
     AlreadyCancelled,
@@ -338,6 +342,115 @@ async def book_in_one_call(
             raise IdempotencyKeyInUse() from exc
         raise
     return True
+
+
+class BookingsTogether:
+    """Bookings of one event that arrive while a call for that event is in flight (in
+    this process) wait for it to end, then go together in the next call,
+    ``book_tickets_many()``: one lock hand-off and one commit flush for all of them.
+    A lone booking goes at once, so batches grow only with the load. Orders with an
+    Idempotency-Key never go together (``book_in_one_call`` takes them one by one)."""
+
+    MAX_BATCH = 32
+
+    def __init__(self) -> None:
+        self._waiting: dict[int, list[tuple[str, asyncio.Future[bool]]]] = {}
+        self._drains: set[asyncio.Task[None]] = set()
+        self.calls = 0  # calls of book_tickets_many() made
+
+    async def book(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        order: PricedOrder,
+        prepared: Prepared,
+        *,
+        user_id: int,
+    ) -> bool:
+        """True once the booking is written; False when it was not the common case (it
+        was undone alone, and the caller runs the general transaction)."""
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        entry = (_order_json(order, prepared, user_id), done)
+        waiting = self._waiting.get(order.event_id)
+        if waiting is not None:  # a call for this event is in flight: join the next one
+            waiting.append(entry)
+        else:
+            self._waiting[order.event_id] = [entry]
+            drain = asyncio.create_task(self._drain(sessionmaker, order.event_id))
+            self._drains.add(drain)
+            drain.add_done_callback(self._drains.discard)
+        return await done
+
+    async def _drain(self, sessionmaker: async_sessionmaker[AsyncSession], event_id: int) -> None:
+        waiting = self._waiting[event_id]
+        try:
+            while waiting:
+                batch = waiting[: self.MAX_BATCH]
+                del waiting[: self.MAX_BATCH]
+                await self._call(sessionmaker, batch)
+        finally:
+            del self._waiting[event_id]
+            for _, done in waiting:  # left behind only when the drain itself was cancelled
+                done.cancel()
+
+    async def _call(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        batch: list[tuple[str, asyncio.Future[bool]]],
+    ) -> None:
+        self.calls += 1
+        try:
+            async with UnitOfWork(sessionmaker).driver() as conn:
+                outcomes = await compile_statement(sql.BOOK_TICKETS_MANY).fetchval(
+                    conn, orders="[" + ",".join(order for order, _ in batch) + "]"
+                )
+        except Exception as exc:  # every waiter gets the error (translated: 503 busy, ...)
+            for _, done in batch:
+                if not done.done():
+                    done.set_exception(exc)
+        else:
+            for (_, done), outcome in zip(batch, outcomes, strict=True):
+                if not done.done():  # (its request may have been cancelled)
+                    done.set_result(outcome == "booked")
+
+
+_together: weakref.WeakKeyDictionary[async_sessionmaker[AsyncSession], BookingsTogether] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def bookings_together(sessionmaker: async_sessionmaker[AsyncSession]) -> BookingsTogether:
+    """The ``BookingsTogether`` of an app's database (one per sessionmaker, so one per
+    app and event loop)."""
+    together = _together.get(sessionmaker)
+    if together is None:
+        together = _together[sessionmaker] = BookingsTogether()
+    return together
+
+
+def _order_json(order: PricedOrder, prepared: Prepared, user_id: int) -> str:
+    """One order of ``book_tickets_many()``: ``book_tickets()``'s parameters by name."""
+    return orjson.dumps(
+        {
+            "user_id": user_id,
+            "event_id": order.event_id,
+            "booking_id": prepared.booking_id,
+            "reference": str(prepared.reference),
+            "at": prepared.at,
+            "ids": order.ids,
+            "item_ids": prepared.item_ids,
+            "quantities": [order.wanted[i] for i in order.ids],
+            "prices": [str(order.unit_prices[i]) for i in order.ids],
+            "names": [order.names[i] for i in order.ids],
+            "total_price": str(order.total_price),
+            "event_name": order.event_name,
+            "event_start": order.event_start,
+            "event_end": order.event_end,
+            "location": order.location,
+            "topic": prepared.webhook_topic,
+            "webhook": orjson.Fragment(prepared.webhook),
+            "emails": orjson.Fragment(prepared.emails),
+        }
+    ).decode()
 
 
 def _taking(order: PricedOrder, user_id: int) -> dict[str, object]:
