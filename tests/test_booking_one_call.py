@@ -271,3 +271,34 @@ async def test_bookings_with_an_idempotency_key_never_go_together(
     plain = await book(client, attendee, event.id, (standard.id, 1))
     assert plain.status_code == 201
     assert together.calls == calls_before + 1
+
+
+# ---------------------------------------------------------------- waking the outbox
+
+WAKE_UP_LOCK = 723804562  # book_tickets()'s advisory lock (migration 0008)
+
+
+async def test_a_booking_notifies_unless_another_notify_is_on_its_way(
+    client, database_url, attendee, event, standard
+):
+    import asyncpg
+
+    dsn = database_url.replace("postgresql+asyncpg://", "postgresql://")
+    listener, other = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    try:
+        await listener.add_listener("outbox", lambda *args: heard.put_nowait(args[2]))
+        assert (await book(client, attendee, event.id, (standard.id, 1))).status_code == 201
+        await asyncio.wait_for(heard.get(), 5)
+        # Another booking holds the wake-up: this one commits without NOTIFY.
+        await other.execute("SELECT pg_advisory_lock($1)", WAKE_UP_LOCK)
+        assert (await book(client, attendee, event.id, (standard.id, 1))).status_code == 201
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(heard.get(), 0.5)
+        emails = await other.fetchval(
+            "SELECT count(*) FROM outbox_messages WHERE channel = 'email'"
+        )
+        assert emails == 2  # its email is stored all the same, for the dispatcher's poll
+    finally:
+        await other.close()
+        await listener.close()

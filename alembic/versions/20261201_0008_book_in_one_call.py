@@ -12,6 +12,10 @@ transaction, each in a subtransaction of its own (a refused one is undone alone)
 one lock hand-off and one commit flush for all of them. Its orders carry no
 Idempotency-Key (a key's lock comes before the event's in the global order).
 
+A booking wakes the outbox's dispatchers with NOTIFY unless another booking's NOTIFY
+is on its way (``pg_try_advisory_xact_lock``): notifying transactions otherwise
+commit one at a time, database-wide.
+
 Under READ COMMITTED each statement of a VOLATILE function takes a fresh snapshot,
 so the ticket types read after the event's lock was granted are as the last holder
 of that lock left them.
@@ -117,7 +121,14 @@ BEGIN
     FOR KEY SHARE OF w;
     INSERT INTO outbox_messages (channel, topic, payload)
     SELECT 'email', m ->> 'kind', m FROM jsonb_array_elements(p_emails) AS m;
-    PERFORM pg_notify('outbox', '');
+    -- Wake the dispatchers. A transaction that notifies holds a database-wide lock
+    -- through its commit, so notifying bookings would commit one at a time: while
+    -- another booking holds the wake-up (it commits now, and its NOTIFY wakes the
+    -- dispatchers), this one leaves it to that one, to the dispatcher's gathering
+    -- during a stream of commits, or at the latest to its poll (OUTBOX_POLL_SECONDS).
+    IF pg_try_advisory_xact_lock(723804562) THEN
+        PERFORM pg_notify('outbox', '');
+    END IF;
 END;
 $$
 """  # noqa: S608 (the signature is this module's constant)
