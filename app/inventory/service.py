@@ -344,6 +344,10 @@ async def book_in_one_call(
     return True
 
 
+# A booking waiting for the next call: its order (JSON) and what it became.
+Waiting = tuple[str, asyncio.Future[bool]]
+
+
 class BookingsTogether:
     """Bookings of one event that arrive while a call for that event is in flight (in
     this process) wait for it to end, then go together in the next call,
@@ -354,8 +358,8 @@ class BookingsTogether:
     MAX_BATCH = 32
 
     def __init__(self) -> None:
-        self._waiting: dict[int, list[tuple[str, asyncio.Future[bool]]]] = {}
-        self._drains: set[asyncio.Task[None]] = set()
+        # Per event: the bookings waiting for the next call, and the task making the calls.
+        self._waiting: dict[int, tuple[list[Waiting], asyncio.Task[None]]] = {}
         self.calls = 0  # calls of book_tickets_many() made
 
     async def book(
@@ -368,34 +372,39 @@ class BookingsTogether:
     ) -> bool:
         """True once the booking is written; False when it was not the common case (it
         was undone alone, and the caller runs the general transaction)."""
-        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[bool] = loop.create_future()
         entry = (_order_json(order, prepared, user_id), done)
-        waiting = self._waiting.get(order.event_id)
-        if waiting is not None:  # a call for this event is in flight: join the next one
-            waiting.append(entry)
+        queued = self._waiting.get(order.event_id)
+        if queued is not None and queued[1].get_loop() is loop and not queued[1].done():
+            queued[0].append(entry)  # a call for this event is in flight: join the next one
         else:
-            self._waiting[order.event_id] = [entry]
-            drain = asyncio.create_task(self._drain(sessionmaker, order.event_id))
-            self._drains.add(drain)
-            drain.add_done_callback(self._drains.discard)
+            waiting = [entry]
+            drain = loop.create_task(self._drain(sessionmaker, order.event_id, waiting))
+            self._waiting[order.event_id] = (waiting, drain)
         return await done
 
-    async def _drain(self, sessionmaker: async_sessionmaker[AsyncSession], event_id: int) -> None:
-        waiting = self._waiting[event_id]
+    async def _drain(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        event_id: int,
+        waiting: list[Waiting],
+    ) -> None:
         try:
             while waiting:
                 batch = waiting[: self.MAX_BATCH]
                 del waiting[: self.MAX_BATCH]
                 await self._call(sessionmaker, batch)
         finally:
-            del self._waiting[event_id]
+            if self._waiting.get(event_id, ((),))[0] is waiting:
+                del self._waiting[event_id]
             for _, done in waiting:  # left behind only when the drain itself was cancelled
                 done.cancel()
 
     async def _call(
         self,
         sessionmaker: async_sessionmaker[AsyncSession],
-        batch: list[tuple[str, asyncio.Future[bool]]],
+        batch: list[Waiting],
     ) -> None:
         self.calls += 1
         try:
