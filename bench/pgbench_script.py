@@ -31,9 +31,10 @@ HEADER = """\
 -- (app/inventory/repository.py): do not edit by hand.
 -- One booking, statement for statement what POST /api/bookings/ sends:
 -- the lock-free read of the account and the order (its names, prices and new ids),
--- then the booking in one call, a transaction of its own: book_tickets() (migration 0008)
--- takes the locks (event row, then its ticket types by id), checks, writes the booking
--- and its outbox rows (the payloads are a one-ticket booking's). One ticket, one type.
+-- then the booking in one call, a transaction of its own: book_tickets_many() with one
+-- order (migration 0008) takes the locks (event row, then its ticket types by id),
+-- checks, writes the booking and its outbox rows (the payloads are a one-ticket
+-- booking's). One ticket, one type, one booking per transaction.
 -- Variables (-D): ev_lo, ev_hi (events to pick from: equal for the hot shape),
 -- tt_off (ticket type id = event id + tt_off), u_lo, u_hi (attendee ids).
 \\set ev random(:ev_lo, :ev_hi)
@@ -100,31 +101,43 @@ def _literal(value: str) -> str:
     return f"convert_from(decode('{base64.b64encode(value.encode()).decode()}', 'base64'), 'UTF8')"
 
 
-# One booking's call: what the read set (\gset: :booking_id, :item_ids, :names, :prices,
-# :name, :start_time, :end_time, :location) and the sample payloads.
+# One booking's call (the service's call for a lone booking): its one order built from
+# what the read set (\gset: :booking_id, :item_ids, :names, :prices, :name, :start_time,
+# :end_time, :location) and the sample payloads.
+_ORDER = ", ".join(
+    (
+        "'user_id', :uid::BIGINT",
+        "'event_id', :ev::BIGINT",
+        "'booking_id', :booking_id::BIGINT",
+        "'reference', gen_random_uuid()",
+        "'at', now()",
+        "'ids', ARRAY[:tt]::BIGINT[]",
+        "'item_ids', :item_ids::BIGINT[]",
+        "'quantities', ARRAY[1]",
+        "'prices', :prices::NUMERIC[]",
+        "'names', :names::TEXT[]",
+        "'total_price', (:prices::NUMERIC[])[1]",
+        "'event_name', :name::TEXT",
+        "'event_start', :start_time::TIMESTAMPTZ",
+        "'event_end', :end_time::TIMESTAMPTZ",
+        "'location', :location::TEXT",
+        "'topic', 'booking.confirmed'",
+        *(
+            f"'{name}', {_literal(payload)}::JSONB"
+            for name, payload in zip(("webhook", "emails"), _sample_payloads(), strict=True)
+        ),
+    )
+)
 BOOKING_VALUES = {
     **VALUES,
     "lines": "1",
-    "prices": ":prices",
-    "total_price": "(:prices::NUMERIC[])[1]",
-    "names": ":names",
-    "booking_id": ":booking_id",
-    "item_ids": ":item_ids",
-    "reference": "gen_random_uuid()",
-    "at": "now()",
-    "event_name": ":name",
-    "event_start": ":start_time",
-    "event_end": ":end_time",
-    "location": ":location",
-    "request_hash": "NULL",
-    "topic": "'booking.confirmed'",
-    **dict(zip(("webhook", "emails"), map(_literal, _sample_payloads()), strict=True)),
+    "orders": f"jsonb_build_array(jsonb_build_object({_ORDER}))::TEXT",
 }
 
 # The statements of a booking without an Idempotency-Key, in the order the service runs them.
 STATEMENTS = (
     (inventory_sql.ACCOUNT_AND_ORDER, " \\gset"),
-    (inventory_sql.BOOK_TICKETS, ""),
+    (inventory_sql.BOOK_TICKETS_MANY, ""),
 )
 
 

@@ -260,17 +260,37 @@ async def test_a_batch_that_cannot_get_the_lock_is_busy_for_all_and_writes_nothi
         assert (await s.execute(text("SELECT count(*) FROM outbox_messages"))).scalar_one() == 0
 
 
-async def test_bookings_with_an_idempotency_key_never_go_together(
-    app, client, db, attendee, event, standard
+async def test_bookings_with_idempotency_keys_go_together_each_key_to_its_booking(
+    app, client, db, organizer, create_user, general_calls
 ):
+    event = await make_event(db, organizer.id, total_capacity=100)
+    tt = await make_ticket_type(db, event.id, quantity_available=100)
+    attendees = [await create_user("attendee") for _ in range(6)]
     together = together_of(app)
     calls_before = together.calls
-    first = await book(client, attendee, event.id, (standard.id, 1), key="alone")
-    assert first.status_code == 201
-    assert together.calls == calls_before
-    plain = await book(client, attendee, event.id, (standard.id, 1))
-    assert plain.status_code == 201
-    assert together.calls == calls_before + 1
+    # Twelve keys, two requests each at once (a double submit): one booking per key.
+    responses = await asyncio.gather(
+        *(
+            book(client, attendees[i % 6], event.id, (tt.id, 1), key=f"k-{i % 12}")
+            for i in range(24)
+        )
+    )
+    assert [r.status_code for r in responses] == [201] * 24, [r.text for r in responses]
+    assert together.calls - calls_before < 24
+    by_key: dict[str, set[str]] = {}
+    for i, r in enumerate(responses):
+        by_key.setdefault(f"k-{i % 12}", set()).add(r.json()["booking_reference"])
+    assert all(len(refs) == 1 for refs in by_key.values()), by_key
+    async with db() as s:
+        rows = await s.execute(
+            text(
+                "SELECT k.key, b.booking_reference::text FROM idempotency_keys k"
+                " JOIN bookings b ON b.id = k.booking_id"
+            )
+        )
+        assert {r[0]: {r[1]} for r in rows} == by_key
+        assert (await s.execute(text("SELECT count(*) FROM bookings"))).scalar_one() == 12
+    await check_invariants(db, {tt.id: 100})
 
 
 # ---------------------------------------------------------------- waking the outbox

@@ -1,16 +1,16 @@
-"""A booking in one call: book_tickets() locks, checks and writes inside PostgreSQL.
+"""Bookings in one call: book_tickets_many() locks, checks and writes inside PostgreSQL.
 
-The function holds the event's row lock only for its own run and the commit that
-follows it (the call is a transaction of its own): no client round trip happens
-under the lock. It does the common case only. Whatever is unusual (a refusal, an
-order that takes an event's or a type's last tickets, a changed price or name, an
-Idempotency-Key already used) raises SQLSTATE EB001 before anything is kept, and the
-service runs its general transaction instead (``app.inventory.service``).
-
-book_tickets_many() runs several bookings of one event in one call and one
-transaction, each in a subtransaction of its own (a refused one is undone alone):
-one lock hand-off and one commit flush for all of them. Its orders carry no
-Idempotency-Key (a key's lock comes before the event's in the global order).
+The service sends the common bookings of one event in one call (one or several: those
+that arrived while the previous call ran), a transaction of its own: the event's row
+lock is held for the call's run and the commit that follows it, with no client round
+trip under it, and one lock hand-off and one commit flush serve the whole batch.
+Their Idempotency-Keys are claimed first, sorted (a key's lock comes before the
+event's in the global order). Each order is then booked by book_tickets() in a
+subtransaction of its own. book_tickets() does the common case only: whatever is
+unusual (a refusal, an order that takes an event's or a type's last tickets, a name
+or price changed since the service read them) raises SQLSTATE EB001, that order alone
+is undone, and the service runs its general transaction for it
+(``app.inventory.service``).
 
 A booking wakes the outbox's dispatchers with NOTIFY unless another booking's NOTIFY
 is on its way (``pg_try_advisory_xact_lock``): notifying transactions otherwise
@@ -38,9 +38,8 @@ SIGNATURE = """book_tickets(
     p_user_id bigint, p_event_id bigint, p_booking_id bigint, p_reference uuid,
     p_at timestamptz, p_type_ids bigint[], p_item_ids bigint[], p_quantities integer[],
     p_prices numeric[], p_type_names text[], p_total_price numeric, p_event_name text,
-    p_event_start timestamptz, p_event_end timestamptz, p_location text,
-    p_idempotency_key text, p_request_hash text, p_topic text, p_webhook jsonb,
-    p_emails jsonb
+    p_event_start timestamptz, p_event_end timestamptz, p_location text, p_topic text,
+    p_webhook jsonb, p_emails jsonb
 )"""
 
 BOOK_TICKETS = f"""
@@ -52,20 +51,6 @@ DECLARE
     wanted integer := (SELECT sum(q) FROM unnest(p_quantities) AS q);
     locked integer;
 BEGIN
-    -- The Idempotency-Key first (the global order: key, event, types).
-    IF p_idempotency_key IS NOT NULL THEN
-        BEGIN
-            INSERT INTO idempotency_keys (user_id, scope, key, request_hash)
-            VALUES (p_user_id, 'bookings', p_idempotency_key, p_request_hash)
-            ON CONFLICT DO NOTHING;
-        EXCEPTION WHEN lock_not_available THEN  -- a request with this key is in flight
-            RAISE EXCEPTION 'idempotency key in use' USING ERRCODE = 'EB002';
-        END;
-        IF NOT FOUND THEN
-            RAISE EXCEPTION 'idempotency key used before' USING ERRCODE = 'EB001';
-        END IF;
-    END IF;
-
     SELECT name, start_time, end_time, location, cancelled_at,
            total_capacity - tickets_sold - tickets_held AS room
     INTO ev FROM events WHERE id = p_event_id FOR UPDATE;
@@ -107,10 +92,6 @@ BEGIN
     SELECT l.item_id, p_booking_id, l.type_id, l.quantity, l.price
     FROM unnest(p_item_ids, p_type_ids, p_quantities, p_prices)
          AS l(item_id, type_id, quantity, price);
-    IF p_idempotency_key IS NOT NULL THEN
-        UPDATE idempotency_keys SET booking_id = p_booking_id
-        WHERE user_id = p_user_id AND scope = 'bookings' AND key = p_idempotency_key;
-    END IF;
 
     -- The outbox (app.outbox.service): the organizer's subscribed endpoints, the emails.
     INSERT INTO outbox_messages (channel, topic, endpoint_id, payload)
@@ -135,16 +116,41 @@ $$
 
 
 # Orders as JSON objects with book_tickets()'s parameters by name (no "p_"); what each
-# became, in order: "booked", or "general" (refused by book_tickets(), undone).
+# became, in order: "booked"; "general" (refused by book_tickets() and undone, or its
+# Idempotency-Key was used before: the general transaction decides); "key_in_use" (a
+# request with its key is in flight). The orders' keys are claimed first, in one order
+# (user, key), so that the global lock order holds: keys, then the event, then types.
 BOOK_TICKETS_MANY = """
 CREATE FUNCTION book_tickets_many(p_orders jsonb) RETURNS text[]
 LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
     o jsonb;
-    outcomes text[] := '{}';
+    k record;
+    i integer := 0;
+    outcomes text[] := array_fill(NULL::text, ARRAY[jsonb_array_length(p_orders)]);
 BEGIN
+    FOR k IN
+        SELECT t.n::integer AS n, t.o FROM jsonb_array_elements(p_orders) WITH ORDINALITY AS t(o, n)
+        WHERE t.o ->> 'idempotency_key' IS NOT NULL
+        ORDER BY (t.o ->> 'user_id')::bigint, t.o ->> 'idempotency_key'
+    LOOP
+        BEGIN
+            INSERT INTO idempotency_keys (user_id, scope, key, request_hash)
+            VALUES ((k.o ->> 'user_id')::bigint, 'bookings', k.o ->> 'idempotency_key',
+                    k.o ->> 'request_hash')
+            ON CONFLICT DO NOTHING;
+            IF NOT FOUND THEN
+                outcomes[k.n] := 'general';
+            END IF;
+        EXCEPTION WHEN lock_not_available THEN
+            outcomes[k.n] := 'key_in_use';
+        END;
+    END LOOP;
+
     FOR o IN SELECT value FROM jsonb_array_elements(p_orders) LOOP
+        i := i + 1;
+        CONTINUE WHEN outcomes[i] IS NOT NULL;
         BEGIN
             PERFORM book_tickets(
                 (o ->> 'user_id')::bigint, (o ->> 'event_id')::bigint,
@@ -157,11 +163,20 @@ BEGIN
                 ARRAY(SELECT jsonb_array_elements_text(o -> 'names')),
                 (o ->> 'total_price')::numeric, o ->> 'event_name',
                 (o ->> 'event_start')::timestamptz, (o ->> 'event_end')::timestamptz,
-                o ->> 'location', NULL, NULL, o ->> 'topic', o -> 'webhook', o -> 'emails'
+                o ->> 'location', o ->> 'topic', o -> 'webhook', o -> 'emails'
             );
-            outcomes := outcomes || 'booked'::text;
+            IF o ->> 'idempotency_key' IS NOT NULL THEN
+                UPDATE idempotency_keys SET booking_id = (o ->> 'booking_id')::bigint
+                WHERE user_id = (o ->> 'user_id')::bigint AND scope = 'bookings'
+                  AND key = o ->> 'idempotency_key';
+            END IF;
+            outcomes[i] := 'booked';
         EXCEPTION WHEN SQLSTATE 'EB001' THEN
-            outcomes := outcomes || 'general'::text;
+            outcomes[i] := 'general';
+            -- The key goes with the refused order: the general transaction claims it anew.
+            DELETE FROM idempotency_keys
+            WHERE user_id = (o ->> 'user_id')::bigint AND scope = 'bookings'
+              AND key = o ->> 'idempotency_key' AND booking_id IS NULL;
         END;
     END LOOP;
     RETURN outcomes;

@@ -164,11 +164,11 @@ async def book_tickets(
     """Book tickets for one event, whole or not at all, for the attendee of ``claims``.
 
     The common case: the lock-free read of the account and the order, then the booking
-    in one call, its response and messages made ready before it: with other bookings of
-    the event that arrive meanwhile (``BookingsTogether``), or, with an Idempotency-Key,
-    alone on the same connection (``book_in_one_call``). Anything else (a refusal, the
-    last tickets, a key used before) runs the general transaction: BEGIN, (the
-    idempotency key), the locks, the write, (the sold-out check), the messages, COMMIT.
+    in one call (``BookingsTogether``, with the other bookings of the event that arrived
+    meanwhile), its response and messages made ready before it. Anything else (a
+    refusal, the last tickets, a key used before) runs the general transaction: BEGIN,
+    (the idempotency key), the locks, the write, (the sold-out check), the messages,
+    COMMIT.
     """
     ids = sorted(item.ticket_type_id for item in data.items)
     async with uow.driver() as conn:
@@ -178,24 +178,19 @@ async def book_tickets(
         user = _checked(row, claims, data, settings)
         assert row is not None
         order = _order_as_read(data, row)
-        ready = _ready(data, order, row, user) if order.room_after > 0 else None
-        if ready is not None and idempotency_key is not None:
-            booking, prepared = ready
-            if await inventory.book_in_one_call(
-                conn,
-                order,
-                prepared,
-                user_id=user.id,
-                idempotency_key=idempotency_key,
-                request_hash=request_fingerprint(data),
-            ):
-                return BookingResult(booking, user=user)
-        if ready is None or idempotency_key is not None:
+        if order.room_after <= 0:  # likely refused, or the last tickets: the general way
             result = await _book_in_transaction(conn, user, data, settings, idempotency_key)
-    if ready is not None and idempotency_key is None:
-        booking, prepared = ready
+    if order.room_after > 0:
+        booking, prepared = _ready(data, order, row, user)
         together = inventory.bookings_together(uow.sessionmaker)
-        if await together.book(uow.sessionmaker, order, prepared, user_id=user.id):
+        if await together.book(
+            uow.sessionmaker,
+            order,
+            prepared,
+            user_id=user.id,
+            idempotency_key=idempotency_key,
+            request_hash=request_fingerprint(data) if idempotency_key is not None else None,
+        ):
             return BookingResult(booking, user=user)
         async with uow.driver() as conn:
             result = await _book_in_transaction(conn, user, data, settings, idempotency_key)

@@ -12,12 +12,10 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
-    DateTime,
     Integer,
     Numeric,
     String,
     Text,
-    Uuid,
     any_,
     func,
     select,
@@ -83,7 +81,7 @@ ACCOUNT_EVENT_AND_TYPES = select(*ACCOUNT_COLUMNS, _own_ids.label("own_ids")).wh
 )
 
 # Lock-free, before a booking: what ACCOUNT_EVENT_AND_TYPES reads, and the order as it
-# reads now, for the one-call write (BOOK_TICKETS): the event's room, name, times and
+# reads now, for the one-call write (BOOK_TICKETS_MANY): the event's room, name, times and
 # place, its types' names and prices by ascending id, ids for the booking and its items.
 ACCOUNT_AND_ORDER = _bound(
     f"""
@@ -109,42 +107,8 @@ ACCOUNT_AND_ORDER = _bound(
     param("lines", Integer),
 )
 
-# A booking in one call, a transaction of its own (migration 0008): the key, the locks,
-# the checks, the writes and the outbox rows inside PostgreSQL; SQLSTATE EB001 when the
-# order is not the common case (nothing is kept), EB002 when its key is in flight.
-BOOK_TICKETS = _bound(
-    """
-    SELECT book_tickets(
-        :user_id, :event_id, :booking_id, :reference, :at, :ids, :item_ids, :quantities,
-        :prices, :names, :total_price, :event_name, :event_start, :event_end, :location,
-        :idempotency_key, :request_hash, :topic, CAST(:webhook AS jsonb),
-        CAST(:emails AS jsonb)
-    )
-    """,
-    param("user_id", BigInteger),
-    param("event_id", BigInteger),
-    param("booking_id", BigInteger),
-    param("reference", Uuid),
-    param("at", DateTime(timezone=True)),
-    param("ids", IDS),
-    param("item_ids", IDS),
-    param("quantities", ARRAY(Integer)),
-    param("prices", ARRAY(Numeric(10, 2))),
-    param("names", ARRAY(Text)),
-    param("total_price", Numeric(14, 2)),
-    param("event_name", Text),
-    param("event_start", DateTime(timezone=True)),
-    param("event_end", DateTime(timezone=True)),
-    param("location", Text),
-    param("idempotency_key", Text),
-    param("request_hash", Text),
-    param("topic", Text),
-    param("webhook", Text),
-    param("emails", Text),
-)
-
-# Several bookings of one event in one call and one transaction (migration 0008): the
-# orders as JSON objects of BOOK_TICKETS's parameters; what each became, in order.
+# Bookings of one event in one call, a transaction of its own (migration 0008): the
+# orders as JSON objects of book_tickets()'s parameters; what each became, in order.
 BOOK_TICKETS_MANY = _bound(
     "SELECT book_tickets_many(CAST(:orders AS jsonb))", param("orders", Text)
 )

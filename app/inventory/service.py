@@ -38,7 +38,6 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.db import UnitOfWork, compile_statement
-from app.core.db_errors import sqlstate
 from app.core.errors import (
     AlreadyCancelled,
     CapacityExceeded,
@@ -289,71 +288,21 @@ class Prepared:
     emails: str
 
 
-async def book_in_one_call(
-    conn: asyncpg.Connection,
-    order: PricedOrder,
-    prepared: Prepared,
-    *,
-    user_id: int,
-    idempotency_key: str | None,
-    request_hash: str | None,
-) -> bool:
-    """The common booking in one round trip, a transaction of its own: PostgreSQL takes
-    the key, the event's and the types' locks, checks the order against what
-    ``order`` read without locks, and writes the booking and its outbox rows. The event
-    lock is held for the function's run and its commit only.
-
-    False when the order is not the common case (a refusal, the event's or a type's
-    last tickets, a name or price changed since it was read, a key used before):
-    nothing was kept, and the caller runs the general transaction. 409
-    ``idempotency_key_in_use`` when a request with the same key is in flight.
-    """
-    values = {
-        **_taking(order, user_id),
-        "booking_id": prepared.booking_id,
-        "item_ids": prepared.item_ids,
-        "reference": prepared.reference,
-        "at": prepared.at,
-        "names": [order.names[i] for i in order.ids],
-        "event_name": order.event_name,
-        "event_start": order.event_start,
-        "event_end": order.event_end,
-        "location": order.location,
-        "idempotency_key": idempotency_key,
-        "request_hash": request_hash,
-        "topic": prepared.webhook_topic,
-        "webhook": prepared.webhook,
-        "emails": prepared.emails,
-    }
-    del values["total"]
-    call = compile_statement(sql.BOOK_TICKETS)
-    try:
-        if getattr(conn, "joined", False):
-            # Through a transaction-mode pooler the block is one transaction: a savepoint
-            # undoes a refused call without ending it.
-            async with asyncpg.Connection.transaction(conn):
-                await call.fetchval(conn, **values)
-        else:
-            await call.fetchval(conn, **values)
-    except asyncpg.PostgresError as exc:
-        if sqlstate(exc) == "EB001":
-            return False
-        if sqlstate(exc) == "EB002":
-            raise IdempotencyKeyInUse() from exc
-        raise
-    return True
-
-
 # A booking waiting for the next call: its order (JSON) and what it became.
-Waiting = tuple[str, asyncio.Future[bool]]
+Waiting = tuple[str, asyncio.Future[str]]
 
 
 class BookingsTogether:
-    """Bookings of one event that arrive while a call for that event is in flight (in
-    this process) wait for it to end, then go together in the next call,
-    ``book_tickets_many()``: one lock hand-off and one commit flush for all of them.
-    A lone booking goes at once, so batches grow only with the load. Orders with an
-    Idempotency-Key never go together (``book_in_one_call`` takes them one by one)."""
+    """The common bookings, in one call each, a transaction of its own: PostgreSQL
+    claims their Idempotency-Keys, takes the event's and the types' locks, checks each
+    order against what was read without locks, and writes the bookings and their
+    outbox rows (``book_tickets_many()``, migration 0008). The event lock is held for
+    the call's run and its commit only.
+
+    Bookings of one event that arrive while a call for that event is in flight (in
+    this process) wait for it to end, then go together in the next call: one lock
+    hand-off and one commit flush for all of them. A lone booking goes at once, so
+    batches grow only with the load."""
 
     MAX_BATCH = 32
 
@@ -369,12 +318,17 @@ class BookingsTogether:
         prepared: Prepared,
         *,
         user_id: int,
+        idempotency_key: str | None,
+        request_hash: str | None,
     ) -> bool:
-        """True once the booking is written; False when it was not the common case (it
-        was undone alone, and the caller runs the general transaction)."""
+        """True once the booking is written; False when it was not the common case (a
+        refusal, the last tickets, a name or price changed since the read, a key used
+        before: it was undone alone, and the caller runs the general transaction).
+        409 ``idempotency_key_in_use`` when a request with the same key is in flight."""
         loop = asyncio.get_running_loop()
-        done: asyncio.Future[bool] = loop.create_future()
-        entry = (_order_json(order, prepared, user_id), done)
+        done: asyncio.Future[str] = loop.create_future()
+        order_json = _order_json(order, prepared, user_id, idempotency_key, request_hash)
+        entry = (order_json, done)
         queued = self._waiting.get(order.event_id)
         if queued is not None and queued[1].get_loop() is loop and not queued[1].done():
             queued[0].append(entry)  # a call for this event is in flight: join the next one
@@ -382,7 +336,10 @@ class BookingsTogether:
             waiting = [entry]
             drain = loop.create_task(self._drain(sessionmaker, order.event_id, waiting))
             self._waiting[order.event_id] = (waiting, drain)
-        return await done
+        outcome = await done
+        if outcome == "key_in_use":
+            raise IdempotencyKeyInUse()
+        return outcome == "booked"
 
     async def _drain(
         self,
@@ -419,7 +376,7 @@ class BookingsTogether:
         else:
             for (_, done), outcome in zip(batch, outcomes, strict=True):
                 if not done.done():  # (its request may have been cancelled)
-                    done.set_result(outcome == "booked")
+                    done.set_result(outcome)
 
 
 _together: weakref.WeakKeyDictionary[async_sessionmaker[AsyncSession], BookingsTogether] = (
@@ -436,8 +393,15 @@ def bookings_together(sessionmaker: async_sessionmaker[AsyncSession]) -> Booking
     return together
 
 
-def _order_json(order: PricedOrder, prepared: Prepared, user_id: int) -> str:
-    """One order of ``book_tickets_many()``: ``book_tickets()``'s parameters by name."""
+def _order_json(
+    order: PricedOrder,
+    prepared: Prepared,
+    user_id: int,
+    idempotency_key: str | None,
+    request_hash: str | None,
+) -> str:
+    """One order of ``book_tickets_many()``: ``book_tickets()``'s parameters by name,
+    and its Idempotency-Key."""
     return orjson.dumps(
         {
             "user_id": user_id,
@@ -458,6 +422,8 @@ def _order_json(order: PricedOrder, prepared: Prepared, user_id: int) -> str:
             "topic": prepared.webhook_topic,
             "webhook": orjson.Fragment(prepared.webhook),
             "emails": orjson.Fragment(prepared.emails),
+            "idempotency_key": idempotency_key,
+            "request_hash": request_hash,
         }
     ).decode()
 

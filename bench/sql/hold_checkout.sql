@@ -3,9 +3,10 @@
 -- One hold, then its checkout, statement for statement what POST /api/holds/ and
 -- POST /api/holds/{ref}/checkout/ send (the outbox rows aside):
 -- the lock-free read of the account and the order (its names, prices and new ids),
--- then the booking in one call, a transaction of its own: book_tickets() (migration 0008)
--- takes the locks (event row, then its ticket types by id), checks, writes the booking
--- and its outbox rows (the payloads are a one-ticket booking's). One ticket, one type.
+-- then the booking in one call, a transaction of its own: book_tickets_many() with one
+-- order (migration 0008) takes the locks (event row, then its ticket types by id),
+-- checks, writes the booking and its outbox rows (the payloads are a one-ticket
+-- booking's). One ticket, one type, one booking per transaction.
 -- Variables (-D): ev_lo, ev_hi (events to pick from: equal for the hot shape),
 -- tt_off (ticket type id = event id + tt_off), u_lo, u_hi (attendee ids).
 \set ev random(:ev_lo, :ev_hi)
