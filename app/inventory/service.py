@@ -277,7 +277,7 @@ async def confirm_booking(
 @dataclass(frozen=True, slots=True)
 class Prepared:
     """A booking made ready before any lock: its ids, reference and time, and what its
-    outbox rows say (the webhook body, the emails), as ``BOOK_TICKETS`` takes them."""
+    outbox rows say (the webhook body, the emails), as ``book_tickets()`` takes them."""
 
     booking_id: int
     item_ids: list[int]  # one per line, by ascending ticket type id
