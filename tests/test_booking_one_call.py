@@ -191,12 +191,17 @@ def together_of(app):
     return inventory.bookings_together(app.state.sessionmaker)
 
 
+async def on_sale(db, organizer, create_user, *, tickets: int, attendees: int):
+    """An event with one ticket type of ``tickets`` (capacity 100 or more), and attendees."""
+    event = await make_event(db, organizer.id, total_capacity=max(tickets, 100))
+    tt = await make_ticket_type(db, event.id, quantity_available=tickets)
+    return event, tt, [await create_user("attendee") for _ in range(attendees)]
+
+
 async def test_concurrent_bookings_of_one_event_go_together_in_fewer_calls(
     app, client, db, organizer, create_user, general_calls
 ):
-    event = await make_event(db, organizer.id, total_capacity=1000)
-    tt = await make_ticket_type(db, event.id, quantity_available=1000)
-    attendees = [await create_user("attendee") for _ in range(10)]
+    event, tt, attendees = await on_sale(db, organizer, create_user, tickets=1000, attendees=10)
     together = together_of(app)
     calls_before = together.calls
     responses = await asyncio.gather(
@@ -227,9 +232,7 @@ async def test_an_order_refused_in_a_batch_is_undone_alone(
 ):
     """In one batch, the orders that take the type's last tickets, or find too few,
     are undone alone and go the general way; the others are booked."""
-    event = await make_event(db, organizer.id, total_capacity=100)
-    tt = await make_ticket_type(db, event.id, quantity_available=12)
-    attendees = [await create_user("attendee") for _ in range(10)]
+    event, tt, attendees = await on_sale(db, organizer, create_user, tickets=12, attendees=10)
     responses = await asyncio.gather(
         *(book(client, attendees[i], event.id, (tt.id, 2)) for i in range(10))
     )
@@ -246,9 +249,7 @@ async def test_an_order_refused_in_a_batch_is_undone_alone(
 async def test_a_batch_that_cannot_get_the_lock_is_busy_for_all_and_writes_nothing(
     settings, db, organizer, create_user
 ):
-    event = await make_event(db, organizer.id, total_capacity=100)
-    tt = await make_ticket_type(db, event.id, quantity_available=100)
-    attendees = [await create_user("attendee") for _ in range(5)]
+    event, tt, attendees = await on_sale(db, organizer, create_user, tickets=100, attendees=5)
     busy_soon = settings.model_copy(update={"lock_timeout_ms": 200})
     async with client_of(busy_soon, "http://t") as c, db() as holder:
         await holder.execute(text("SELECT id FROM events WHERE id=:i FOR UPDATE"), {"i": event.id})
@@ -263,9 +264,7 @@ async def test_a_batch_that_cannot_get_the_lock_is_busy_for_all_and_writes_nothi
 async def test_bookings_with_idempotency_keys_go_together_each_key_to_its_booking(
     app, client, db, organizer, create_user, general_calls
 ):
-    event = await make_event(db, organizer.id, total_capacity=100)
-    tt = await make_ticket_type(db, event.id, quantity_available=100)
-    attendees = [await create_user("attendee") for _ in range(6)]
+    event, tt, attendees = await on_sale(db, organizer, create_user, tickets=100, attendees=6)
     together = together_of(app)
     calls_before = together.calls
     # Twelve keys, two requests each at once (a double submit): one booking per key.

@@ -404,17 +404,12 @@ def _order_json(
     and its Idempotency-Key."""
     return orjson.dumps(
         {
-            "user_id": user_id,
-            "event_id": order.event_id,
+            **_taking(order, user_id),
             "booking_id": prepared.booking_id,
-            "reference": str(prepared.reference),
+            "reference": prepared.reference,
             "at": prepared.at,
-            "ids": order.ids,
             "item_ids": prepared.item_ids,
-            "quantities": [order.wanted[i] for i in order.ids],
-            "prices": [str(order.unit_prices[i]) for i in order.ids],
             "names": [order.names[i] for i in order.ids],
-            "total_price": str(order.total_price),
             "event_name": order.event_name,
             "event_start": order.event_start,
             "event_end": order.event_end,
@@ -424,7 +419,8 @@ def _order_json(
             "emails": orjson.Fragment(prepared.emails),
             "idempotency_key": idempotency_key,
             "request_hash": request_hash,
-        }
+        },
+        default=str,  # prices and totals (Decimal) as their exact text
     ).decode()
 
 
