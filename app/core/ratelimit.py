@@ -26,6 +26,7 @@ request. After that pause the next check tries Redis again.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -37,6 +38,7 @@ from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from prometheus_client import Counter
+from redis.exceptions import NoScriptError
 
 from app.core.config import Settings
 from app.core.errors import RateLimited
@@ -100,6 +102,77 @@ def limits_from_settings(settings: Settings) -> dict[str, RateLimitItem]:
     return items
 
 
+class HitsTogether:
+    """Moving-window hits of one process sent to Redis together, one round trip at a time.
+
+    A hit joins a queue; when no round trip is under way a task sends the whole queue
+    in one pipeline (one write, one read), so the hits that requests make in the same
+    turn of the event loop, or while a round trip is out, share one. A lone hit goes
+    on the next turn of the loop. Each hit is still the library's own atomic script,
+    run in queue order in Redis, so every limit counts exactly as with one call per hit.
+    """
+
+    def __init__(self, storage: RedisStorage) -> None:
+        self._bridge: Any = storage.bridge
+        self._queue: list[tuple[str, int, int, asyncio.Future[bool]]] = []
+        self._sender: asyncio.Task[None] | None = None
+        self.round_trips = 0  # pipelines sent, for the tests
+
+    async def acquire(self, key: str, limit: int, expiry: int) -> bool:
+        """Take one entry of ``key``'s window (``limit`` per ``expiry`` seconds) if free."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+        sender = self._sender
+        if sender is not None and sender.get_loop() is not loop:  # a test's earlier loop
+            sender, self._queue = None, []
+        self._queue.append((self._bridge.prefixed_key(key), limit, expiry, future))
+        if sender is None:
+            self._sender = loop.create_task(self._send())
+        return await future
+
+    async def _send(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                try:
+                    answers = await self._pipeline(batch)
+                except Exception as exc:  # Redis failed: each request decides alone
+                    for *_, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                except BaseException:  # the process is stopping
+                    for *_, future in batch + self._queue:
+                        future.cancel()
+                    raise
+                for (*_, future), answer in zip(batch, answers, strict=True):
+                    if future.done():  # its request went away
+                        continue
+                    if isinstance(answer, Exception):
+                        future.set_exception(answer)
+                    else:
+                        future.set_result(bool(answer))
+        finally:
+            self._sender = None
+
+    async def _pipeline(self, batch: list[tuple[str, int, int, asyncio.Future[bool]]]) -> list[Any]:
+        script = self._bridge.lua_acquire_moving_window
+        for attempt in (1, 2):
+            pipe = self._bridge.get_connection().pipeline(transaction=False)
+            now = time.time()
+            for key, limit, expiry, _ in batch:
+                pipe.evalsha(script.sha, 1, key, now, limit, expiry, 1)
+            self.round_trips += 1
+            answers: list[Any] = await pipe.execute(raise_on_error=False)
+            if attempt == 1 and any(isinstance(a, NoScriptError) for a in answers):
+                # Redis restarted or was flushed: load the script, send the batch again
+                # (a refused script took nothing).
+                script.sha = await self._bridge.get_connection().script_load(script.script)
+                continue
+            return answers
+        raise AssertionError("unreachable")
+
+
 class RateLimiter:
     """The limits of one process, checked with ``await limiter.hit("login", key)``."""
 
@@ -121,6 +194,9 @@ class RateLimiter:
         else:
             self.storage = MemoryStorage()
         self._strategy = MovingWindowRateLimiter(self.storage)
+        self._together = (
+            HitsTogether(self.storage) if isinstance(self.storage, RedisStorage) else None
+        )
         # The in-process counters used while Redis fails (only for _FAIL_CLOSED limits).
         self._fallback_storage: Storage = MemoryStorage()
         self._fallback = (
@@ -171,8 +247,13 @@ class RateLimiter:
     async def _enforce(self, name: LimitName, key: str, *, count: bool) -> None:
         item = self.limits[name]
 
-        async def attempt(strategy: MovingWindowRateLimiter, _: Storage) -> float | None:
-            allowed = await (strategy.hit if count else strategy.test)(item, name, key)
+        async def attempt(strategy: MovingWindowRateLimiter, storage: Storage) -> float | None:
+            if count and storage is self.storage and self._together is not None:
+                allowed = await self._together.acquire(
+                    item.key_for(name, key), item.amount, item.get_expiry()
+                )
+            else:
+                allowed = await (strategy.hit if count else strategy.test)(item, name, key)
             if allowed:
                 return None
             reset_at, _remaining = await strategy.get_window_stats(item, name, key)
