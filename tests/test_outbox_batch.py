@@ -191,3 +191,57 @@ async def test_a_batch_of_emails_shares_smtp_connections_and_a_refused_one_is_re
     assert sorted(m["To"] for m in smtp_sink.messages) == sorted(
         f"user{n}@example.com" for n in range(12)
     )
+
+
+WAKE_UP_LOCK = 723804562  # the outbox's wake-up lock (app.outbox.service, migration 0008)
+
+
+async def test_a_recorded_message_notifies_unless_another_notify_is_on_its_way(
+    database_url: str, db: Any, organizer: User
+) -> None:
+    import asyncpg
+
+    event = await make_event(db, organizer)
+    dsn = database_url.replace("postgresql+asyncpg://", "postgresql://")
+    listener, other = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
+    heard: asyncio.Queue[str] = asyncio.Queue()
+
+    async def record(n: int) -> None:
+        async with db() as session:
+            if n % 2:
+                await record_emails(session, [reset_email(n)])
+            else:
+                await record_event(
+                    session,
+                    WebhookEventType.booking_cancelled,
+                    event_id=event.id,
+                    data={"n": n},
+                    emails=[reset_email(n)],
+                )
+            await session.commit()
+
+    try:
+        await listener.add_listener("outbox", lambda *args: heard.put_nowait(args[2]))
+        for n in (0, 1):  # alone: each commit wakes the dispatchers
+            await record(n)
+            await asyncio.wait_for(heard.get(), 5)
+        # Another transaction's NOTIFY is on its way: these commit without one.
+        await other.execute("SELECT pg_advisory_lock($1)", WAKE_UP_LOCK)
+        for n in (2, 3):
+            await record(n)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(heard.get(), 0.5)
+        await other.execute("SELECT pg_advisory_unlock($1)", WAKE_UP_LOCK)
+        await record(4)
+        await asyncio.wait_for(heard.get(), 5)
+        # Every message is stored all the same, for the dispatcher's gathering or poll.
+        assert await other.fetchval("SELECT count(*) FROM outbox_messages") == 5
+        # A write with no message takes no lock and notifies nothing.
+        async with db() as session:
+            await record_emails(session, [])
+            await session.commit()
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(heard.get(), 0.3)
+    finally:
+        await other.close()
+        await listener.close()

@@ -7,6 +7,13 @@ One statement stores a webhook message for every active endpoint of the event's
 organizer subscribed to the type, and the emails; at commit PostgreSQL wakes the
 dispatchers (NOTIFY is delivered only if the transaction commits). A rolled-back
 change leaves no message; a committed one always has its messages.
+
+A transaction that notifies holds a database-wide lock through its commit, so
+notifying transactions commit one at a time. As in book_tickets() (migration 0008),
+a write whose ``pg_try_advisory_xact_lock(723804562)`` finds another transaction's
+NOTIFY on its way leaves the wake-up to that one; its messages are then taken by the
+dispatcher's gathering during a stream of commits or, at the latest, by its poll
+(``OUTBOX_POLL_SECONDS``).
 """
 
 from __future__ import annotations
@@ -56,8 +63,9 @@ _RECORD = text(
                SELECT DISTINCT t FROM webhook_endpoints w, unnest(w.event_types) AS t
                WHERE w.organizer_id = (SELECT id FROM organizer) AND w.is_active
            ) AS subscribed,
-           (SELECT pg_notify('outbox', '')
-            WHERE EXISTS (SELECT FROM hooks) OR EXISTS (SELECT FROM mails)) IS NULL AS notified
+           CASE WHEN EXISTS (SELECT FROM hooks) OR EXISTS (SELECT FROM mails) THEN
+               CASE WHEN pg_try_advisory_xact_lock(723804562) THEN pg_notify('outbox', '') END
+           END IS NULL AS notified
     """
 )
 
@@ -69,7 +77,8 @@ _RECORD_EMAILS = text(
         FROM jsonb_array_elements(CAST(:emails AS jsonb)) AS m
         RETURNING id
     )
-    SELECT pg_notify('outbox', '') WHERE EXISTS (SELECT FROM mails)
+    SELECT CASE WHEN pg_try_advisory_xact_lock(723804562) THEN pg_notify('outbox', '') END
+    WHERE EXISTS (SELECT FROM mails)
     """
 )
 
