@@ -62,7 +62,7 @@ class BookingView:
 
 @dataclass(slots=True)
 class BookingResult:
-    booking: BookingView
+    booking: BookingView | BookingRead  # BookingRead: made once, for the answer and messages
     replayed: bool = False
     user: User | None = None
     aftermath: Aftermath = field(default_factory=Aftermath)
@@ -202,10 +202,10 @@ async def book_tickets(
 
 def _ready(
     data: BookingCreate, order: inventory.PricedOrder, row: asyncpg.Record, user: User
-) -> tuple[BookingView, inventory.Prepared]:
+) -> tuple[BookingRead, inventory.Prepared]:
     """The booking as it will be answered, and what its call writes (its ids, reference,
     time and messages), made before any lock is taken."""
-    booking = _confirmed_view(
+    view = _confirmed_view(
         data,
         order,
         booking_id=row["booking_id"],
@@ -213,16 +213,17 @@ def _ready(
         at=datetime.now(UTC),
         items=list(zip(row["item_ids"], order.ids, strict=True)),
     )
+    booking = BookingRead.model_validate(view, from_attributes=True)
     topic, webhook, emails = messages.booking_confirmed_payloads(
-        BookingRead.model_validate(booking, from_attributes=True),
+        booking,
         Recipient(email=user.email, username=user.username),
         EventDetails(start=order.event_start, end=order.event_end, location=order.location),
     )
     prepared = inventory.Prepared(
-        booking_id=booking.id,
+        booking_id=view.id,
         item_ids=row["item_ids"],
-        reference=booking.booking_reference,
-        at=booking.created_at,
+        reference=view.booking_reference,
+        at=view.created_at,
         webhook_topic=topic,
         webhook=webhook,
         emails=emails,
