@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
@@ -362,6 +363,7 @@ def count_statements(app) -> Iterator[list[str]]:
             try:
                 yield conn
             finally:
+                await asyncio.sleep(0)  # asyncpg calls its query loggers soon after, not at once
                 conn.remove_query_logger(log_query)
 
     engine = app.state.engine.sync_engine
