@@ -1,7 +1,9 @@
 """Rate limits on login, registration, password reset and bookings (moving window).
 
 The counters live in Redis when REDIS_URL is set, so every worker process and
-replica shares them; without Redis each process keeps its own in memory.
+replica shares them; without Redis each process keeps its own in memory. The hits
+of one process share their round trips to Redis (``HitsTogether``): one pipeline of
+the moving-window script per round trip, the counts as exact as one call per hit.
 
 Logins are counted so that a brute force is stopped and a legitimate user is not:
 every attempt counts against the account name (a burst of concurrent guesses is cut
