@@ -190,6 +190,26 @@ async def test_redis_down_fails_open_with_one_warning_and_a_metric(
     await nothing_there.aclose()
 
 
+async def test_concurrent_hits_while_redis_is_down_fail_open_at_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Hits waiting together for a Redis that does not answer all get the failure: the
+    bookings go through, with one warning, and the next hits skip Redis for a while."""
+    nothing_there = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_timeout=1)
+    limiter = RateLimiter(limit_settings(rate_limit_bookings="1/hour"), nothing_there)
+    caplog.set_level(logging.WARNING, logger="app.ratelimit")
+    before = errors_total()
+    started = time.monotonic()
+    outcomes = await asyncio.gather(*(refused(limiter, "bookings", f"u{i % 3}") for i in range(40)))
+    assert outcomes == [None] * 40
+    assert time.monotonic() - started < 2
+    assert errors_total() > before
+    assert limiter._together is not None and limiter._together.round_trips <= 2
+    warnings = [r for r in caplog.records if r.name == "app.ratelimit"]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    await nothing_there.aclose()
+
+
 def fallbacks_total(name: str) -> float:
     value = REGISTRY.get_sample_value("rate_limit_fallbacks_total", {"limit": name})
     return value or 0.0

@@ -159,20 +159,24 @@ class HitsTogether:
 
     async def _pipeline(self, batch: list[tuple[str, int, int, asyncio.Future[bool]]]) -> list[Any]:
         script = self._bridge.lua_acquire_moving_window
+        answers: list[Any] = [None] * len(batch)
+        unsent = list(range(len(batch)))
         for attempt in (1, 2):
             pipe = self._bridge.get_connection().pipeline(transaction=False)
             now = time.time()
-            for key, limit, expiry, _ in batch:
+            for i in unsent:
+                key, limit, expiry, _ = batch[i]
                 pipe.evalsha(script.sha, 1, key, now, limit, expiry, 1)
             self.round_trips += 1
-            answers: list[Any] = await pipe.execute(raise_on_error=False)
-            if attempt == 1 and any(isinstance(a, NoScriptError) for a in answers):
-                # Redis restarted or was flushed: load the script, send the batch again
-                # (a refused script took nothing).
-                script.sha = await self._bridge.get_connection().script_load(script.script)
-                continue
-            return answers
-        raise AssertionError("unreachable")
+            for i, answer in zip(unsent, await pipe.execute(raise_on_error=False), strict=True):
+                answers[i] = answer
+            # Redis restarted or its scripts were flushed: load the script and send again
+            # the hits it refused (a refused script took nothing; the others counted).
+            unsent = [i for i in unsent if isinstance(answers[i], NoScriptError)]
+            if not unsent or attempt == 2:
+                break
+            script.sha = await self._bridge.get_connection().script_load(script.script)
+        return answers
 
 
 class RateLimiter:
