@@ -121,6 +121,24 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stop_buffering()
 
 
+# The routers in the order the API documents them (the schema's paths and tags).
+DOCUMENTED = (
+    health.router,
+    auth_router,
+    events_router,
+    bookings_router,
+    holds_router,
+    waitlist_router,
+    webhooks_router,
+)
+# A request is matched against the routes in the order they were included, so the hot
+# ones come first (health probes, bookings, holds, the catalogue). Measured, CPU to
+# match: POST /api/bookings 48-50 -> 11-20 us, POST /api/holds 61-63 -> 23-24 us, the
+# events list and detail 32-36 -> 35-39 us. No two routes match one request, so the
+# order changes nothing else (tests/test_openapi_schema.py).
+MATCHED_FIRST = (health.router, bookings_router, holds_router, events_router)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings)
@@ -137,13 +155,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.router.redirect_slashes = False
     install_error_handlers(app)
-    app.include_router(health.router)
-    app.include_router(auth_router)
-    app.include_router(events_router)
-    app.include_router(bookings_router)
-    app.include_router(holds_router)
-    app.include_router(waitlist_router)
-    app.include_router(webhooks_router)
+    for router in MATCHED_FIRST + tuple(r for r in DOCUMENTED if r not in MATCHED_FIRST):
+        app.include_router(router)
     if settings.catalogue_cache_seconds:
         # Innermost of the middleware: CORS, request ids, metrics and logs see cache hits.
         app.add_middleware(
@@ -163,7 +176,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.trusted_proxies:
         app.add_middleware(TrustedProxyMiddleware, networks=settings.trusted_proxies)
     install_docs(app)
-    install_openapi(app)
+    install_openapi(app, DOCUMENTED)
     install_observability(app)
     return app
 

@@ -28,11 +28,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from http import HTTPStatus
 from typing import Any, NamedTuple, TypeVar
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.openapi.utils import (
     get_definitions,
@@ -372,8 +372,9 @@ def postprocess_schema(app: FastAPI, schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def install_openapi(app: FastAPI) -> None:
-    """Generate the schema once, post-processed (see postprocess_schema)."""
+def install_openapi(app: FastAPI, routers: Sequence[APIRouter]) -> None:
+    """Generate the schema once, post-processed (see postprocess_schema), from the
+    routes of ``routers`` in that order (the app's other routes are not documented)."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -383,7 +384,7 @@ def install_openapi(app: FastAPI) -> None:
                 openapi_version=app.openapi_version,
                 summary=app.summary,
                 description=app.description,
-                routes=app.routes,
+                routes=[route for router in routers for route in router.routes],
                 tags=app.openapi_tags,
                 license_info=app.license_info,
             )
