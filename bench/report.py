@@ -262,6 +262,12 @@ def where_the_time_goes(row: Row) -> str:
         return f"{name} {1000 * seconds / n:.2f} ms ({load.cpu_percent(seconds):.0f} %)"
 
     parts = [part("workers", load.service_cpu_s)]
+    if len(load.worker_cpu_s) > 1:  # how evenly the connections landed on the workers
+        split = " + ".join(f"{load.cpu_percent(each):.0f}" for each in load.worker_cpu_s)
+        parts[0] = (
+            f"workers {1000 * load.service_cpu_s / n:.2f} ms "
+            f"({load.cpu_percent(load.service_cpu_s):.0f} % = {split} %)"
+        )
     if load.job_worker_cpu_s:
         parts.append(part("job worker", load.job_worker_cpu_s))
     parts += [part("PostgreSQL", load.postgres_cpu_s), part("generator", load.generator_cpu_s)]

@@ -46,6 +46,10 @@ class LoadResult:
     socket_errors: dict[str, int] = field(default_factory=dict)
     generator_cpu_s: float = 0.0
     service_cpu_s: float = 0.0
+    # Each worker's own share, busiest first: wrk's keep-alive connections land on the
+    # workers unevenly (the shared socket goes to whichever accepts first; 11/53 of 64
+    # seen), and a worker that got most of them is bound by its one core.
+    worker_cpu_s: list[float] = field(default_factory=list)
     job_worker_cpu_s: float = 0.0
     postgres_cpu_s: float = 0.0
     machine_busy_s: float = 0.0
@@ -447,10 +451,14 @@ class CpuMeter:
         )
         backends = _postgres_backends(self.database)
         after_backends = _cpu_seconds(backends)
-        self.service_cpu = sum(
-            after_workers[pid] - self.before_workers.get(pid, after_workers[pid])
-            for pid in after_workers
+        self.worker_cpu = sorted(
+            (
+                after_workers[pid] - self.before_workers.get(pid, after_workers[pid])
+                for pid in after_workers
+            ),
+            reverse=True,
         )
+        self.service_cpu = sum(self.worker_cpu)
         self.postgres_cpu = sum(
             after_backends[pid] - self.before_backends[pid]
             for pid in after_backends
@@ -461,6 +469,7 @@ class CpuMeter:
 
     def fill(self, result: LoadResult) -> LoadResult:
         result.service_cpu_s = self.service_cpu
+        result.worker_cpu_s = self.worker_cpu
         result.job_worker_cpu_s = self.job_worker_cpu
         result.postgres_cpu_s = self.postgres_cpu
         result.machine_busy_s = self.machine_busy

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 import pytest
@@ -50,15 +51,22 @@ def _bookings(cells: list[str]) -> float:
 @pytest.mark.skipif(find_wrk() is None, reason="wrk is not installed")
 def test_service_books_under_wrk_and_the_bench_counts_it(bench_server: str, tmp_path: Path) -> None:
     output = tmp_path / "latest.md"
-    args = ["--skip-pgbench", "--workers", "1", "--duration", "1", "--clients", "2"]
-    args += ["--attendees", "2", "--rows", "hot c=2", "--configs", "stripped"]
+    args = ["--skip-pgbench", "--workers", "2", "--duration", "1", "--clients", "4"]
+    args += ["--attendees", "2", "--rows", "hot c=4", "--configs", "stripped"]
     args += ["--output", str(output)]
 
     assert bench.run(bench.parse_args(args)) == 0
 
-    row = _row(output.read_text(), "hot c=2", "stripped")
+    text = output.read_text()
+    row = _row(text, "hot c=4", "stripped")
     assert _bookings(row) > 0
     assert row[-2].strip() == "OK"
+    # Each worker's share of the workers' CPU, busiest first, adds up to their total.
+    line = next(line for line in text.splitlines() if line.startswith("- hot c=4, stripped: "))
+    split = re.search(r"workers [\d.]+ ms \((\d+) % = (\d+) \+ (\d+) %\)", line)
+    assert split is not None, line
+    total, busiest, other = map(int, split.groups())
+    assert busiest >= other and abs(busiest + other - total) <= 1
 
 
 @pytest.mark.skipif(find_pgbench() is None, reason="pgbench is not installed")
