@@ -47,8 +47,9 @@ class LoadResult:
     generator_cpu_s: float = 0.0
     service_cpu_s: float = 0.0
     # Each worker's own share, busiest first: wrk's keep-alive connections land on the
-    # workers unevenly (the shared socket goes to whichever accepts first; 11/53 of 64
-    # seen), and a worker that got most of them is bound by its one core.
+    # workers unevenly (the shared socket goes to whichever accepts first; 19/45 of 64
+    # seen on a running service), and a worker that got most of them is bound by its
+    # one core.
     worker_cpu_s: list[float] = field(default_factory=list)
     job_worker_cpu_s: float = 0.0
     postgres_cpu_s: float = 0.0
