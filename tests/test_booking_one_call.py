@@ -10,6 +10,7 @@ from sqlalchemy import text
 
 from app.bookings import service as bookings
 from app.inventory import service as inventory
+from app.outbox.service import WAKE_UP_LOCK
 from tests.booking_setup import check_invariants
 from tests.factories import auth, book, client_of, make_event, make_ticket_type
 
@@ -293,8 +294,6 @@ async def test_bookings_with_idempotency_keys_go_together_each_key_to_its_bookin
 
 
 # ---------------------------------------------------------------- waking the outbox
-
-WAKE_UP_LOCK = 723804562  # book_tickets()'s advisory lock (migration 0008)
 
 
 async def test_a_booking_notifies_unless_another_notify_is_on_its_way(

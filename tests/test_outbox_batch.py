@@ -15,7 +15,7 @@ from app.auth.models import User
 from app.notifications import smtp
 from app.notifications.emails import Email
 from app.outbox.dispatcher import Dispatcher
-from app.outbox.service import record_emails, record_event
+from app.outbox.service import WAKE_UP_LOCK, record_emails, record_event
 from app.webhooks.schemas import WebhookEventType
 from app.webhooks.signing import new_secret
 from tests.conftest_webhooks import hook_settings
@@ -191,9 +191,6 @@ async def test_a_batch_of_emails_shares_smtp_connections_and_a_refused_one_is_re
     assert sorted(m["To"] for m in smtp_sink.messages) == sorted(
         f"user{n}@example.com" for n in range(12)
     )
-
-
-WAKE_UP_LOCK = 723804562  # the outbox's wake-up lock (app.outbox.service, migration 0008)
 
 
 async def test_a_recorded_message_notifies_unless_another_notify_is_on_its_way(

@@ -10,7 +10,7 @@ change leaves no message; a committed one always has its messages.
 
 A transaction that notifies holds a database-wide lock through its commit, so
 notifying transactions commit one at a time. As in book_tickets() (migration 0008),
-a write whose ``pg_try_advisory_xact_lock(723804562)`` finds another transaction's
+a write whose ``pg_try_advisory_xact_lock(WAKE_UP_LOCK)`` finds another transaction's
 NOTIFY on its way leaves the wake-up to that one; its messages are then taken by the
 dispatcher's gathering during a stream of commits or, at the latest, by its poll
 (``OUTBOX_POLL_SECONDS``).
@@ -36,11 +36,19 @@ from app.webhooks.schemas import WebhookEventType
 Transaction = AsyncSession | asyncpg.Connection
 
 NOTIFY_CHANNEL = "outbox"
+# Held by the transaction whose NOTIFY wakes the dispatchers (book_tickets() in
+# migration 0008 takes the same one); see the module's docstring.
+WAKE_UP_LOCK = 723804562
+# Wake the dispatchers unless another transaction's NOTIFY is on its way.
+_WAKE_UP = (
+    f"CASE WHEN pg_try_advisory_xact_lock({WAKE_UP_LOCK}) "
+    f"THEN pg_notify('{NOTIFY_CHANNEL}', '') END"
+)
 
 # Also answers which event types the organizer's active endpoints take, so a caller
 # can skip building a message nobody subscribed to (event.sold_out after a booking).
 _RECORD = text(
-    """
+    f"""
     WITH organizer AS (
         SELECT organizer_id AS id FROM events WHERE id = :event_id
     ), hooks AS (
@@ -63,23 +71,21 @@ _RECORD = text(
                SELECT DISTINCT t FROM webhook_endpoints w, unnest(w.event_types) AS t
                WHERE w.organizer_id = (SELECT id FROM organizer) AND w.is_active
            ) AS subscribed,
-           CASE WHEN EXISTS (SELECT FROM hooks) OR EXISTS (SELECT FROM mails) THEN
-               CASE WHEN pg_try_advisory_xact_lock(723804562) THEN pg_notify('outbox', '') END
+           CASE WHEN EXISTS (SELECT FROM hooks) OR EXISTS (SELECT FROM mails) THEN {_WAKE_UP}
            END IS NULL AS notified
-    """
+    """  # noqa: S608 (_WAKE_UP is this module's constant)
 )
 
 _RECORD_EMAILS = text(
-    """
+    f"""
     WITH mails AS (
         INSERT INTO outbox_messages (channel, topic, payload)
         SELECT 'email', m ->> 'kind', m
         FROM jsonb_array_elements(CAST(:emails AS jsonb)) AS m
         RETURNING id
     )
-    SELECT CASE WHEN pg_try_advisory_xact_lock(723804562) THEN pg_notify('outbox', '') END
-    WHERE EXISTS (SELECT FROM mails)
-    """
+    SELECT {_WAKE_UP} WHERE EXISTS (SELECT FROM mails)
+    """  # noqa: S608 (_WAKE_UP is this module's constant)
 )
 
 
