@@ -28,7 +28,6 @@ request. After that pause the next check tries Redis again.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
@@ -46,6 +45,7 @@ from app.core.config import Settings
 from app.core.errors import RateLimited
 from app.core.openapi import raises
 from app.core.redis import key_prefix
+from app.core.together import Together
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -107,57 +107,23 @@ def limits_from_settings(settings: Settings) -> dict[str, RateLimitItem]:
 class HitsTogether:
     """Moving-window hits of one process sent to Redis together, one round trip at a time.
 
-    A hit joins a queue; when no round trip is under way a task sends the whole queue
-    in one pipeline (one write, one read), so the hits that requests make in the same
-    turn of the event loop, or while a round trip is out, share one. A lone hit goes
-    on the next turn of the loop. Each hit is still the library's own atomic script,
-    run in queue order in Redis, so every limit counts exactly as with one call per hit.
+    The hits that requests make in the same turn of the event loop, or while a round
+    trip is out, go in one pipeline (one write, one read: ``Together``). Each hit is
+    still the library's own atomic script, run in queue order in Redis, so every limit
+    counts exactly as with one call per hit.
     """
 
     def __init__(self, storage: RedisStorage) -> None:
         self._bridge: Any = storage.bridge
-        self._queue: list[tuple[str, int, int, asyncio.Future[bool]]] = []
-        self._sender: asyncio.Task[None] | None = None
+        self._together: Together[tuple[str, int, int], Any] = Together(self._pipeline)
         self.round_trips = 0  # pipelines sent, for the tests
 
     async def acquire(self, key: str, limit: int, expiry: int) -> bool:
         """Take one entry of ``key``'s window (``limit`` per ``expiry`` seconds) if free."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[bool] = loop.create_future()
-        sender = self._sender
-        if sender is not None and sender.get_loop() is not loop:  # a test's earlier loop
-            sender, self._queue = None, []
-        self._queue.append((self._bridge.prefixed_key(key), limit, expiry, future))
-        if sender is None:
-            self._sender = loop.create_task(self._send())
-        return await future
+        return bool(await self._together((self._bridge.prefixed_key(key), limit, expiry)))
 
-    async def _send(self) -> None:
-        try:
-            while self._queue:
-                batch, self._queue = self._queue, []
-                try:
-                    answers = await self._pipeline(batch)
-                except Exception as exc:  # Redis failed: each request decides alone
-                    for *_, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                except BaseException:  # the process is stopping
-                    for *_, future in batch + self._queue:
-                        future.cancel()
-                    raise
-                for (*_, future), answer in zip(batch, answers, strict=True):
-                    if future.done():  # its request went away
-                        continue
-                    if isinstance(answer, Exception):
-                        future.set_exception(answer)
-                    else:
-                        future.set_result(bool(answer))
-        finally:
-            self._sender = None
-
-    async def _pipeline(self, batch: list[tuple[str, int, int, asyncio.Future[bool]]]) -> list[Any]:
+    async def _pipeline(self, batch: list[tuple[str, int, int]]) -> list[Any]:
+        """The script's answer for each hit, or the error Redis gave for it."""
         script = self._bridge.lua_acquire_moving_window
         answers: list[Any] = [None] * len(batch)
         unsent = list(range(len(batch)))
@@ -165,7 +131,7 @@ class HitsTogether:
             pipe = self._bridge.get_connection().pipeline(transaction=False)
             now = time.time()
             for i in unsent:
-                key, limit, expiry, _ = batch[i]
+                key, limit, expiry = batch[i]
                 pipe.evalsha(script.sha, 1, key, now, limit, expiry, 1)
             self.round_trips += 1
             for i, answer in zip(unsent, await pipe.execute(raise_on_error=False), strict=True):

@@ -24,7 +24,7 @@ function: ``confirm_booking``, ``cancel_bookings``, ``expire_holds``, ``make_off
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import uuid
 import weakref
 from collections.abc import Collection, Mapping, Sequence
@@ -52,6 +52,7 @@ from app.core.errors import (
     TicketTypeInactive,
     ValidationFailed,
 )
+from app.core.together import Together
 from app.inventory import repository as sql
 from app.inventory.offer import Offer
 
@@ -288,10 +289,6 @@ class Prepared:
     emails: str
 
 
-# A booking waiting for the next call: its order (JSON) and what it became.
-Waiting = tuple[str, asyncio.Future[str]]
-
-
 class BookingsTogether:
     """The common bookings, in one call each, a transaction of its own: PostgreSQL
     claims their Idempotency-Keys, takes the event's and the types' locks, checks each
@@ -300,15 +297,15 @@ class BookingsTogether:
     the call's run and its commit only.
 
     Bookings of one event that arrive while a call for that event is in flight (in
-    this process) wait for it to end, then go together in the next call: one lock
-    hand-off and one commit flush for all of them. A lone booking goes at once, so
-    batches grow only with the load."""
+    this process) wait for it to end, then go together in the next call (``Together``):
+    one lock hand-off and one commit flush for all of them. A lone booking goes at
+    once, so batches grow only with the load."""
 
     MAX_BATCH = 32
 
     def __init__(self) -> None:
-        # Per event: the bookings waiting for the next call, and the task making the calls.
-        self._waiting: dict[int, tuple[list[Waiting], asyncio.Task[None]]] = {}
+        # Per event with bookings waiting or in flight: their calls, one at a time.
+        self._events: dict[int, Together[str, str]] = {}
         self.calls = 0  # calls of book_tickets_many() made
 
     async def book(
@@ -325,58 +322,31 @@ class BookingsTogether:
         refusal, the last tickets, a name or price changed since the read, a key used
         before: it was undone alone, and the caller runs the general transaction).
         409 ``idempotency_key_in_use`` when a request with the same key is in flight."""
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[str] = loop.create_future()
-        order_json = _order_json(order, prepared, user_id, idempotency_key, request_hash)
-        entry = (order_json, done)
-        queued = self._waiting.get(order.event_id)
-        if queued is not None and queued[1].get_loop() is loop and not queued[1].done():
-            queued[0].append(entry)  # a call for this event is in flight: join the next one
-        else:
-            waiting = [entry]
-            drain = loop.create_task(self._drain(sessionmaker, order.event_id, waiting))
-            self._waiting[order.event_id] = (waiting, drain)
-        outcome = await done
+        event_id = order.event_id
+        together = self._events.get(event_id)
+        if together is None:
+            together = self._events[event_id] = Together(
+                functools.partial(self._call, sessionmaker),
+                max_batch=self.MAX_BATCH,
+                on_idle=lambda: self._events.pop(event_id, None),
+            )
+        outcome = await together(
+            _order_json(order, prepared, user_id, idempotency_key, request_hash)
+        )
         if outcome == "key_in_use":
             raise IdempotencyKeyInUse()
         return outcome == "booked"
 
-    async def _drain(
-        self,
-        sessionmaker: async_sessionmaker[AsyncSession],
-        event_id: int,
-        waiting: list[Waiting],
-    ) -> None:
-        try:
-            while waiting:
-                batch = waiting[: self.MAX_BATCH]
-                del waiting[: self.MAX_BATCH]
-                await self._call(sessionmaker, batch)
-        finally:
-            if self._waiting.get(event_id, ((),))[0] is waiting:
-                del self._waiting[event_id]
-            for _, done in waiting:  # left behind only when the drain itself was cancelled
-                done.cancel()
-
     async def _call(
-        self,
-        sessionmaker: async_sessionmaker[AsyncSession],
-        batch: list[Waiting],
-    ) -> None:
+        self, sessionmaker: async_sessionmaker[AsyncSession], orders: list[str]
+    ) -> list[str]:
+        """What each order became (an error, translated: 503 busy, ..., goes to all)."""
         self.calls += 1
-        try:
-            async with UnitOfWork(sessionmaker).driver() as conn:
-                outcomes = await compile_statement(sql.BOOK_TICKETS_MANY).fetchval(
-                    conn, orders="[" + ",".join(order for order, _ in batch) + "]"
-                )
-        except Exception as exc:  # every waiter gets the error (translated: 503 busy, ...)
-            for _, done in batch:
-                if not done.done():
-                    done.set_exception(exc)
-        else:
-            for (_, done), outcome in zip(batch, outcomes, strict=True):
-                if not done.done():  # (its request may have been cancelled)
-                    done.set_result(outcome)
+        async with UnitOfWork(sessionmaker).driver() as conn:
+            outcomes: list[str] = await compile_statement(sql.BOOK_TICKETS_MANY).fetchval(
+                conn, orders="[" + ",".join(orders) + "]"
+            )
+        return outcomes
 
 
 _together: weakref.WeakKeyDictionary[async_sessionmaker[AsyncSession], BookingsTogether] = (
