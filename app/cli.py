@@ -41,6 +41,7 @@ def serve(
     import uvicorn
 
     from app.core.config import get_settings
+    from app.core.server import ReusePortConfig, run
 
     settings = get_settings()
     if not settings.database_url:
@@ -56,15 +57,16 @@ def serve(
     if workers > 1 and not reload:
         _prepare_multiprocess_metrics()
     typer.echo(f"Swagger UI: http://{host}:{port}/api/docs/swagger")
-    uvicorn.run(
-        "app.main:app",
-        host=host,
-        port=port,
-        workers=None if reload else workers,
-        reload=reload,
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
         # X-Forwarded-For is believed only from TRUSTED_PROXIES (the app's middleware).
-        proxy_headers=False,
-    )
+        "proxy_headers": False,
+    }
+    if reload:
+        uvicorn.run("app.main:app", reload=True, **options)
+    else:
+        run(ReusePortConfig("app.main:app", workers=workers, **options))
 
 
 @cli.command()

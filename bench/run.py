@@ -577,7 +577,10 @@ def _run(args: argparse.Namespace, redis_url: str | None, redis_origin: str) -> 
     database, url = create_database(server)
     print(f"bench database {database} on the {origin}", file=sys.stderr)
     dockerfile = read_dockerfile()
-    all_configs = {"shipped": shipped_config(redis_url, dockerfile), "stripped": stripped_config()}
+    all_configs = {
+        "shipped": shipped_config(redis_url, dockerfile),
+        "stripped": stripped_config(dockerfile),
+    }
     unknown = set(args.configs) - set(all_configs)
     if unknown or not args.configs:
         raise SystemExit(f"--configs: {', '.join(CONFIGS)} (got {args.configs})")

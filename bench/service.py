@@ -106,8 +106,10 @@ _DECIDED = (
 
 @dataclass
 class Dockerfile:
-    """What the image runs: the uvicorn flags of its CMD and the environment it sets."""
+    """What the image runs: the server module and the uvicorn flags of its CMD and the
+    environment it sets."""
 
+    server: str  # the module `python -m` runs: app.core.server (or uvicorn itself)
     uvicorn_flags: list[str]
     env: dict[str, str]
 
@@ -117,8 +119,9 @@ class Dockerfile:
 
 
 def read_dockerfile(path: Path = ROOT / "Dockerfile") -> Dockerfile:
-    """The uvicorn flags after `uvicorn app.main:app` in CMD (--host, --port and --workers
-    left out: the bench decides those) and the ENV of the last stage."""
+    """The server of CMD (`python -m app.core.server` or `uvicorn`), the uvicorn flags after
+    its `app.main:app` (--host, --port and --workers left out: the bench decides those)
+    and the ENV of the last stage."""
     text = path.read_text().replace("\\\n", " ")
     env: dict[str, str] = {}
     cmd = ""
@@ -130,14 +133,17 @@ def read_dockerfile(path: Path = ROOT / "Dockerfile") -> Dockerfile:
             env.update(m.groups() for m in re.finditer(r"([A-Z_][A-Z0-9_]*)=(\S+)", line))
         elif line.startswith("CMD "):
             cmd = line
-    # CMD ["sh", "-c", "... exec uvicorn app.main:app --host ... --no-server-header"]
+    # CMD ["sh", "-c", "... exec python -m app.core.server app.main:app --host ... --loop ..."]
     shell = json.loads(cmd.removeprefix("CMD "))[-1] if cmd else ""
     words = shlex.split(shell)
     try:
-        start = next(i for i, w in enumerate(words) if w == "app.main:app") + 1
+        start = next(i for i, w in enumerate(words) if w == "app.main:app")
     except StopIteration:
-        raise RuntimeError("the Dockerfile's CMD does not run `uvicorn app.main:app`") from None
-    words = words[start:]
+        raise RuntimeError("the Dockerfile's CMD does not serve `app.main:app`") from None
+    server = "uvicorn" if words[start - 1] == "uvicorn" else words[start - 1]
+    if words[start - 2 : start] not in (["-m", server], ["exec", "uvicorn"]):
+        raise RuntimeError("the Dockerfile's CMD runs neither `python -m <server>` nor uvicorn")
+    words = words[start + 1 :]
     flags: list[str] = []
     skip = False
     for word in words:
@@ -147,7 +153,7 @@ def read_dockerfile(path: Path = ROOT / "Dockerfile") -> Dockerfile:
             skip = True
         else:
             flags.append(word)
-    return Dockerfile(uvicorn_flags=flags, env=env)
+    return Dockerfile(server=server, uvicorn_flags=flags, env=env)
 
 
 @dataclass
@@ -156,6 +162,7 @@ class ServiceConfig:
     worker) or `stripped` (no access log, warnings only, no Redis, rate limits off)."""
 
     name: str
+    server: str  # the module `python -m` runs
     uvicorn_flags: list[str]
     env: dict[str, str]
     job_worker: bool = False
@@ -169,7 +176,7 @@ class ServiceConfig:
             extras.append("PROMETHEUS_MULTIPROC_DIR=<fresh temporary directory>")
         if self.job_worker:
             extras.append("job worker `python -m app worker` running beside it")
-        return f"**{self.name}**: `uvicorn app.main:app {flags}`; {settings}" + (
+        return f"**{self.name}**: `python -m {self.server} app.main:app {flags}`; {settings}" + (
             "; " + "; ".join(extras) if extras else ""
         )
 
@@ -190,6 +197,7 @@ def shipped_config(redis_url: str | None, dockerfile: Dockerfile | None = None) 
         env["REDIS_URL"] = redis_url
     return ServiceConfig(
         "shipped",
+        dockerfile.server,
         list(dockerfile.uvicorn_flags),
         env,
         job_worker=bool(redis_url),
@@ -197,17 +205,20 @@ def shipped_config(redis_url: str | None, dockerfile: Dockerfile | None = None) 
     )
 
 
-def stripped_config() -> ServiceConfig:
-    """The fastest way to run it: what `make bench` measured in its first round."""
+def stripped_config(dockerfile: Dockerfile | None = None) -> ServiceConfig:
+    """The fastest way to run it: what `make bench` measured in its first round, on the
+    Dockerfile's server (a socket per worker)."""
+    dockerfile = dockerfile or read_dockerfile()
     return ServiceConfig(
         "stripped",
+        dockerfile.server,
         ["--no-access-log", "--log-level", "warning"],
         {"RATE_LIMIT_ENABLED": "false", "LOG_LEVEL": "WARNING", "REDIS_URL": ""},
     )
 
 
 class Service:
-    """uvicorn app.main:app with N workers as a configuration says (and the job worker)."""
+    """app.main:app served with N workers as a configuration says (and the job worker)."""
 
     def __init__(
         self,
@@ -248,7 +259,7 @@ class Service:
         command = [
             sys.executable,
             "-m",
-            "uvicorn",
+            self.config.server,
             "app.main:app",
             "--host",
             "127.0.0.1",

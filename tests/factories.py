@@ -114,9 +114,10 @@ def server_env(database_url: str, **settings: str) -> dict[str, str]:
 
 
 def uvicorn_argv(port: int) -> list[str]:
-    """The service under uvicorn with 2 worker processes on ``port``, logging warnings only."""
+    """The service with 2 worker processes on ``port``, logging warnings only, under the
+    image's server (uvicorn's command line, a listening socket per worker)."""
     return [
-        *(sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1"),
+        *(sys.executable, "-m", "app.core.server", "app.main:app", "--host", "127.0.0.1"),
         *("--port", str(port), "--workers", "2", "--no-access-log", "--log-level", "warning"),
     ]
 

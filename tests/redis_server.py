@@ -175,7 +175,8 @@ def prefixed_app() -> Any:
 def serve(
     env: dict[str, str], *, workers: int = 2, ready_path: str = "/health/live"
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """The app under uvicorn with ``workers`` processes and ``env``; (process, base URL)."""
+    """The app under the image's server with ``workers`` processes and ``env``; (process,
+    base URL)."""
     import sys
     from pathlib import Path
 
@@ -186,7 +187,7 @@ def serve(
         [
             sys.executable,
             "-m",
-            "uvicorn",
+            "app.core.server",
             "tests.redis_server:prefixed_app",
             "--factory",
             "--host",

@@ -102,7 +102,7 @@ def test_dockerfile_is_multi_stage_non_root_with_healthcheck() -> None:
     instructions = "\n".join(line for line in runtime.splitlines() if not line.startswith("#"))
     assert "curl" not in instructions and "apt-get" not in instructions
     cmd = re.search(r"^CMD .*$", runtime, flags=re.MULTILINE)
-    assert cmd and "uvicorn app.main:app" in cmd.group(0)
+    assert cmd and "exec python -m app.core.server app.main:app" in cmd.group(0)
     assert "${WEB_CONCURRENCY:-2}" in cmd.group(0)
     assert "--loop uvloop --http httptools" in cmd.group(0)
 

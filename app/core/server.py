@@ -1,0 +1,137 @@
+"""uvicorn with a listening socket of its own for each worker process (SO_REUSEPORT).
+
+uvicorn's `--workers` binds one socket and every worker accepts from it. Whichever worker
+wakes first accepts a whole burst: clients that connect together (a load generator's
+keep-alive connections, a proxy's pool) land 19/45 or 4/60 on two workers, and the worker
+holding most of them is bound by its one core while the other idles.
+
+Here the supervisor binds an address with SO_REUSEPORT and hands it to each worker as a
+`WorkerSocket`, which arrives in the worker as a new socket bound to the same address. The
+kernel spreads new connections over the listening sockets of the address by a hash of
+each connection's addresses and ports, whoever is awake. The socket the supervisor holds
+never listens, so it takes no connections; it keeps the address reserved and lets a bad
+address fail before any worker starts. A worker's socket lives and dies with it: when a
+worker dies, the kernel sends new connections to the others until uvicorn starts a new
+one.
+
+Everything else is uvicorn's own: its command line (`python -m app.core.server
+app.main:app --workers 2 ...` takes the same options as `uvicorn`), its supervisor
+(restarts, SIGHUP, SIGTTIN/SIGTTOU) and its server in each worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+from typing import Any
+
+import click
+import uvicorn
+from uvicorn.config import LOGGING_CONFIG, STARTUP_FAILURE
+from uvicorn.main import main as uvicorn_main
+from uvicorn.supervisors import Multiprocess
+
+logger = logging.getLogger("uvicorn.error")
+
+
+def bind_reuse_port(family: int, address: Any) -> WorkerSocket:
+    """A TCP socket bound (not listening) to `address` with SO_REUSEADDR and SO_REUSEPORT."""
+    sock = WorkerSocket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _bind_in_worker(family: int, address: Any) -> WorkerSocket:
+    try:
+        return bind_reuse_port(family, address)
+    except OSError as exc:
+        logger.error("Cannot bind %s: %s", address, exc)
+        sys.exit(STARTUP_FAILURE)
+
+
+class WorkerSocket(socket.socket):
+    """A socket that, sent to a worker process, arrives there as that worker's own socket
+    bound to the same address with SO_REUSEPORT (a plain socket arrives as a duplicate of
+    the same one)."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _bind_in_worker, (self.family, self.getsockname()[:2])
+
+
+class ReusePortConfig(uvicorn.Config):
+    """uvicorn's configuration whose address is bound with SO_REUSEPORT for the workers."""
+
+    def bind_socket(self) -> socket.socket:
+        if self.uds is not None or self.fd is not None or self.workers < 2:
+            return super().bind_socket()
+        family = socket.AF_INET6 if self.host and ":" in self.host else socket.AF_INET
+        try:
+            sock = bind_reuse_port(family, (self.host, self.port))
+        except OSError as exc:
+            logger.error(exc)
+            sys.exit(STARTUP_FAILURE)
+        scheme = "https" if self.is_ssl else "http"
+        host = f"[{self.host}]" if family == socket.AF_INET6 else self.host
+        logger.info(
+            "Uvicorn running on %s://%s:%d, a listening socket per worker (Press CTRL+C to quit)",
+            scheme,
+            host,
+            sock.getsockname()[1],
+        )
+        return sock
+
+
+def run(config: ReusePortConfig) -> None:
+    """Serve `config` as `uvicorn.run` does (reloading aside), each worker on its own socket."""
+    if config.workers > 1 and config.uds is None and config.fd is None:
+        if not isinstance(config.app, str):
+            logger.warning("You must pass the application as an import string to enable 'workers'.")
+            sys.exit(STARTUP_FAILURE)
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
+        return
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)
+
+
+def _serve(
+    app: str,
+    app_dir: str,
+    log_config: str | None,
+    headers: list[str],
+    reload: bool,
+    reload_dirs: list[str],
+    reload_includes: list[str],
+    reload_excludes: list[str],
+    **options: Any,
+) -> None:
+    if reload:
+        raise click.UsageError("--reload: use `uvicorn` itself while developing")
+    sys.path.insert(0, app_dir)
+    config = ReusePortConfig(
+        app,
+        log_config=LOGGING_CONFIG if log_config is None else log_config,
+        headers=[tuple(header.split(":", 1)) for header in headers],  # type: ignore[misc]
+        **options,
+    )
+    run(config)
+
+
+main = click.Command(
+    "server",
+    params=uvicorn_main.params,
+    callback=_serve,
+    context_settings=uvicorn_main.context_settings,
+    help="uvicorn's command line, with a listening socket per worker (SO_REUSEPORT).",
+)
+
+if __name__ == "__main__":
+    main()
