@@ -32,7 +32,7 @@ HEADER = """\
 -- One booking, statement for statement what POST /api/bookings/ sends:
 -- the lock-free read of the account and the order (its names, prices and new ids),
 -- then the booking in one call, a transaction of its own: book_tickets_many() with one
--- order (migration 0008) takes the locks (event row, then its ticket types by id),
+-- order (migrations 0008, 0009) takes the locks (event row, then its ticket types by id),
 -- checks, writes the booking and its outbox rows (the payloads are a one-ticket
 -- booking's). One ticket, one type, one booking per transaction.
 -- Variables (-D): ev_lo, ev_hi (events to pick from: equal for the hot shape),

@@ -1,9 +1,10 @@
-"""The booking in one call (``book_tickets()`` in PostgreSQL) and its way back to the
+"""The booking in one call (``book_tickets_many()`` in PostgreSQL) and its way back to the
 general transaction: which requests take which, and that both leave the same rows."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 from sqlalchemy import text
@@ -245,6 +246,96 @@ async def test_an_order_refused_in_a_batch_is_undone_alone(
         sold_out = await s.execute(text("SELECT count(*) FROM bookings WHERE status = 'confirmed'"))
         assert sold_out.scalar_one() == 6
     await check_invariants(db, {tt.id: 12})
+
+
+async def test_a_batch_of_orders_of_several_types_is_checked_against_what_each_left(
+    app, client, db, organizer, create_user, general_calls
+):
+    """One batch (migration 0009): each order is checked against what the orders before
+    it left of each type, the kept ones are written with one statement per table, and
+    their items, webhooks and emails are all there."""
+    event = await make_event(db, organizer.id, total_capacity=500)
+    scarce = await make_ticket_type(db, event.id, name="Scarce", quantity_available=7)
+    plenty = await make_ticket_type(db, event.id, name="Plenty", quantity_available=100)
+    attendees = [await create_user("attendee") for _ in range(10)]
+    async with db() as s:
+        await s.execute(
+            text(
+                "INSERT INTO webhook_endpoints (organizer_id, url, secret, event_types) VALUES"
+                " (:o, 'https://hooks.example.com/a', :secret, ARRAY['booking.confirmed'])"
+            ),
+            {"o": organizer.id, "secret": "s" * 32},
+        )
+        await s.commit()
+    together = together_of(app)
+    calls_before = together.calls
+    responses = await asyncio.gather(
+        *(book(client, a, event.id, (scarce.id, 1), (plenty.id, 2)) for a in attendees)
+    )
+    assert together.calls - calls_before < 10  # they went together
+    codes = sorted(r.status_code for r in responses)
+    # Six leave more than they take; the seventh takes the last (the general way, which
+    # sells the type out); three find none left.
+    assert codes == [201] * 7 + [409] * 3, [r.text for r in responses]
+    assert len(general_calls) >= 4
+    await check_invariants(db, {scarce.id: 7, plenty.id: 100})
+    async with db() as s:
+        counts = (
+            await s.execute(
+                text(
+                    "SELECT (SELECT quantity_sold FROM ticket_types WHERE id = :a),"
+                    " (SELECT quantity_sold FROM ticket_types WHERE id = :b),"
+                    " (SELECT tickets_sold FROM events WHERE id = :e),"
+                    " (SELECT count(*) FROM booking_items),"
+                    " (SELECT count(*) FROM outbox_messages WHERE channel = 'email')"
+                ),
+                {"a": scarce.id, "b": plenty.id, "e": event.id},
+            )
+        ).one()
+        assert tuple(counts) == (7, 14, 21, 14, 7)
+        # One webhook per booking.
+        hooks = (
+            (
+                await s.execute(
+                    text(
+                        "SELECT (payload -> 'data' ->> 'booking_reference') FROM outbox_messages"
+                        " WHERE channel = 'webhook'"
+                    )
+                )
+            )
+            .scalars()
+            .all()
+        )
+        booked = (await s.execute(text("SELECT booking_reference::text FROM bookings"))).scalars()
+        assert sorted(hooks) == sorted(booked) and len(hooks) == 7
+
+
+async def test_a_batch_is_checked_against_what_each_order_left_of_the_event(
+    client, db, organizer, create_user, general_calls
+):
+    """The event's own capacity binds before its type's: each order of a batch is checked
+    against the room the orders before it left."""
+    event = await make_event(db, organizer.id, total_capacity=10)
+    tt = await make_ticket_type(db, event.id, quantity_available=100)
+    attendees = [await create_user("attendee") for _ in range(10)]
+    responses = await asyncio.gather(*(book(client, a, event.id, (tt.id, 2)) for a in attendees))
+    codes = sorted(r.status_code for r in responses)
+    assert codes == [201] * 5 + [409] * 5, [r.text for r in responses]
+    await check_invariants(db, {tt.id: 100})
+    async with db() as s:
+        sold = "SELECT tickets_sold FROM events WHERE id = :e"
+        assert (await s.execute(text(sold), {"e": event.id})).scalar_one() == 10
+
+
+async def test_a_batch_books_the_orders_of_one_event_only(db, organizer) -> None:
+    first = await make_event(db, organizer.id)
+    second = await make_event(db, organizer.id)
+    orders = [{"event_id": first.id}, {"event_id": second.id}]
+    async with db() as s:
+        with pytest.raises(Exception, match="orders of one event"):
+            await s.execute(
+                text("SELECT book_tickets_many(CAST(:o AS jsonb))"), {"o": json.dumps(orders)}
+            )
 
 
 async def test_a_batch_that_cannot_get_the_lock_is_busy_for_all_and_writes_nothing(

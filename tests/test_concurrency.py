@@ -246,7 +246,7 @@ async def test_one_call_and_general_bookings_sell_out_together_exactly(
     http, db, organizer, attendees
 ):
     """Two types running out on one event under a storm: most orders book in one call
-    (``book_tickets()`` in PostgreSQL), the last ones the general way (they take a
+    (``book_tickets_many()`` in PostgreSQL), the last ones the general way (they take a
     type's or the event's last tickets, or are refused); exactly the capacity is sold."""
     event = await make_event(db, organizer.id, total_capacity=45)
     a = await make_ticket_type(db, event.id, name="A", quantity_available=30)

@@ -79,7 +79,7 @@ def booking_confirmed_payloads(
     booking: BookingRead, to: Recipient, event: EventDetails
 ) -> tuple[str, str, str]:
     """What ``record_booking_confirmed`` stores, for a write that stores it itself
-    (``book_tickets()`` in PostgreSQL): the webhook topic, its body, the emails."""
+    (``book_tickets_many()`` in PostgreSQL): the webhook topic, its body, the emails."""
     topic = WebhookEventType.booking_confirmed
     return (
         topic.value,

@@ -232,7 +232,7 @@ def _ready(
 
 
 def _order_as_read(data: BookingCreate, row: asyncpg.Record) -> inventory.PricedOrder:
-    """The order as the lock-free read saw it (``book_tickets()`` checks it again under
+    """The order as the lock-free read saw it (``book_tickets_many()`` checks it again under
     the locks)."""
     return inventory.priced(
         data.event_id,

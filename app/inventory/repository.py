@@ -107,8 +107,8 @@ ACCOUNT_AND_ORDER = _bound(
     param("lines", Integer),
 )
 
-# Bookings of one event in one call, a transaction of its own (migration 0008): the
-# orders as JSON objects of book_tickets()'s parameters; what each became, in order.
+# Bookings of one event in one call, a transaction of its own (migrations 0008, 0009):
+# the orders as JSON objects; what each became, in order.
 BOOK_TICKETS_MANY = _bound(
     "SELECT book_tickets_many(CAST(:orders AS jsonb))", param("orders", Text)
 )

@@ -278,7 +278,7 @@ async def confirm_booking(
 @dataclass(frozen=True, slots=True)
 class Prepared:
     """A booking made ready before any lock: its ids, reference and time, and what its
-    outbox rows say (the webhook body, the emails), as ``book_tickets()`` takes them."""
+    outbox rows say (the webhook body, the emails), as ``book_tickets_many()`` takes them."""
 
     booking_id: int
     item_ids: list[int]  # one per line, by ascending ticket type id
@@ -291,10 +291,11 @@ class Prepared:
 
 class BookingsTogether:
     """The common bookings, in one call each, a transaction of its own: PostgreSQL
-    claims their Idempotency-Keys, takes the event's and the types' locks, checks each
-    order against what was read without locks, and writes the bookings and their
-    outbox rows (``book_tickets_many()``, migration 0008). The event lock is held for
-    the call's run and its commit only.
+    claims their Idempotency-Keys, takes the event's and the types' locks once, checks
+    each order against what was read without locks and what the orders before it left,
+    and writes the bookings it keeps and their outbox rows with one statement per table
+    (``book_tickets_many()``, migrations 0008 and 0009). The event lock is held for the
+    call's run and its commit only.
 
     Bookings of one event that arrive while a call for that event is in flight (in
     this process) wait for it to end, then go together in the next call (``Together``):
@@ -370,8 +371,8 @@ def _order_json(
     idempotency_key: str | None,
     request_hash: str | None,
 ) -> str:
-    """One order of ``book_tickets_many()``: ``book_tickets()``'s parameters by name,
-    and its Idempotency-Key."""
+    """One order of ``book_tickets_many()``: its lines, ids, what the lock-free read saw,
+    its outbox rows and its Idempotency-Key, by name."""
     return orjson.dumps(
         {
             **_taking(order, user_id),

@@ -9,7 +9,7 @@ dispatchers (NOTIFY is delivered only if the transaction commits). A rolled-back
 change leaves no message; a committed one always has its messages.
 
 A transaction that notifies holds a database-wide lock through its commit, so
-notifying transactions commit one at a time. As in book_tickets() (migration 0008),
+notifying transactions commit one at a time. As in book_tickets_many() (migration 0009),
 a write whose ``pg_try_advisory_xact_lock(WAKE_UP_LOCK)`` finds another transaction's
 NOTIFY on its way leaves the wake-up to that one; its messages are then taken by the
 dispatcher's gathering during a stream of commits or, at the latest, by its poll
@@ -36,8 +36,8 @@ from app.webhooks.schemas import WebhookEventType
 Transaction = AsyncSession | asyncpg.Connection
 
 NOTIFY_CHANNEL = "outbox"
-# Held by the transaction whose NOTIFY wakes the dispatchers (book_tickets() in
-# migration 0008 takes the same one); see the module's docstring.
+# Held by the transaction whose NOTIFY wakes the dispatchers (book_tickets_many() in
+# migration 0009 takes the same one); see the module's docstring.
 WAKE_UP_LOCK = 723804562
 # Wake the dispatchers unless another transaction's NOTIFY is on its way.
 _WAKE_UP = (
