@@ -27,9 +27,9 @@ The function's statements use generic plans (``plan_cache_mode``). PL/pgSQL othe
 keeps planning each statement anew for its arguments whenever the generic plan's
 estimate looks worse than the custom plans', and these statements over the orders'
 JSON always look so: pgbench on one booking per call, spread over 50 events, measured
-1,180–1,212 TPS at one client with custom plans against 1,476–1,522 with generic plans
-and 1,479–1,488 with 0008's functions (64 clients: 1,678–1,799, 2,333–2,523 and
-2,292–2,487).
+1,180-1,212 TPS at one client with custom plans against 1,476-1,522 with generic plans
+and 1,479-1,488 with 0008's functions (64 clients: 1,678-1,799, 2,333-2,523 and
+2,292-2,487).
 
 Revision ID: 0009
 Revises: 0008
