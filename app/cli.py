@@ -41,7 +41,7 @@ def serve(
     import uvicorn
 
     from app.core.config import get_settings
-    from app.core.server import ReusePortConfig, run
+    from app.core.server import ServerConfig, run
 
     settings = get_settings()
     if not settings.database_url:
@@ -66,7 +66,7 @@ def serve(
     if reload:
         uvicorn.run("app.main:app", reload=True, **options)
     else:
-        run(ReusePortConfig("app.main:app", workers=workers, **options))
+        run(ServerConfig("app.main:app", workers=workers, **options))
 
 
 @cli.command()

@@ -1,4 +1,6 @@
-"""uvicorn with a listening socket of its own for each worker process (SO_REUSEPORT).
+"""The service's server: uvicorn with a listening socket of its own for each worker
+process (SO_REUSEPORT), and the app frozen out of the garbage collector's sight once
+imported (``ServerConfig.load``).
 
 uvicorn's `--workers` binds one socket and every worker accepts from it. Whichever worker
 wakes first accepts a whole burst: clients that connect together (a load generator's
@@ -21,6 +23,7 @@ app.main:app --workers 2 ...` takes the same options as `uvicorn`), its supervis
 
 from __future__ import annotations
 
+import gc
 import logging
 import socket
 import sys
@@ -65,8 +68,21 @@ class WorkerSocket(socket.socket):
         return _bind_in_worker, (self.family, self.getsockname()[:2])
 
 
-class ReusePortConfig(uvicorn.Config):
-    """uvicorn's configuration whose address is bound with SO_REUSEPORT for the workers."""
+class ServerConfig(uvicorn.Config):
+    """uvicorn's configuration whose address is bound with SO_REUSEPORT for the workers,
+    and whose app, once imported, is out of the garbage collector's sight."""
+
+    def load(self) -> None:
+        """Import the app (in each worker), then freeze what that made (``gc.freeze``).
+
+        Importing the app leaves some 160,000 objects that live as long as the process,
+        and every full collection walked them all: 110-120 ms with the worker stopped,
+        11-14 times in 15 s of a hot on-sale (hot c=64), which made the p99 (153-158
+        ms; 58 and 84 ms frozen). Frozen, a full collection walks only what requests
+        left (about 10,000 objects: 5-11 ms)."""
+        super().load()
+        gc.collect()
+        gc.freeze()
 
     def bind_socket(self) -> socket.socket:
         if self.uds is not None or self.fd is not None or self.workers < 2:
@@ -88,7 +104,7 @@ class ReusePortConfig(uvicorn.Config):
         return sock
 
 
-def run(config: ReusePortConfig) -> None:
+def run(config: ServerConfig) -> None:
     """Serve `config` as `uvicorn.run` does (reloading aside), each worker on its own socket."""
     if config.workers > 1 and config.uds is None and config.fd is None:
         if not isinstance(config.app, str):
@@ -116,7 +132,7 @@ def _serve(
     if reload:
         raise click.UsageError("--reload: use `uvicorn` itself while developing")
     sys.path.insert(0, app_dir)
-    config = ReusePortConfig(
+    config = ServerConfig(
         app,
         log_config=LOGGING_CONFIG if log_config is None else log_config,
         headers=[tuple(header.split(":", 1)) for header in headers],  # type: ignore[misc]
