@@ -4,7 +4,6 @@ general transaction: which requests take which, and that both leave the same row
 from __future__ import annotations
 
 import asyncio
-import json
 
 import pytest
 from sqlalchemy import text
@@ -327,15 +326,38 @@ async def test_a_batch_is_checked_against_what_each_order_left_of_the_event(
         assert (await s.execute(text(sold), {"e": event.id})).scalar_one() == 10
 
 
-async def test_a_batch_books_the_orders_of_one_event_only(db, organizer) -> None:
-    first = await make_event(db, organizer.id)
-    second = await make_event(db, organizer.id)
-    orders = [{"event_id": first.id}, {"event_id": second.id}]
+async def test_bookings_of_several_events_go_together_each_checked_against_its_own(
+    app, client, db, organizer, create_user, general_calls
+):
+    """A batch holds the bookings of any events (locked by ascending id, each then its
+    types): each order is checked against what its own event and types have left."""
+    events, types = [], []
+    for tickets in (5, 9, 40):
+        event = await make_event(db, organizer.id, total_capacity=100)
+        events.append(event)
+        types.append(await make_ticket_type(db, event.id, quantity_available=tickets))
+    attendees = [await create_user("attendee") for _ in range(12)]
+    together = together_of(app)
+    calls_before = together.calls
+    responses = await asyncio.gather(
+        *(
+            book(client, attendees[i % 12], events[i % 3].id, (types[i % 3].id, 2))
+            for i in range(30)
+        )
+    )
+    by_event = [sorted(r.status_code for r in responses[e::3]) for e in range(3)]
+    # 10 orders of 2 each: 5 tickets -> 2 booked, 9 -> 4, 40 -> all 10.
+    assert by_event == [[201] * 2 + [409] * 8, [201] * 4 + [409] * 6, [201] * 10], [
+        r.text for r in responses if r.status_code != 201
+    ]
+    assert together.calls - calls_before < 30  # bookings of different events went together
+    await check_invariants(db, {t.id: n for t, n in zip(types, (5, 9, 40), strict=True)})
     async with db() as s:
-        with pytest.raises(Exception, match="orders of one event"):
-            await s.execute(
-                text("SELECT book_tickets_many(CAST(:o AS jsonb))"), {"o": json.dumps(orders)}
-            )
+        sold = await s.execute(
+            text("SELECT id, tickets_sold FROM events WHERE id = ANY(:ids) ORDER BY id"),
+            {"ids": [e.id for e in events]},
+        )
+        assert [row[1] for row in sold] == [4, 8, 20]
 
 
 async def test_a_batch_that_cannot_get_the_lock_is_busy_for_all_and_writes_nothing(

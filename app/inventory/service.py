@@ -294,19 +294,18 @@ class BookingsTogether:
     claims their Idempotency-Keys, takes the event's and the types' locks once, checks
     each order against what was read without locks and what the orders before it left,
     and writes the bookings it keeps and their outbox rows with one statement per table
-    (``book_tickets_many()``, migrations 0008 and 0009). The event lock is held for the
-    call's run and its commit only.
+    (``book_tickets_many()``, migrations 0008 and 0009). The events' locks are held for
+    the call's run and its commit only.
 
-    Bookings of one event that arrive while a call for that event is in flight (in
-    this process) wait for it to end, then go together in the next call (``Together``):
-    one lock hand-off and one commit flush for all of them. A lone booking goes at
-    once, so batches grow only with the load."""
+    Bookings that arrive while a call is in flight (in this process) wait for it to
+    end, then go together in the next call (``Together``), whatever their events: one
+    round trip, one lock hand-off per event and one commit flush for all of them. A
+    lone booking goes at once, so batches grow only with the load."""
 
     MAX_BATCH = 32
 
     def __init__(self) -> None:
-        # Per event with bookings waiting or in flight: their calls, one at a time.
-        self._events: dict[int, Together[str, str]] = {}
+        self._together: Together[str, str] | None = None
         self.calls = 0  # calls of book_tickets_many() made
 
     async def book(
@@ -323,13 +322,10 @@ class BookingsTogether:
         refusal, the last tickets, a name or price changed since the read, a key used
         before: it was undone alone, and the caller runs the general transaction).
         409 ``idempotency_key_in_use`` when a request with the same key is in flight."""
-        event_id = order.event_id
-        together = self._events.get(event_id)
+        together = self._together
         if together is None:
-            together = self._events[event_id] = Together(
-                functools.partial(self._call, sessionmaker),
-                max_batch=self.MAX_BATCH,
-                on_idle=lambda: self._events.pop(event_id, None),
+            together = self._together = Together(
+                functools.partial(self._call, sessionmaker), max_batch=self.MAX_BATCH
             )
         outcome = await together(
             _order_json(order, prepared, user_id, idempotency_key, request_hash)
