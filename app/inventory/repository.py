@@ -107,7 +107,7 @@ ACCOUNT_AND_ORDER = _bound(
     param("lines", Integer),
 )
 
-# Bookings of one event in one call, a transaction of its own (migrations 0008, 0009):
+# Bookings in one call, a transaction of its own (migrations 0008, 0009):
 # the orders as JSON objects; what each became, in order.
 BOOK_TICKETS_MANY = _bound(
     "SELECT book_tickets_many(CAST(:orders AS jsonb))", param("orders", Text)
