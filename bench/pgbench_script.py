@@ -132,6 +132,9 @@ BOOKING_VALUES = {
     **VALUES,
     "lines": "1",
     "orders": f"jsonb_build_array(jsonb_build_object({_ORDER}))::TEXT",
+    # The call that waits for the event's lock: each transaction books (the service's
+    # first call skips an event another transaction holds and calls again waiting).
+    "wait": "true",
 }
 
 # The statements of a booking without an Idempotency-Key, in the order the service runs them.

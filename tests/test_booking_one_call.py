@@ -360,6 +360,51 @@ async def test_bookings_of_several_events_go_together_each_checked_against_its_o
         assert [row[1] for row in sold] == [4, 8, 20]
 
 
+async def test_an_event_held_by_another_transaction_delays_its_own_bookings_only(
+    app, client, db, organizer, create_user, general_calls
+):
+    """The shared call skips an event another transaction holds: that event's bookings
+    wait for its lock on a line of their own (their keys claimed anew there), while the
+    other events' bookings are answered at once."""
+    held, held_tt, attendees = await on_sale(db, organizer, create_user, tickets=50, attendees=8)
+    free, free_tt, _ = await on_sale(db, organizer, create_user, tickets=50, attendees=0)
+    together = together_of(app)
+    async with db() as holder:
+        await holder.execute(text("SELECT id FROM events WHERE id=:i FOR UPDATE"), {"i": held.id})
+        waiting = asyncio.create_task(
+            book(client, attendees[0], held.id, (held_tt.id, 1), key="held-key")
+        )
+        for _ in range(100):  # its line is waiting for the lock
+            if held.id in together._events:
+                break
+            await asyncio.sleep(0.02)
+        assert held.id in together._events and not waiting.done()
+        answered = await asyncio.wait_for(
+            asyncio.gather(*(book(client, a, free.id, (free_tt.id, 1)) for a in attendees)),
+            timeout=4,  # well under LOCK_TIMEOUT_MS: they did not wait for the held event
+        )
+        assert [r.status_code for r in answered] == [201] * 8
+        assert not waiting.done()
+        await holder.rollback()
+    response = await asyncio.wait_for(waiting, timeout=10)
+    assert response.status_code == 201, response.text
+    assert general_calls == []
+    for _ in range(50):  # the line is gone once idle
+        if held.id not in together._events:
+            break
+        await asyncio.sleep(0.02)
+    assert held.id not in together._events
+    async with db() as s:
+        key = await s.execute(
+            text(
+                "SELECT b.booking_reference::text FROM idempotency_keys k"
+                " JOIN bookings b ON b.id = k.booking_id WHERE k.key = 'held-key'"
+            )
+        )
+        assert key.scalar_one() == response.json()["booking_reference"]
+    await check_invariants(db, {held_tt.id: 50, free_tt.id: 50})
+
+
 async def test_a_batch_that_cannot_get_the_lock_is_busy_for_all_and_writes_nothing(
     settings, db, organizer, create_user
 ):

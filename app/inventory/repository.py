@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Integer,
     Numeric,
     String,
@@ -110,7 +111,9 @@ ACCOUNT_AND_ORDER = _bound(
 # Bookings in one call, a transaction of its own (migrations 0008, 0009):
 # the orders as JSON objects; what each became, in order.
 BOOK_TICKETS_MANY = _bound(
-    "SELECT book_tickets_many(CAST(:orders AS jsonb))", param("orders", Text)
+    "SELECT book_tickets_many(CAST(:orders AS jsonb), :wait)",
+    param("orders", Text),
+    param("wait", Boolean),
 )
 
 # The event row, locked: first in the global lock order.

@@ -300,12 +300,21 @@ class BookingsTogether:
     Bookings that arrive while a call is in flight (in this process) wait for it to
     end, then go together in the next call (``Together``), whatever their events: one
     round trip, one lock hand-off per event and one commit flush for all of them. A
-    lone booking goes at once, so batches grow only with the load."""
+    lone booking goes at once, so batches grow only with the load.
+
+    That call waits for no lock another transaction holds (``SKIP LOCKED``): the
+    bookings of an event found locked come back ("again") and go once more in the next
+    call, then to the event's own line, calls for that event alone that wait for its
+    lock, one at a time, and take its bookings while it is contended in this process.
+    So an event held long (a cancellation of many bookings, a hot event's lock between
+    the two workers' calls) delays its own bookings, never the other events'."""
 
     MAX_BATCH = 32
 
     def __init__(self) -> None:
         self._together: Together[str, str] | None = None
+        # Per event found locked, while bookings of it wait or are in flight: its line.
+        self._events: dict[int, Together[str, str]] = {}
         self.calls = 0  # calls of book_tickets_many() made
 
     async def book(
@@ -322,26 +331,42 @@ class BookingsTogether:
         refusal, the last tickets, a name or price changed since the read, a key used
         before: it was undone alone, and the caller runs the general transaction).
         409 ``idempotency_key_in_use`` when a request with the same key is in flight."""
-        together = self._together
-        if together is None:
-            together = self._together = Together(
-                functools.partial(self._call, sessionmaker), max_batch=self.MAX_BATCH
-            )
-        outcome = await together(
-            _order_json(order, prepared, user_id, idempotency_key, request_hash)
-        )
+        event_id = order.event_id
+        order_json = _order_json(order, prepared, user_id, idempotency_key, request_hash)
+        line = self._events.get(event_id)
+        if line is None:
+            together = self._together
+            if together is None:
+                together = self._together = Together(
+                    functools.partial(self._call, sessionmaker, False), max_batch=self.MAX_BATCH
+                )
+            outcome = await together(order_json)
+            if outcome == "again" and event_id not in self._events:
+                # Once more in the next call: the call holding the event (the other
+                # worker's, over events that overlap) is usually done by then.
+                outcome = await together(order_json)
+            if outcome == "again":
+                line = self._events.get(event_id)
+                if line is None:
+                    line = self._events[event_id] = Together(
+                        functools.partial(self._call, sessionmaker, True),
+                        max_batch=self.MAX_BATCH,
+                        on_idle=lambda: self._events.pop(event_id, None),
+                    )
+        if line is not None:
+            outcome = await line(order_json)
         if outcome == "key_in_use":
             raise IdempotencyKeyInUse()
         return outcome == "booked"
 
     async def _call(
-        self, sessionmaker: async_sessionmaker[AsyncSession], orders: list[str]
+        self, sessionmaker: async_sessionmaker[AsyncSession], wait: bool, orders: list[str]
     ) -> list[str]:
         """What each order became (an error, translated: 503 busy, ..., goes to all)."""
         self.calls += 1
         async with UnitOfWork(sessionmaker).driver() as conn:
             outcomes: list[str] = await compile_statement(sql.BOOK_TICKETS_MANY).fetchval(
-                conn, orders="[" + ",".join(orders) + "]"
+                conn, orders="[" + ",".join(orders) + "]", wait=wait
             )
         return outcomes
 
