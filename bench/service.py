@@ -140,7 +140,7 @@ def read_dockerfile(path: Path = ROOT / "Dockerfile") -> Dockerfile:
         start = next(i for i, w in enumerate(words) if w == "app.main:app")
     except StopIteration:
         raise RuntimeError("the Dockerfile's CMD does not serve `app.main:app`") from None
-    server = "uvicorn" if words[start - 1] == "uvicorn" else words[start - 1]
+    server = words[start - 1]  # the module after `-m`, or uvicorn's own command
     if words[start - 2 : start] not in (["-m", server], ["exec", "uvicorn"]):
         raise RuntimeError("the Dockerfile's CMD runs neither `python -m <server>` nor uvicorn")
     words = words[start + 1 :]

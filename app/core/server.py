@@ -51,7 +51,8 @@ def bind_reuse_port(family: int, address: Any) -> WorkerSocket:
     return sock
 
 
-def _bind_in_worker(family: int, address: Any) -> WorkerSocket:
+def _bind_or_exit(family: int, address: Any) -> WorkerSocket:
+    """``bind_reuse_port``, or uvicorn's start-up failure (exit 3) when it cannot."""
     try:
         return bind_reuse_port(family, address)
     except OSError as exc:
@@ -65,7 +66,7 @@ class WorkerSocket(socket.socket):
     the same one)."""
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return _bind_in_worker, (self.family, self.getsockname()[:2])
+        return _bind_or_exit, (self.family, self.getsockname()[:2])
 
 
 class ServerConfig(uvicorn.Config):
@@ -88,11 +89,7 @@ class ServerConfig(uvicorn.Config):
         if self.uds is not None or self.fd is not None or self.workers < 2:
             return super().bind_socket()
         family = socket.AF_INET6 if self.host and ":" in self.host else socket.AF_INET
-        try:
-            sock = bind_reuse_port(family, (self.host, self.port))
-        except OSError as exc:
-            logger.error(exc)
-            sys.exit(STARTUP_FAILURE)
+        sock = _bind_or_exit(family, (self.host, self.port))
         scheme = "https" if self.is_ssl else "http"
         host = f"[{self.host}]" if family == socket.AF_INET6 else self.host
         logger.info(
